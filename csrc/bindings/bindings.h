@@ -1,0 +1,39 @@
+// Helpers shared by the binding files. Bindings turn Python tables of pointers and sizes into
+// TensorLists, release the GIL and call the kernels; they do nothing else.
+#pragma once
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <initializer_list>
+#include <string>
+
+#include "cpu/ops.h"
+#include "fastopt/tensor_list.h"
+
+namespace fastopt {
+namespace py = pybind11;
+
+// c_style + noconvert (at each py::arg) so a wrong table raises instead of being copied.
+using PtrTable = py::array_t<uint64_t, py::array::c_style>;
+using NumelArray = py::array_t<int64_t, py::array::c_style>;
+
+inline TensorList tensor_list(const PtrTable& ptrs, const NumelArray& numel, int n_slots) {
+  if (ptrs.ndim() != 2 || numel.ndim() != 1 || ptrs.shape(0) != n_slots ||
+      ptrs.shape(1) != numel.shape(0))
+    throw py::value_error("pointer table must have shape (" + std::to_string(n_slots) +
+                          ", n_tensors) matching numel");
+  return TensorList{ptrs.data(), numel.data(), numel.shape(0), n_slots};
+}
+
+inline DType cpu_dtype(int code) {
+  if (code != int(DType::f32) && code != int(DType::f64))
+    throw py::type_error("CPU kernels take float32 or float64 arrays");
+  return DType(code);
+}
+
+void bind_runtime(py::module_& m);
+void bind_arrays(py::module_& m);
+void bind_optim(py::module_& m);
+void bind_clip(py::module_& m);
+
+}  // namespace fastopt

@@ -1,0 +1,9 @@
+#include "bindings.h"
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastopt's compiled CPU kernels (private: use the fastopt package)";
+  fastopt::bind_runtime(m);
+  fastopt::bind_arrays(m);
+  fastopt::bind_optim(m);
+  fastopt::bind_clip(m);
+}

@@ -1,0 +1,233 @@
+"""Any array (NumPy, PyTorch, CuPy, DLPack, array interface) -> a validated ArraySpec, and the
+pointer tables the kernels walk.
+
+Every check here raises a TypeError/ValueError that names the argument, the list index and
+what was expected: fastopt updates memory in place and never silently copies, so a read-only,
+non-contiguous, wrongly-typed or aliased array must be refused, not worked around.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: Storage dtypes the kernels understand, numbered as csrc/include/fastopt/common.h (DType).
+DTYPE_CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
+ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int32": 4, "int64": 8}
+_TYPESTR = {"<f4": "float32", "<f8": "float64", "<f2": "float16", "<i4": "int32",
+            "<i8": "int64", "|b1": "bool", "<u8": "uint64"}
+_DLPACK_CPU, _DLPACK_CUDA, _DLPACK_CUDA_HOST, _DLPACK_CUDA_MANAGED = 1, 2, 3, 13
+
+
+@dataclass(frozen=True, slots=True)
+class ArraySpec:
+    """What a kernel needs to know about one array, read without copying it."""
+
+    obj: Any
+    ptr: int
+    shape: tuple[int, ...]
+    dtype: str  # "float32", "float64", "float16", "bfloat16", "int32", "int64", ...
+    device: tuple[str, int]  # ("cpu", 0) or ("cuda", index)
+    readonly: bool
+    contiguous: bool
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * ITEMSIZE.get(self.dtype, 1)
+
+
+def _where(name: str, index: int | None) -> str:
+    return name if index is None else f"{name}[{index}]"
+
+
+def _c_contiguous(shape: Sequence[int], strides: Sequence[int] | None, itemsize: int) -> bool:
+    if strides is None:
+        return True
+    expected = itemsize
+    for dim, stride in zip(reversed(shape), reversed(strides), strict=True):
+        if dim != 1 and stride != expected:
+            return False
+        expected *= dim
+    return True
+
+
+def _torch_spec(t: Any) -> ArraySpec:
+    dtype = str(t.dtype).removeprefix("torch.")
+    dev = t.device
+    device = ("cpu", 0) if dev.type == "cpu" else (dev.type, dev.index or 0)
+    if str(getattr(t, "layout", "torch.strided")) != "torch.strided":
+        raise TypeError(f"{t.layout} tensors are not supported (dense tensors only)")
+    return ArraySpec(t, t.data_ptr(), tuple(t.shape), dtype, device, False, t.is_contiguous())
+
+
+def _interface_spec(obj: Any, iface: dict, device: tuple[str, int]) -> ArraySpec:
+    shape = tuple(iface["shape"])
+    typestr = iface["typestr"]
+    dtype = _TYPESTR.get(typestr)
+    if dtype is None and typestr in ("<V2", "|V2") and "bfloat16" in str(iface.get("descr", "")):
+        dtype = "bfloat16"
+    if dtype is None:
+        dtype = typestr
+    ptr, readonly = iface["data"]
+    contiguous = _c_contiguous(shape, iface.get("strides"), ITEMSIZE.get(dtype, 1))
+    return ArraySpec(obj, int(ptr or 0), shape, dtype, device, bool(readonly), contiguous)
+
+
+def _numpy_dtype_name(dt: np.dtype) -> str:
+    if dt.byteorder == ">":
+        return f"big-endian {dt.name}"
+    return dt.name
+
+
+def describe(obj: Any, name: str = "array", index: int | None = None) -> ArraySpec:
+    """Read pointer, shape, dtype, device and flags of any supported array, without copying."""
+    if isinstance(obj, np.ndarray):
+        flags = obj.flags
+        return ArraySpec(obj, obj.ctypes.data, obj.shape, _numpy_dtype_name(obj.dtype),
+                         ("cpu", 0), not flags.writeable, flags.c_contiguous)
+    module = type(obj).__module__
+    if module.startswith("torch") and hasattr(obj, "data_ptr"):
+        return _torch_spec(obj)
+    cai = getattr(obj, "__cuda_array_interface__", None)
+    if cai is not None:
+        return _interface_spec(obj, cai, ("cuda", _cuda_device_of(obj)))
+    ai = getattr(obj, "__array_interface__", None)
+    if ai is not None:
+        return _interface_spec(obj, ai, ("cpu", 0))
+    if hasattr(obj, "__dlpack__") and hasattr(obj, "__dlpack_device__"):
+        dev_type, dev_id = obj.__dlpack_device__()
+        if int(dev_type) in (_DLPACK_CPU, _DLPACK_CUDA_HOST):
+            view = np.from_dlpack(obj)
+            return ArraySpec(obj, view.ctypes.data, view.shape, _numpy_dtype_name(view.dtype),
+                             ("cpu", 0), not view.flags.writeable, view.flags.c_contiguous)
+        if int(dev_type) in (_DLPACK_CUDA, _DLPACK_CUDA_MANAGED):
+            raise TypeError(f"{_where(name, index)}: CUDA DLPack arrays without "
+                            "__cuda_array_interface__ are not supported")
+        raise TypeError(f"{_where(name, index)}: DLPack device type {dev_type} is not supported")
+    raise TypeError(f"{_where(name, index)}: expected an array (NumPy, PyTorch, CuPy, or any "
+                    f"object with __array_interface__/__dlpack__), got {type(obj).__name__}")
+
+
+def _cuda_device_of(obj: Any) -> int:
+    dev = getattr(obj, "device", None)
+    for attr in ("index", "id"):
+        value = getattr(dev, attr, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def check_float(spec: ArraySpec, name: str, index: int | None, allowed: Sequence[str]) -> None:
+    if spec.dtype not in allowed:
+        raise TypeError(f"{_where(name, index)}: dtype {spec.dtype} is not supported here "
+                        f"(expected one of {', '.join(allowed)})")
+
+
+def check_writable(spec: ArraySpec, name: str, index: int | None) -> None:
+    if spec.readonly:
+        raise ValueError(f"{_where(name, index)}: array is read-only, but fastopt updates it "
+                         "in place")
+
+
+def check_contiguous(spec: ArraySpec, name: str, index: int | None) -> None:
+    if not spec.contiguous:
+        raise ValueError(f"{_where(name, index)}: array is not C-contiguous; fastopt works in "
+                         "place and never copies (pass a contiguous array)")
+
+
+def first_overlap(starts: np.ndarray, ends: np.ndarray) -> tuple[int, int] | None:
+    """Indices (i, j) of two intervals [start, end) that overlap, or None. O(n log n)."""
+    keep = np.nonzero(ends > starts)[0]  # empty arrays cannot alias anything
+    if keep.size < 2:
+        return None
+    order = keep[np.argsort(starts[keep], kind="stable")]
+    reach = np.maximum.accumulate(ends[order])
+    bad = np.nonzero(reach[:-1] > starts[order[1:]])[0]
+    if bad.size == 0:
+        return None
+    k = int(bad[0]) + 1
+    j = int(order[k])
+    # the earlier interval that reaches past j's start
+    prior = order[:k]
+    i = int(prior[np.nonzero(ends[prior] > starts[j])[0][0]])
+    return (i, j) if i < j else (j, i)
+
+
+def zeros_like(obj: Any) -> Any:
+    """A new zero-filled, C-contiguous array of obj's framework, dtype, shape and device."""
+    if isinstance(obj, np.ndarray):
+        return np.zeros(obj.shape, dtype=obj.dtype)
+    module = type(obj).__module__
+    if module.startswith("torch"):
+        import torch
+
+        return torch.zeros_like(obj, memory_format=torch.contiguous_format)
+    ns = getattr(obj, "__array_namespace__", None)
+    if ns is not None:
+        return ns().zeros_like(obj)
+    raise TypeError(f"cannot allocate optimizer state like a {type(obj).__name__}")
+
+
+def full_like(obj: Any, value: float) -> Any:
+    out = zeros_like(obj)
+    if value != 0:
+        if hasattr(out, "fill_"):
+            out.fill_(value)
+        else:
+            out[...] = value
+    return out
+
+
+def to_numpy(obj: Any) -> np.ndarray:
+    """A NumPy copy of any array (for state_dict, tests, and the reference backend's inputs)."""
+    if isinstance(obj, np.ndarray):
+        return obj.copy()
+    module = type(obj).__module__
+    if module.startswith("torch"):
+        t = obj.detach()
+        if str(t.dtype) == "torch.bfloat16":
+            import ml_dtypes
+
+            return t.cpu().view(__import__("torch").int16).numpy().view(ml_dtypes.bfloat16)
+        return t.cpu().numpy().copy()
+    if hasattr(obj, "get"):  # CuPy
+        return obj.get()
+    return np.array(obj, copy=True)
+
+
+def copy_into(dst: Any, src: Any) -> None:
+    """dst[...] = src for any two arrays of the same shape, keeping dst's memory (and so every
+    pointer table that names it)."""
+    if isinstance(dst, np.ndarray):
+        np.copyto(dst, to_numpy(src) if not isinstance(src, np.ndarray) else src,
+                  casting="same_kind")
+        return
+    module = type(dst).__module__
+    if module.startswith("torch"):
+        import torch
+
+        with torch.no_grad():
+            dst.copy_(src if isinstance(src, torch.Tensor) else torch.from_numpy(np.asarray(src)))
+        return
+    dst[...] = src
+
+
+def cpu_view(ptr: int, numel: int, dtype: str) -> np.ndarray:
+    """A writable NumPy view of host memory, for backends that work on NumPy arrays."""
+    if numel == 0:
+        return np.empty(0, dtype=dtype)
+    import ctypes
+
+    nbytes = numel * ITEMSIZE[dtype]
+    buf = (ctypes.c_char * nbytes).from_address(ptr)
+    return np.frombuffer(buf, dtype=dtype)

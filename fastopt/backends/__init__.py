@@ -1,0 +1,80 @@
+"""Backend registry and dispatch.
+
+Choice: the `backend=` argument, else the FASTOPT_BACKEND environment variable, else the first
+available backend for the arrays' device (CPU: cpu, numba, reference; CUDA: cuda, numba_cuda).
+An explicitly requested backend that cannot run raises and says why; the automatic choice
+falls back to the next one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+#: name -> module defining BACKEND; each module imports its heavy dependencies lazily.
+REGISTRY: dict[str, str] = {
+    "cpu": "fastopt.backends.cpu",
+    "reference": "fastopt.backends.reference",
+}
+
+#: Automatic order per device type.
+AUTO_ORDER: dict[str, tuple[str, ...]] = {
+    "cpu": ("cpu", "numba", "reference"),
+    "cuda": ("cuda", "numba_cuda"),
+}
+
+_loaded: dict[str, Any] = {}
+
+
+class BackendUnavailable(RuntimeError):
+    """Raised when an explicitly requested backend cannot run here."""
+
+
+def get(name: str) -> Any:
+    """The backend object registered as `name` (whether or not it is available)."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown backend {name!r} (known: {', '.join(sorted(REGISTRY))})")
+    if name not in _loaded:
+        _loaded[name] = importlib.import_module(REGISTRY[name]).BACKEND
+    return _loaded[name]
+
+
+def status() -> list[tuple[str, tuple[str, ...], bool, str]]:
+    """(name, devices, available, reason) for every registered backend."""
+    rows = []
+    for name in REGISTRY:
+        try:
+            b = get(name)
+            ok, why = b.available()
+            rows.append((name, b.devices, ok, why))
+        except Exception as exc:  # a backend whose module cannot even import is unavailable
+            rows.append((name, (), False, f"{type(exc).__name__}: {exc}"))
+    return rows
+
+
+def resolve(name: str | None, device: str = "cpu") -> Any:
+    """The backend to run on arrays of `device` ('cpu' or 'cuda')."""
+    requested = name or os.environ.get("FASTOPT_BACKEND") or None
+    if requested:
+        b = get(requested)
+        ok, why = b.available()
+        if not ok:
+            raise BackendUnavailable(f"backend {requested!r} is not available: {why}")
+        if device not in b.devices:
+            raise BackendUnavailable(f"backend {requested!r} runs on {', '.join(b.devices)} "
+                                     f"arrays, not {device}")
+        return b
+    reasons = []
+    for candidate in AUTO_ORDER.get(device, ()):
+        if candidate not in REGISTRY:
+            continue
+        try:
+            b = get(candidate)
+            ok, why = b.available()
+        except Exception as exc:
+            ok, why = False, str(exc)
+        if ok:
+            return b
+        reasons.append(f"{candidate}: {why}")
+    raise BackendUnavailable(f"no backend can run on {device} arrays ({'; '.join(reasons)})")

@@ -1,0 +1,71 @@
+"""The compiled C++ CPU kernels (fastopt._C): OpenMP over fixed chunks, ISA chosen at run time."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .._table import TensorTable
+
+_NORM_KIND = {2.0: 0, 1.0: 1, math.inf: 2}
+
+
+class CpuBackend:
+    name = "cpu"
+    devices = ("cpu",)
+
+    def __init__(self) -> None:
+        self._C: Any = None
+        self._error = ""
+        try:
+            from .. import _C
+
+            self._C = _C
+        except ImportError as exc:  # a source checkout that was never built
+            self._error = f"fastopt._C is not built ({exc})"
+
+    def available(self) -> tuple[bool, str]:
+        if self._C is None:
+            return False, self._error
+        return True, f"C++/OpenMP, ISA {self._C.isa()}, {self._C.num_threads()} threads"
+
+    def sgd(self, t: TensorTable, *, lr: float, momentum: float, dampening: float,
+            weight_decay: float, nesterov: bool, maximize: bool, first_step: bool) -> None:
+        self._C.sgd(t.ptrs, t.numel, t.dtype_code, lr, momentum, dampening, weight_decay,
+                    nesterov, maximize, first_step)
+
+    def adam(self, t: TensorTable, *, step: int, lr: float, beta1: float, beta2: float,
+             eps: float, weight_decay: float, decoupled: bool, amsgrad: bool, maximize: bool,
+             bias_correction: bool, eps_inside_sqrt: bool) -> None:
+        # host-side scalars in float64, as torch computes them
+        bc1 = 1.0 - beta1**step if bias_correction else 1.0
+        bc2 = 1.0 - beta2**step if bias_correction else 1.0
+        self._C.adam(t.ptrs, t.numel, t.dtype_code, lr, beta1, beta2, eps, weight_decay, bc1,
+                     bc2, decoupled, amsgrad, maximize, eps_inside_sqrt)
+
+    def adagrad(self, t: TensorTable, *, step: int, lr: float, lr_decay: float,
+                weight_decay: float, eps: float, maximize: bool) -> None:
+        clr = lr / (1 + (step - 1) * lr_decay)
+        self._C.adagrad(t.ptrs, t.numel, t.dtype_code, clr, weight_decay, eps, maximize)
+
+    def rmsprop(self, t: TensorTable, *, lr: float, alpha: float, eps: float,
+                weight_decay: float, momentum: float, centered: bool, maximize: bool) -> None:
+        self._C.rmsprop(t.ptrs, t.numel, t.dtype_code, lr, alpha, eps, weight_decay, momentum,
+                        centered, maximize)
+
+    def lion(self, t: TensorTable, *, lr: float, beta1: float, beta2: float,
+             weight_decay: float, maximize: bool) -> None:
+        self._C.lion(t.ptrs, t.numel, t.dtype_code, lr, beta1, beta2, weight_decay, maximize)
+
+    def norm_sum(self, t: TensorTable, norm_type: float) -> float:
+        kind = _NORM_KIND.get(float(norm_type), 3)
+        return self._C.norm_sum(t.ptrs, t.numel, t.dtype_code, kind, float(norm_type))
+
+    def scale(self, t: TensorTable, coef: float) -> None:
+        self._C.scale(t.ptrs, t.numel, t.dtype_code, coef)
+
+    def clamp(self, t: TensorTable, clip_value: float) -> None:
+        self._C.clamp(t.ptrs, t.numel, t.dtype_code, clip_value)
+
+
+BACKEND = CpuBackend()

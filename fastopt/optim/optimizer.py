@@ -1,0 +1,242 @@
+"""The stateful optimizer base: param groups, state, pointer-table caching, state_dict."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .. import _arrays, backends
+from .. import functional as F
+from .._table import TensorTable
+
+
+def _clone(obj: Any) -> Any:
+    return obj.clone() if hasattr(obj, "clone") else obj.copy()
+
+
+class Optimizer:
+    """Base class: subclasses name their kernel (`op`), their state arrays and hyperparameters.
+
+    `step(grads)` takes one gradient per parameter, in param-group order (None skips a
+    parameter, as a missing .grad does in torch). The pointer tables of each group are built
+    and validated once; later steps only read the new gradients' pointers, so the cost of a
+    step does not grow with Python work per tensor.
+    """
+
+    op: ClassVar[str]
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any], *,
+                 backend: str | None = None) -> None:
+        self.defaults = dict(defaults)
+        self.backend = backend
+        self.param_groups: list[dict[str, Any]] = []
+        self.state: list[list[dict[str, Any]]] = []  # [group][param] -> state arrays, step
+        self._tables: list[tuple[tuple, list[TensorTable]] | None] = []
+        if backend is not None:
+            backends.get(backend)  # unknown names fail now, not at the first step
+        groups = list(params) if not isinstance(params, np.ndarray) else [params]
+        if len(groups) == 0:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    # --- subclass interface -------------------------------------------------------------
+    def _check(self, group: dict[str, Any]) -> None:
+        """Raise ValueError for invalid hyperparameters (as torch does)."""
+        raise NotImplementedError
+
+    def _state_slots(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The state arrays this group's options need, named as the kernel's table rows."""
+        raise NotImplementedError
+
+    def _init_value(self, slot: str, group: dict[str, Any]) -> float:
+        return 0.0
+
+    def _hyper(self, group: dict[str, Any], step: int, fresh: set[str]) -> dict[str, Any]:
+        """Keyword arguments of the backend kernel for one step of `group`."""
+        raise NotImplementedError
+
+    # --- param groups ------------------------------------------------------------------
+    def add_param_group(self, group: dict[str, Any]) -> None:
+        if not isinstance(group, dict):
+            raise TypeError(f"param group must be a dict, got {type(group).__name__}")
+        params = group.get("params")
+        if params is None:
+            raise ValueError("param group has no 'params'")
+        params = [params] if not isinstance(params, (list, tuple)) else list(params)
+        if not params:
+            raise ValueError("param group has an empty 'params' list")
+        unknown = set(group) - set(self.defaults) - {"params"}
+        if unknown:
+            raise TypeError(f"unknown hyperparameters for {type(self).__name__}: "
+                            f"{', '.join(sorted(unknown))}")
+        full = {**self.defaults, **group, "params": params}
+        self._check(full)
+        # validates every param (dtype, contiguity, writability, aliasing within the group)
+        F.tables_for(self.op, {"param": params, "grad": None})
+        mine = {id(p) for p in params}
+        for other in self.param_groups:
+            if any(id(p) in mine for p in other["params"]):
+                raise ValueError("some parameters appear in more than one parameter group")
+        if self.param_groups:
+            every = [p for g in self.param_groups for p in g["params"]] + params
+            F.tables_for(self.op, {"param": every, "grad": None})  # no memory shared across
+        self.param_groups.append(full)
+        self.state.append([{"step": 0} for _ in params])
+        self._tables.append(None)
+
+    # --- stepping ----------------------------------------------------------------------
+    def _ensure_state(self, gi: int) -> tuple[tuple[str, ...], set[str]]:
+        group = self.param_groups[gi]
+        slots = self._state_slots(group)
+        fresh = set()
+        for slot in slots:
+            for p, st in zip(group["params"], self.state[gi], strict=True):
+                if st.get(slot) is None:
+                    st[slot] = _arrays.full_like(p, self._init_value(slot, group))
+                    fresh.add(slot)
+        return slots, fresh
+
+    def _group_tables(self, gi: int, slots: tuple[str, ...]) -> list[TensorTable]:
+        cached = self._tables[gi]
+        if cached is not None and cached[0] == slots:
+            return cached[1]
+        group = self.param_groups[gi]
+        arrays: dict[str, Any] = {"param": group["params"], "grad": None}
+        for slot in slots:
+            arrays[slot] = [st[slot] for st in self.state[gi]]
+        tables = F.tables_for(self.op, arrays)
+        self._tables[gi] = (slots, tables)
+        return tables
+
+    def step(self, grads: Sequence[Any]) -> None:
+        """Update every parameter in place from its gradient (grads in param-group order)."""
+        if not isinstance(grads, (list, tuple)):
+            grads = list(grads)
+        n = sum(len(g["params"]) for g in self.param_groups)
+        if len(grads) != n:
+            raise ValueError(f"grads: expected {n} arrays (one per parameter, in param-group "
+                             f"order), got {len(grads)}")
+        start = 0
+        for gi, group in enumerate(self.param_groups):
+            count = len(group["params"])
+            gs = grads[start:start + count]
+            start += count
+            self._check(group)
+            slots, fresh = self._ensure_state(gi)
+            states = self.state[gi]
+            steps = {st["step"] for st, g in zip(states, gs, strict=True) if g is not None}
+            if len(steps) == 1 and all(g is not None for g in gs):
+                tables = self._group_tables(gi, slots)
+                for t in tables:
+                    t.replace("grad", gs)
+                self._run(group, tables, steps.pop() + 1, fresh)
+                for st in states:
+                    st["step"] += 1
+            else:
+                self._step_subsets(gi, gs, slots, fresh)
+
+    def _step_subsets(self, gi: int, gs: Sequence[Any], slots: tuple[str, ...],
+                      fresh: set[str]) -> None:
+        """Slow path: some grads are None, or params are at different step counts."""
+        group, states = self.param_groups[gi], self.state[gi]
+        by_step: dict[int, list[int]] = {}
+        for k, (st, g) in enumerate(zip(states, gs, strict=True)):
+            if g is not None:
+                by_step.setdefault(st["step"], []).append(k)
+        for step, ks in sorted(by_step.items()):
+            arrays: dict[str, Any] = {"param": [group["params"][k] for k in ks],
+                                      "grad": [gs[k] for k in ks]}
+            for slot in slots:
+                arrays[slot] = [states[k][slot] for k in ks]
+            self._run(group, F.tables_for(self.op, arrays), step + 1, fresh)
+            for k in ks:
+                states[k]["step"] += 1
+
+    def _run(self, group: dict[str, Any], tables: list[TensorTable], step: int,
+             fresh: set[str]) -> None:
+        F.run(self.op, tables, self.backend, **self._hyper(group, step, fresh))
+
+    # --- checkpoints -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """torch.optim's layout: {'state': {index: {...}}, 'param_groups': [{..., 'params':
+        [indices]}]}, with copies of the state arrays (later steps do not change it)."""
+        state: dict[int, dict[str, Any]] = {}
+        groups = []
+        index = 0
+        for group, states in zip(self.param_groups, self.state, strict=True):
+            ids = []
+            for st in states:
+                state[index] = {k: (v if k == "step" else None if v is None else _clone(v))
+                                for k, v in st.items()}
+                ids.append(index)
+                index += 1
+            groups.append({**{k: copy.deepcopy(v) for k, v in group.items() if k != "params"},
+                           "params": ids})
+        return {"state": state, "param_groups": groups, "optimizer": type(self).__name__}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore hyperparameters, step counts and state arrays (copied into this optimizer's
+        own arrays). Raises ValueError for a checkpoint of another optimizer class or of
+        differently shaped parameters."""
+        kind = state_dict.get("optimizer", type(self).__name__)
+        if kind != type(self).__name__:
+            raise ValueError(f"state_dict is from a {kind} optimizer, not {type(self).__name__}")
+        groups = state_dict.get("param_groups")
+        if groups is None or "state" not in state_dict:
+            raise ValueError("state_dict needs 'state' and 'param_groups'")
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(groups)} param groups, this optimizer has "
+                             f"{len(self.param_groups)}")
+        for gi, (saved, group) in enumerate(zip(groups, self.param_groups, strict=True)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(f"param group {gi}: state_dict has {len(saved['params'])} "
+                                 f"parameters, this optimizer has {len(group['params'])}")
+            hyper = {k: v for k, v in saved.items() if k != "params"}
+            unknown = set(hyper) - set(self.defaults)
+            if unknown:
+                raise ValueError(f"param group {gi}: unknown hyperparameters "
+                                 f"{sorted(unknown)} for {type(self).__name__}")
+            self._check({**group, **hyper})
+        allowed = set(self._all_state_slots()) | {"step"}
+        saved_state = state_dict["state"]
+        for gi, (saved, group) in enumerate(zip(groups, self.param_groups, strict=True)):
+            for k, idx in enumerate(saved["params"]):
+                entry = saved_state.get(idx, {})
+                bad = set(entry) - allowed
+                if bad:
+                    raise ValueError(f"state of parameter {idx}: keys {sorted(bad)} do not "
+                                     f"belong to {type(self).__name__}")
+                p = group["params"][k]
+                for key, value in entry.items():
+                    if key != "step" and value is not None and tuple(value.shape) != tuple(p.shape):
+                        raise ValueError(f"state of parameter {idx}: {key} has shape "
+                                         f"{tuple(value.shape)}, parameter has {tuple(p.shape)}")
+        # everything checked: now change nothing but contents
+        for gi, (saved, group) in enumerate(zip(groups, self.param_groups, strict=True)):
+            group.update({k: copy.deepcopy(v) for k, v in saved.items() if k != "params"})
+            for k, idx in enumerate(saved["params"]):
+                st = self.state[gi][k]
+                for key, value in saved_state.get(idx, {}).items():
+                    if key == "step":
+                        st["step"] = int(float(value))
+                    elif value is not None:
+                        if st.get(key) is None:
+                            st[key] = _arrays.zeros_like(group["params"][k])
+                        _arrays.copy_into(st[key], value)
+            self._tables[gi] = None
+
+    def _all_state_slots(self) -> tuple[str, ...]:
+        return F.SLOTS[self.op][2:]
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params"]
+        return "\n".join(lines) + "\n)"

@@ -1,0 +1,24 @@
+"""The one tolerance table every backend is held to against fastopt.reference (DESIGN.md:
+no looser than rtol 1e-5 for float32 and 1e-12 for float64). atol covers elements that pass
+near zero, where a relative bound means nothing."""
+
+import numpy as np
+
+TOL = {
+    "float64": dict(rtol=1e-12, atol=1e-14),
+    "float32": dict(rtol=1e-5, atol=1e-6),
+    "float16": dict(rtol=1e-3, atol=1e-4),
+    "bfloat16": dict(rtol=1e-2, atol=1e-3),
+}
+
+
+def tol(dtype) -> dict:
+    return TOL[np.dtype(dtype).name if not isinstance(dtype, str) else dtype]
+
+
+def assert_close(actual, expected, dtype=None, what: str = "") -> None:
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    t = tol(dtype or expected.dtype)
+    np.testing.assert_allclose(actual.astype(np.float64), expected.astype(np.float64),
+                               err_msg=what, equal_nan=True, **t)
