@@ -8,10 +8,10 @@
 
 from __future__ import annotations
 
-from . import backends, clip, functional, optim, reference, schedules
+from . import backends, clip, functional, losses, optim, reference, schedules
 from ._config import get_num_threads, set_num_threads, show_config
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "backends", "clip", "functional", "get_num_threads", "optim",
+__all__ = ["__version__", "backends", "clip", "functional", "get_num_threads", "losses", "optim",
            "reference", "schedules", "set_num_threads", "show_config"]

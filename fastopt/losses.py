@@ -269,7 +269,7 @@ def binary_cross_entropy(input: Any, target: Any, weight: Any | None = None,
                           return_grad=return_grad, backend=backend)
     loss = result[0] if return_grad else result
     if not np.all(np.isfinite(np.asarray(loss, dtype=np.float64))):
-        x = np.from_dlpack(input) if not isinstance(input, np.ndarray) else input
+        x = _host_numpy(input, "input")
         if np.any((x < 0) | (x > 1)):
             raise ValueError("input: binary_cross_entropy needs probabilities in [0, 1]")
     return result

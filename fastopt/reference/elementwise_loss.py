@@ -66,12 +66,12 @@ def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0):
 
 def binary_cross_entropy(input, target, weight=None, reduction: str = "mean"):
     """loss = -w (y max(log x, -100) + (1 - y) max(log(1 - x), -100));
-    dloss/dx = w (x - y) / max(x (1 - x), 1e-12)  (torch's clamps)."""
+    dloss/dx = w (x - y) / max(x (1 - x), 1e-12)  (torch's clamps; its 1e-12 is a float32)."""
     x, y, w = f64(input, target, weight)
     w = 1.0 if w is None else w
     with np.errstate(divide="ignore", invalid="ignore"):
         loss = -(y * np.maximum(np.log(x), -100) + (1 - y) * np.maximum(np.log1p(-x), -100))
-    grad = (x - y) / np.maximum(x * (1 - x), 1e-12)
+    grad = (x - y) / np.maximum(x * (1 - x), float(np.float32(1e-12)))
     return _reduce(w * loss, w * grad, reduction, input)
 
 

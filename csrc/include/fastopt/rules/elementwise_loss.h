@@ -4,7 +4,7 @@
 //   l1         |d|                                   sign(d)
 //   huber      |d| < delta ? d^2 / 2 : delta (|d| - delta / 2)       clamp(d, -delta, delta)
 //   smooth_l1  |d| < beta ? d^2 / (2 beta) : |d| - beta / 2          |d| < beta ? d / beta : sign(d)
-//   bce        -(y max(log x, -100) + (1 - y) max(log(1 - x), -100))   (x - y) / max(x (1 - x), 1e-12)
+//   bce        -(y max(log x, -100) + (1 - y) max(log(1 - x), -100))   (x - y) / max(x (1 - x), 1e-12f)
 //   bce_logits (1 - y) x + l (log(1 + e^-|x|) + max(-x, 0)),  l = (p - 1) y + 1
 //                                                    l sigmoid(x) - p y      (p = pos_weight)
 //   kl_div     xlogy(y, y) - y x                     -y
@@ -58,13 +58,15 @@ FASTOPT_HD void point_loss(M x, M y, M param, M pw, M& loss, M& dloss) {
     dloss = d < -param ? M(-1) : (d > param ? M(1) : d / param);
   } else if constexpr (K == PointLoss::bce) {
     const M lx = std::log(x), l1x = std::log1p(-x);
-    loss = -(y * (lx > M(-100) ? lx : M(-100)) + (M(1) - y) * (l1x > M(-100) ? l1x : M(-100)));
-    const M v = x * (M(1) - x);
-    dloss = (x - y) / (v > M(1e-12) ? v : M(1e-12));
+    // std::max's argument order, as torch: a NaN log (x outside [0, 1]) propagates
+    loss = -(y * (lx < M(-100) ? M(-100) : lx) + (M(1) - y) * (l1x < M(-100) ? M(-100) : l1x));
+    const M v = x * (M(1) - x), tiny = M(1e-12f);  // torch's clamp is the float 1e-12
+    dloss = (x - y) / (v < tiny ? tiny : v);
   } else if constexpr (K == PointLoss::bce_logits) {
     const M e = exp_f(-std::fabs(x));
     const M lw = (pw - M(1)) * y + M(1);
-    loss = (M(1) - y) * x + lw * (log1p_f(e) + (x < M(0) ? -x : M(0)));
+    // (1 - y) x + l max(-x, 0) regrouped so that nothing cancels for x < 0: -p y x
+    loss = (x >= M(0) ? (M(1) - y) * x : -pw * y * x) + lw * log1p_f(e);
     const M sig = (x >= M(0) ? M(1) : e) / (M(1) + e);
     dloss = lw * sig - pw * y;
   } else if constexpr (K == PointLoss::kl_div) {
