@@ -405,7 +405,10 @@ def linear_cross_entropy(hidden: Any, weight: Any, target: Any, bias: Any | None
         rows, _ = cross_entropy(logits, t[i0:i1], cw, ignore_index, "none", label_smoothing,
                                 z_loss=z_loss, softcap=softcap, inplace=True, backend=backend)
         rows_loss.append(np.asarray(rows, dtype=np.float64))
-        np.matmul(logits, w, out=gh[i0:i1])
+        # as (weight.T @ dlogits.T).T: OpenBLAS is several times slower on the
+        # short-and-deep product dlogits @ weight (few rows, V-long inner axis); the [rows, H]
+        # temporary is small
+        gh[i0:i1] = (w.T @ logits.T).T
         gemm(h[i0:i1], logits, gw)
         if gb is not None:
             gb += logits.sum(axis=0, dtype=np.float64)
