@@ -6,7 +6,7 @@ import pytest
 import fastopt
 from fastopt import losses
 from fastopt import reference as ref
-from tests.tolerances import assert_close
+from tolerances import assert_close
 
 DTYPES = [np.float32, np.float64]
 SIZES = [(1,), (7,), (4097,), (65537,), (33, 17)]

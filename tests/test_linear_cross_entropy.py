@@ -7,7 +7,7 @@ import pytest
 
 from fastopt import losses
 from fastopt import reference as ref
-from tests.tolerances import assert_close
+from tolerances import assert_close
 
 
 def make(n, h, v, dtype, seed=0, bias=True):
