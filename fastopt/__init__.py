@@ -15,7 +15,7 @@ import os
 # when libgomp loads with fastopt._C; a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
-from . import backends  # noqa: E402, clip, functional, optim, reference, schedules
+from . import backends, clip, functional, optim, reference, schedules  # noqa: E402
 from ._config import get_num_threads, set_num_threads, show_config  # noqa: E402
 
 __version__ = "0.1.0"

@@ -152,13 +152,13 @@ def _alias_error(a: str, i: int, b: str, j: int) -> ValueError:
 
 def _check_like(s: ArraySpec, ref: ArraySpec, name: str, i: int, ref_name: str,
                 writeable: bool, allowed: Sequence[str]) -> None:
-    check_float(s, name, i, allowed)
     if s.shape != ref.shape:
         raise ValueError(f"{name}[{i}]: shape {s.shape} does not match {ref_name}[{i}] "
                          f"shape {ref.shape}")
     if s.dtype != ref.dtype:
         raise TypeError(f"{name}[{i}]: dtype {s.dtype} does not match {ref_name}[{i}] "
                         f"dtype {ref.dtype}")
+    check_float(s, name, i, allowed)
     if s.device != ref.device:
         raise ValueError(f"{name}[{i}]: on {s.device[0]}:{s.device[1]} but {ref_name}[{i}] is "
                          f"on {ref.device[0]}:{ref.device[1]} (mixing devices is not supported)")

@@ -17,8 +17,9 @@ def pytest_report_header(config):
     try:
         from fastopt import _C
 
+        omp = os.environ.get("OMP_NUM_THREADS")
         lines.append(f"fastopt ISA {_C.isa()} (widest {_C.widest_isa()}), "
-                     f"{_C.num_threads()} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+                     f"{_C.num_threads()} threads, OMP_NUM_THREADS={omp}")
     except ImportError:
         lines.append("fastopt._C is not built")
     return lines
