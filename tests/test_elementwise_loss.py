@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from tolerances import assert_close
 
 import fastopt
 from fastopt import losses
 from fastopt import reference as ref
-from tolerances import assert_close
 
 DTYPES = [np.float32, np.float64]
 SIZES = [(1,), (7,), (4097,), (65537,), (33, 17)]

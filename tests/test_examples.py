@@ -7,11 +7,17 @@ import sys
 
 import pytest
 
+import fastopt
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# the examples import the same fastopt as these tests (the installed one in CI, the checkout in
+# development)
+PACKAGE_PARENT = str(pathlib.Path(fastopt.__file__).resolve().parents[1])
 
 
 def run(name: str) -> str:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    path = os.pathsep.join(p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, PYTHONPATH=path)
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / name)], capture_output=True,
                           text=True, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr

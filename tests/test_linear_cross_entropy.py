@@ -4,10 +4,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from tolerances import assert_close
 
 from fastopt import losses
 from fastopt import reference as ref
-from tolerances import assert_close
 
 
 def make(n, h, v, dtype, seed=0, bias=True):
