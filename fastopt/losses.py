@@ -48,6 +48,10 @@ def _same_dtype(spec: ArraySpec, ref: ArraySpec, name: str, ref_name: str) -> No
         raise TypeError(f"{name}: dtype {spec.dtype} does not match {ref_name}'s {ref.dtype}")
 
 
+def _overlap(a: ArraySpec, b: ArraySpec) -> bool:
+    return a.ptr < b.ptr + b.nbytes and b.ptr < a.ptr + a.nbytes
+
+
 def _reduction(reduction: str, allowed: tuple[str, ...] = _REDUCTIONS) -> str:
     if reduction not in allowed:
         raise ValueError(f"reduction: expected one of {', '.join(allowed)}, got {reduction!r}")
@@ -149,6 +153,10 @@ def cross_entropy(logits: Any, target: Any, weight: Any | None = None, ignore_in
     if return_grad:
         if inplace:
             check_writable(ls, "logits", None)
+            for other, other_name in ((ts, "target"), (ws, "weight")):
+                if other is not None and _overlap(ls, other):
+                    raise ValueError(f"{other_name}: shares memory with logits, which "
+                                     "inplace=True overwrites")
             grad_obj, gs = logits, ls
         else:
             grad_obj = empty_like(logits)

@@ -199,6 +199,9 @@ def test_bad_input_raises_naming_the_argument():
     strided = np.ones((4, 10), np.float32)[:, ::2]
     with pytest.raises(ValueError, match="logits.*contiguous"):
         losses.cross_entropy(strided, t, inplace=True)
+    probs = np.full((4, 5), 0.2, np.float32)
+    with pytest.raises(ValueError, match="target: shares memory with logits"):
+        losses.cross_entropy(probs, probs, inplace=True)
     before = x.copy()
     with pytest.raises(ValueError, match="target"):
         losses.cross_entropy(x, np.array([0, 1, 9, 2]), inplace=True)
