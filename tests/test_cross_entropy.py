@@ -10,7 +10,7 @@ from fastopt import reference as ref
 
 BACKENDS = ["cpu", "reference"]
 DTYPES = [np.float32, np.float64]
-SHAPES = [(1, 1), (3, 7), (4096, 7), (3, 32000), (1, 50257)]
+SHAPES = [(1, 1), (4096, 1), (3, 7), (4096, 7), (3, 32000), (1, 50257), (3, 50257)]
 OPTIONS = {
     "plain": {},
     "weight": dict(weight=True),
@@ -21,6 +21,8 @@ OPTIONS = {
     "softcap": dict(softcap=5.0, label_smoothing=0.1),
     "probs": dict(probs=True),
     "probs_weight_smooth": dict(probs=True, weight=True, label_smoothing=0.1),
+    "probs_softcap_z": dict(probs=True, softcap=3.0, z_loss=1e-3),
+    "everything": dict(weight=True, ignore=True, label_smoothing=0.3, z_loss=1e-3, softcap=4.0),
 }
 
 
@@ -63,7 +65,8 @@ def test_matches_reference(backend, dtype, shape, option, reduction):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("option", [o for o in OPTIONS if o not in ("z_loss", "softcap")])
+@pytest.mark.parametrize("option", [o for o in OPTIONS if "z" not in o and "softcap" not in o
+                                    and o != "everything"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_matches_torch(dtype, option, reduction):
     torch = pytest.importorskip("torch")
@@ -96,8 +99,9 @@ def test_index_dtypes_and_1d_logits(index_dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_inplace_and_forward_only(dtype):
-    x, t, w, kw = make((65, 4097), dtype, OPTIONS["smooth_weight_ignore"])
+@pytest.mark.parametrize("option", ["smooth_weight_ignore", "probs_softcap_z", "everything"])
+def test_inplace_and_forward_only(dtype, option):
+    x, t, w, kw = make((65, 4097), dtype, OPTIONS[option])
     rloss, rgrad = ref.cross_entropy(x, t, w, **kw)
     fwd = losses.cross_entropy(x, t, w, return_grad=False, **kw)
     assert_close(fwd, rloss, dtype)
