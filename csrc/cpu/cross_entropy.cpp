@@ -92,17 +92,20 @@ struct Row {
       return weight ? M(weight[j]) * t : t;
     };
     const M xy = probs ? M(0) : M(src[y]);
-    double A, tx;  // sum_c t_c and sum_c t_c x_c
+    // A = sum_c t_c and tx = sum_c t_c (x_c - max). Shifting by the max makes the loss
+    // A log(S) - tx a sum of two non-negative terms, so nothing cancels when it is near 0.
+    double A, tx;
     if (probs) {
       A = row_sum<M>(C, t_prob);
-      tx = row_sum<M>(C, [&](int64_t j) { return t_prob(j) * M(src[j]); });
+      tx = row_sum<M>(C, [&](int64_t j) { return t_prob(j) * (M(src[j]) - m); });
     } else {
       const double wy = weight ? double(weight[y]) : 1.0;
       A = (1.0 - eps) * wy + eps / double(C) * weight_sum;
-      tx = (1.0 - eps) * wy * double(xy);
+      tx = (1.0 - eps) * wy * double(xy - m);
       if (eps > 0) {
-        const double sx = weight ? row_sum<M>(C, [&](int64_t j) { return M(weight[j]) * M(src[j]); })
-                                 : row_sum<M>(C, [&](int64_t j) { return M(src[j]); });
+        const double sx =
+            weight ? row_sum<M>(C, [&](int64_t j) { return M(weight[j]) * (M(src[j]) - m); })
+                   : row_sum<M>(C, [&](int64_t j) { return M(src[j]) - m; });
         tx += eps / double(C) * sx;
       }
     }
@@ -119,7 +122,7 @@ struct Row {
     else
       S = row_sum<M>(C, [&](int64_t j) { return exp_f(M(src[j]) - m); });
     const double lse = double(m) + std::log(S);
-    const double loss = A * lse - tx + a.z_loss * lse * lse;
+    const double loss = A * std::log(S) - tx + a.z_loss * lse * lse;
     if (!g) return loss;
 
     const M k = M(scale * (A + 2.0 * a.z_loss * lse) / S);

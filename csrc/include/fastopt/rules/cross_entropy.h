@@ -5,7 +5,8 @@
 //   class index y:   t_c = (1 - eps) w_y [c == y] + (eps / C) w_c      (torch's smoothing)
 //   probabilities p: t_c = w_c ((1 - eps) p_c + eps / C)
 // (w = 1 without class weights). With A = sum_c t_c and lse = logsumexp(x):
-//   loss = A lse - sum_c t_c x_c + z lse^2
+//   loss = A lse - sum_c t_c x_c + z lse^2 = A log(S) - sum_c t_c (x_c - max) + z lse^2
+//   (S = sum_c exp(x_c - max); the second form has no cancellation)
 //   dloss/dx_j = softmax_j (A + 2 z lse) - t_j
 // and soft-capping x -> cap tanh(x / cap) multiplies the gradient by 1 - tanh^2.
 #pragma once
