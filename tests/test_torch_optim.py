@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 import fastopt.torch as fo  # noqa: E402
 from fastopt import reference  # noqa: E402
-from tests.tolerances import assert_close  # noqa: E402
+from tolerances import assert_close  # noqa: E402
 
 SHAPES = [(1,), (7,), (4097,), (3, 5)]
 
