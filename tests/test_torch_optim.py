@@ -9,9 +9,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tolerances import assert_close  # noqa: E402
+
 import fastopt.torch as fo  # noqa: E402
 from fastopt import reference  # noqa: E402
-from tolerances import assert_close  # noqa: E402
 
 SHAPES = [(1,), (7,), (4097,), (3, 5)]
 

@@ -66,6 +66,7 @@ class _Entry:
         self.tables = tables
         self.steps = steps
         self.fresh = fresh  # per active param: state created at this step (SGD first step)
+        self.mixed_fresh = len(set(fresh)) > 1
         self.key = key
 
 
@@ -136,7 +137,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         else:
             step_lo = step_hi = 0.0
         fresh0 = entry.fresh[0]
-        uniform = step_lo == step_hi and all(f == fresh0 for f in entry.fresh)
+        uniform = step_lo == step_hi and not entry.mixed_fresh
         if uniform:
             hyper = self._hyper(group, step_hi, fresh0)
             for t in entry.tables.tables:
@@ -147,6 +148,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             entry.steps.add_(1)
         if fresh0 or not uniform:
             entry.fresh = [False] * len(entry.fresh)
+            entry.mixed_fresh = False
 
     def _step_mixed(self, group: dict[str, Any], entry: _Entry) -> None:
         """Params of one group at different step counts (some got gradients later than
