@@ -130,7 +130,8 @@ def test_cross_entropy_inplace(no_fallback):
     ref.backward()
     want = (ref.detach(), h.grad.clone(), w.grad.clone())
     h.grad = w.grad = None
-    logits = h @ w.t()  # matmul saves h and w, not its output: in place is safe
+    out = (h @ w.t()).reshape(2, 4, 13)  # matmul saves h and w, not its output: in place is
+    logits = out.view(8, 13)  # safe, also through a view of it
     ptr = logits.data_ptr()
     loss = fo.cross_entropy(logits, y, inplace=True)
     loss.backward()
@@ -145,6 +146,8 @@ def test_cross_entropy_inplace_refused_or_detected():
     y = torch.tensor([0, 1, 3])
     with pytest.raises(ValueError, match="leaf"):
         fo.cross_entropy(x, y, inplace=True)
+    with pytest.raises(ValueError, match="view of one"):
+        fo.cross_entropy(x.view(3, 4), y, inplace=True)  # would overwrite the parameter
     with pytest.raises(ValueError, match="does not require grad"):
         fo.cross_entropy(torch.randn(3, 4), y, inplace=True)
     # tanh saves its output for backward: autograd notices the overwrite instead of using it

@@ -14,12 +14,12 @@ backward is not itself differentiable (no double backward).
 
 In-place cross-entropy (``inplace=True``, a fastopt extra) writes the gradient over the logits
 instead of allocating one, saving the logits-sized buffer. It is allowed only on a non-leaf
-logits tensor that requires grad (what the LM head's matmul produces), never on a leaf or on
-user data. The logits' version counter is bumped, so if any autograd node saved the logits (or a
-view sharing their memory) for its own backward, e.g. ``tanh`` before the loss, ``backward()``
-raises torch's "modified by an inplace operation" error instead of using wrong values. After the
-call the logits tensor holds the gradient: do not read it as logits any more (compute accuracy
-and the like before the loss).
+logits tensor that requires grad (what the LM head's matmul produces, or a view of it), never on
+a leaf, a view of a leaf (a parameter) or user data. The logits' version counter is bumped, so
+if any autograd node saved the logits (or a view sharing their memory) for its own backward,
+e.g. ``tanh`` before the loss, ``backward()`` raises torch's "modified by an inplace operation"
+error instead of using wrong values. After the call the logits tensor holds the gradient: do
+not read it as logits any more (compute accuracy and the like before the loss).
 """
 
 from __future__ import annotations
@@ -74,7 +74,9 @@ class _FusedLoss(torch.autograd.Function):
     def forward(ctx: Any, input: Tensor, compute: Callable[[], tuple[Any, Tensor]],
                 rowwise: bool) -> Tensor:
         loss, grad = compute()
-        ctx.grad = grad
+        # saved (not a ctx attribute) so autograd frees it right after backward: a leaf's
+        # AccumulateGrad can then take the tensor as .grad instead of copying it
+        ctx.save_for_backward(grad)
         ctx.rowwise = rowwise
         if not isinstance(loss, Tensor):
             loss = torch.tensor(loss, dtype=input.dtype)
@@ -83,7 +85,7 @@ class _FusedLoss(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None, None]:
-        g = ctx.grad
+        (g,) = ctx.saved_tensors
         if grad_out.dim() == 0:
             scale = float(grad_out)
             return (g if scale == 1.0 else g * scale), None, None
@@ -157,9 +159,11 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
         if not (torch.is_grad_enabled() and input.requires_grad):
             raise ValueError("inplace=True writes the gradient over input for backward, but "
                              "input does not require grad here (call without inplace)")
-        if input.is_leaf:
-            raise ValueError("inplace=True: input is a leaf tensor; the gradient may only "
-                             "overwrite a non-leaf activation (e.g. the output of a matmul)")
+        base = input if input._base is None else input._base
+        if base.is_leaf:
+            raise ValueError("inplace=True: input is a leaf tensor or a view of one; the "
+                             "gradient may only overwrite a non-leaf activation (e.g. the "
+                             "output of a matmul)")
     fusable = (input.dim() in (1, 2) and _host_dense(input) and _host_dense(weight)
                and _no_grad_needed(target, weight)
                and (_host_dense(target, _INDEX) or _host_dense(target)))
