@@ -331,7 +331,8 @@ def test_grad_scaler_with_injected_infs(name):
             sc.scale(model(x).square().mean()).backward()
             if i in (2, 5):
                 model.weight.grad[0, 0] = math.inf if i == 2 else math.nan
-            sc.unscale_(opt) if i == 5 else None
+            if i == 5:
+                sc.unscale_(opt)  # explicit unscale_ before step, as for gradient clipping
             sc.step(opt)
             sc.update()
         if i in (2, 5):
