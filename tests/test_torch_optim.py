@@ -544,3 +544,40 @@ def test_many_tensors_one_table():
         b.step()
     assert len(a._fo_cache[0].tables.tables) == 1
     _assert_same(ours, theirs)
+
+
+def test_tables_are_reused_across_steps_with_new_grads():
+    ps = _params([(5,), (2, 3), (1,)], torch.float32)
+    opt = fo.AdamW(ps)
+    gen = torch.Generator().manual_seed(16)
+    _set_grads([ps], gen)
+    opt.step()
+    entry = opt._fo_cache[0]
+    for _ in range(3):
+        _set_grads([ps], gen)  # new .grad tensors at new addresses
+        opt.step()
+        assert opt._fo_cache[0] is entry
+    # one buffer counts the group's steps; state['step'] are views of it
+    assert all(opt.state[p]["step"]._base is entry.steps for p in ps)
+    assert float(opt.state[ps[0]]["step"]) == 4.0
+
+
+def test_lion_state_dict_resume():
+    ps = _params([(6,), (2, 2)], torch.float64)
+    twin = _twin(ps)
+    a = fo.Lion(ps, lr=1e-3, weight_decay=0.1)
+    gen_a, gen_b = torch.Generator().manual_seed(17), torch.Generator().manual_seed(17)
+    for _ in range(3):
+        _set_grads([ps], gen_a)
+        a.step()
+    b = fo.Lion(twin, lr=1e-3, weight_decay=0.1)
+    for _ in range(3):  # b replays the same steps, then resumes from a's checkpoint
+        _set_grads([twin], gen_b)
+        b.step()
+    b.load_state_dict(_save_load(a.state_dict()))
+    for _ in range(3):
+        _set_grads([ps], gen_a)
+        _set_grads([twin], gen_b)
+        a.step()
+        b.step()
+    _assert_same(twin, ps)
