@@ -54,6 +54,7 @@ class GroupTables:
         arrays: dict[str, Any] = {"param": params, "grad": grads, **states}
         self.tables: list[TensorTable] = build_tables(self.slots, arrays, written)
         self.param_ptrs = list(map(_data_ptr, params))
+        self.grad_ptrs = list(map(_data_ptr, grads))
         self.dtypes = list(map(_dtype_of, params))
         self._grad_row = self.slots.index("grad")
         t0 = self.tables[0]
@@ -69,10 +70,10 @@ class GroupTables:
             grads = [grads[i] for i in self.active]
         if len(params) != len(self.params) or list(map(_data_ptr, params)) != self.param_ptrs:
             return False
-        if all(map(operator.is_, grads, self.grads)):
-            return True
         try:
             ptrs = list(map(_data_ptr, grads))  # TypeError for None, RuntimeError for sparse
+            if ptrs == self.grad_ptrs and all(map(operator.is_, grads, self.grads)):
+                return True  # the same tensors at the same addresses (set_to_none=False)
             if not (all(map(_is_contiguous, grads))
                     and all(map(operator.is_, map(_dtype_of, grads), self.dtypes))):
                 return False
@@ -84,6 +85,7 @@ class GroupTables:
             t.ptrs[row] = new if self._whole else new[t.index]
             t._check_row_overlap(row)
         self.grads = grads
+        self.grad_ptrs = ptrs
         return True
 
     def subset(self, keep: Sequence[int], written: set[str]) -> list[TensorTable]:
