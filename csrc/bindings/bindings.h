@@ -35,5 +35,6 @@ void bind_runtime(py::module_& m);
 void bind_arrays(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_clip(py::module_& m);
+void bind_probe(py::module_& m);
 
 }  // namespace fastopt

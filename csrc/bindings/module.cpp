@@ -6,4 +6,5 @@ PYBIND11_MODULE(_C, m) {
   fastopt::bind_arrays(m);
   fastopt::bind_optim(m);
   fastopt::bind_clip(m);
+  fastopt::bind_probe(m);
 }
