@@ -121,6 +121,9 @@ def test_cli_json_and_compare(tmp_path, capsys):
         assert key in data
     rows = {r["backend"]: r for r in data["results"]}
     assert len(rows["cpu"]["samples"]) == 2 and rows["cpu"]["nbytes"] == 12 * 1024
+    # a saved run reported again, as Markdown (the README's Performance table)
+    out = _bench(capsys, "--load", str(path), "--markdown")
+    assert "| sgd | cpu | float32 | 1K |" in out and "saved run of" in out
     # an earlier run 10x faster than any machine: every row is flagged as a regression
     for r in data["results"]:
         r["median_s"] /= 10
@@ -151,6 +154,7 @@ def test_cli_plot(tmp_path, capsys):
     (["--repeat", "0"], "--repeat: must be >= 1"),
     (["--threads", "0"], "--threads: must be >= 1"),
     (["--compare", "/nonexistent/old.json"], "--compare: cannot read"),
+    (["--load", "/nonexistent/run.json"], "--load: cannot read"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
 ])
 def test_cli_bad_options(argv, message, capsys):

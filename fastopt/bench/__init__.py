@@ -71,6 +71,16 @@ class Report:
     meta: dict[str, Any]
     compile_times: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Report:
+        """A report saved with to_json() (`fastopt bench --json`)."""
+        names = set(Row.__dataclass_fields__)
+        rows = [Row(**{k: v for k, v in r.items() if k in names}) for r in data["results"]]
+        meta = {k: v for k, v in data.items()
+                if k not in ("schema", "unavailable", "compile_times", "results")}
+        return cls(rows, dict(data.get("unavailable", {})), meta,
+                   dict(data.get("compile_times", {})))
+
     def to_json(self) -> dict[str, Any]:
         return {"schema": 1, **self.meta, "unavailable": self.unavailable,
                 "compile_times": self.compile_times, "results": [asdict(r) for r in self.rows]}

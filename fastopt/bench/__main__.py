@@ -93,6 +93,9 @@ def build_parser(prog: str = "fastopt bench") -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.10, metavar="FRACTION",
                    help="--compare flags a regression when a median grew by more than this "
                    "(default 0.10)")
+    p.add_argument("--load", metavar="RUN.json", help="report a saved --json run instead of "
+                   "measuring (with --plot, --compare, --markdown)")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--list", action="store_true", help="list ops and backends, then exit")
     return p
 
@@ -121,7 +124,7 @@ def cases_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> lis
             for s in sizes or DEFAULT_SIZES]
 
 
-def print_table(report: Report, out: Any = None) -> None:
+def print_table(report: Report, out: Any = None, markdown: bool = False) -> None:
     out = out or sys.stdout
     head = ("op", "backend", "dtype", "size", "median", "GB/s", "% limit", "vs fused",
             "vs foreach", "vs ref", "1st call")
@@ -133,6 +136,13 @@ def print_table(report: Report, out: Any = None) -> None:
         lines.append((r.op, r.backend, r.dtype, size, format_time(r.median_s),
                       f"{r.gbps:.1f}", f"{r.pct_limit:.0f}%", *sp,
                       format_time(r.first_call_s) if r.backend != LIMIT else ""))
+    if markdown:
+        for k, line in enumerate(lines):
+            print("| " + " | ".join(line) + " |", file=out)
+            if k == 0:
+                print("|" + "|".join("---" if i < 4 else "--:" for i in range(len(line))) + "|",
+                      file=out)
+        return
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     for k, line in enumerate(lines):
         print("  ".join(c.ljust(w) if i < 4 else c.rjust(w)
@@ -250,7 +260,12 @@ def bench_main(argv: Sequence[str] | None = None, prog: str = "fastopt bench") -
     if args.list:
         list_all()
         return 0
-    cases = cases_from(args, parser)
+    if args.load:
+        try:
+            report = Report.from_json(json.loads(Path(args.load).read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            parser.error(f"--load: cannot read {args.load}: {exc}")
+    cases = cases_from(args, parser) if not args.load else []
     known = {name for name, *_ in fastopt_backends()} | {"torch"}
     backends = _split(args.backend) or None
     for b in backends or ():
@@ -297,26 +312,33 @@ def bench_main(argv: Sequence[str] | None = None, prog: str = "fastopt bench") -
         torch.set_num_threads(threads)
     except ImportError:
         pass
-    meta = metadata(argv, args.repeat)
+    if args.load:
+        meta = report.meta
+        threads = meta.get("threads")
+    else:
+        meta = metadata(argv, args.repeat)
     m = meta["machine"]
     print(f"fastopt {meta['versions']['fastopt']} bench on {m.get('cpu')} "
           f"({m.get('cpu_count')} CPUs), ISA {meta['isa']}, {threads} threads, "
-          f"torch {meta['versions'].get('torch')}")
-    from tqdm import tqdm
+          f"torch {meta['versions'].get('torch')}"
+          + (f" (saved run of {meta.get('created')}, commit {meta.get('commit')})"
+             if args.load else ""))
+    if not args.load:
+        from tqdm import tqdm
 
-    # delay: no bar for a run that is over within a couple of seconds; disable=None: none
-    # when stderr is not a terminal (logs, CI)
-    with tqdm(total=len(cases) * args.repeat, unit="round", delay=2.0, file=sys.stderr,
-              leave=False, disable=None) as bar:
-        report = run(cases, backends, repeat=args.repeat, warmup=args.warmup,
-                     reference_max=reference_max, progress=bar)
-    report.meta = meta
+        # delay: no bar for a run that is over within a couple of seconds; disable=None:
+        # none when stderr is not a terminal (logs, CI)
+        with tqdm(total=len(cases) * args.repeat, unit="round", delay=2.0, file=sys.stderr,
+                  leave=False, disable=None) as bar:
+            report = run(cases, backends, repeat=args.repeat, warmup=args.warmup,
+                         reference_max=reference_max, progress=bar)
+        report.meta = meta
     print()
-    print_table(report)
+    print_table(report, markdown=args.markdown)
     print_unavailable(report)
     if old is not None:
         compare(report, old, args.threshold)
-    if args.json:
+    if args.json and not args.load:
         Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n")
         print(f"wrote {args.json}")
     if args.plot:
