@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fastopt.bench import LIMIT, Case, run
-from fastopt.bench.__main__ import bench_main, main, parse_size
+from fastopt.bench.__main__ import bench_main, main, parse_case_size, parse_size
 from fastopt.bench.ops import REGISTRY
 from fastopt.bench.probe import Probe, Streams
 from fastopt.bench.timing import calibrate, gbps, interleaved, median
@@ -30,6 +30,10 @@ def test_parse_size():
     for bad in ("", "0", "1.5M", "-3", "12T"):
         with pytest.raises(ValueError, match="bad size"):
             parse_size(bad)
+    assert parse_case_size("16M") == (16 << 20, None)
+    assert parse_case_size("20000x256") == (256, 20000)
+    with pytest.raises(ValueError, match="bad size"):
+        parse_case_size("yx256")
 
 
 def test_timing_helpers():
@@ -90,10 +94,11 @@ def test_registry_bytes_follow_design_table():
 
 
 def test_cli_op_table(capsys):
-    out = _bench(capsys, "--op", "sgd_momentum,lion", "--backend", "cpu,reference", *TINY)
+    out = _bench(capsys, "--op", "sgd_momentum,lion", "--backend", "cpu,reference", *TINY,
+                 "--sizes", "5x512")
     for word in ("sgd_momentum", "lion", "cpu", "reference", LIMIT, "GB/s", "% limit"):
         assert word in out
-    assert "1K" in out
+    assert "1K" in out and "5x512" in out
 
 
 def test_cli_every_op_float64_many_tensors(capsys):

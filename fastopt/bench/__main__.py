@@ -41,6 +41,18 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * _SUFFIX[m.group(2).upper()]
 
 
+def parse_case_size(text: str) -> tuple[int, int | None]:
+    """'16M' -> (16M elements, None); '20000x256' -> (256 elements, 20000 tensors)."""
+    many, sep, size = text.strip().rpartition("x")
+    if not sep:
+        return parse_size(size), None
+    try:
+        tensors = parse_size(many)
+    except ValueError:
+        raise ValueError(f"bad size {text!r} (N or TENSORSxN, e.g. 16M or 20000x256)") from None
+    return parse_size(size), tensors
+
+
 def format_size(n: int) -> str:
     for suffix in ("G", "M", "K"):
         if n % _SUFFIX[suffix] == 0:
@@ -74,7 +86,8 @@ def build_parser(prog: str = "fastopt bench") -> argparse.ArgumentParser:
     p.add_argument("--dtype", action="append", metavar="DTYPE[,DTYPE]",
                    help=f"{' or '.join(DTYPES)} (default float32)")
     p.add_argument("--sizes", action="append", metavar="N[,N]",
-                   help="elements per tensor, with K/M/G suffixes (default 1M,16M)")
+                   help="elements per tensor, with K/M/G suffixes, or TENSORSxN for many "
+                   "tensors (default 1M,16M; e.g. 1M,16M,20000x256)")
     p.add_argument("--tensors", type=int, default=None, metavar="N",
                    help="many-small-tensors mode: step N tensors of each size at once")
     p.add_argument("--threads", type=int, default=None, metavar="N",
@@ -112,16 +125,16 @@ def cases_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> lis
         if d not in DTYPES:
             parser.error(f"--dtype: unsupported dtype {d!r} (choose from {', '.join(DTYPES)})")
     try:
-        sizes = [parse_size(s) for s in _split(args.sizes)]
+        sizes = [parse_case_size(s) for s in _split(args.sizes)]
     except ValueError as exc:
         parser.error(f"--sizes: {exc}")
     if args.tensors is not None and args.tensors < 1:
         parser.error(f"--tensors: must be >= 1, got {args.tensors}")
     if not (ops or dtypes != ["float32"] or sizes or args.tensors):
         return list(DEFAULT_CASES)
-    tensors = args.tensors or 1
-    return [Case(op, d, s, tensors) for op in ops or DEFAULT_OPS for d in dtypes
-            for s in sizes or DEFAULT_SIZES]
+    default_tensors = args.tensors or 1
+    return [Case(op, d, s, n or default_tensors) for op in ops or DEFAULT_OPS for d in dtypes
+            for s, n in sizes or [(s, None) for s in DEFAULT_SIZES]]
 
 
 def print_table(report: Report, out: Any = None, markdown: bool = False) -> None:
