@@ -23,7 +23,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .ops import REGISTRY, TORCH_FOREACH, TORCH_FUSED, TORCH_VARIANTS, Case, Op, Unavailable
+from .ops import (
+    REGISTRY,
+    TORCH_AUTOGRAD,
+    TORCH_FOREACH,
+    TORCH_FUSED,
+    TORCH_VARIANTS,
+    Case,
+    Op,
+    Unavailable,
+)
 from .probe import Probe, Streams
 from .timing import gbps, interleaved
 
@@ -186,7 +195,9 @@ def run(cases: Sequence[Case], backends: Sequence[str] | None = None, *, repeat:
         if use_torch:
             for v in TORCH_VARIANTS:
                 if v not in op.torch:
-                    unavailable.setdefault(f"{v} {case.op}", "torch has no such implementation")
+                    if v != TORCH_AUTOGRAD:
+                        unavailable.setdefault(f"{v} {case.op}",
+                                               "torch has no such implementation")
                     continue
                 try:
                     variants[v] = op.setup(case, v)
@@ -234,6 +245,7 @@ def metadata(argv: Sequence[str], repeat: int) -> dict[str, Any]:
             "config": cfg}
 
 
-__all__ = ["DEFAULT_CASES", "LIMIT", "REGISTRY", "TORCH_FOREACH", "TORCH_FUSED", "Case", "Op",
+__all__ = ["DEFAULT_CASES", "LIMIT", "REGISTRY", "TORCH_AUTOGRAD", "TORCH_FOREACH", "TORCH_FUSED",
+           "Case", "Op",
            "Probe", "Report", "Row", "Streams", "git_commit", "machine_info", "metadata", "run",
            "versions"]

@@ -17,6 +17,7 @@ from . import (
     LIMIT,
     REFERENCE_MAX,
     REGISTRY,
+    TORCH_AUTOGRAD,
     TORCH_FOREACH,
     TORCH_FUSED,
     Case,
@@ -139,13 +140,17 @@ def cases_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> lis
 
 def print_table(report: Report, out: Any = None, markdown: bool = False) -> None:
     out = out or sys.stdout
-    head = ("op", "backend", "dtype", "size", "median", "GB/s", "% limit", "vs fused",
-            "vs foreach", "vs ref", "1st call")
+    # a speedup column for every baseline some row was compared with
+    names = {TORCH_FUSED: "vs fused", TORCH_FOREACH: "vs foreach", TORCH_AUTOGRAD: "vs torch",
+             "reference": "vs ref"}
+    present = {k for r in report.rows for k in r.speedup}
+    baselines = [k for k in names if k in present] or [TORCH_FUSED, TORCH_FOREACH, "reference"]
+    head = ("op", "backend", "dtype", "size", "median", "GB/s", "% limit",
+            *(names[k] for k in baselines), "1st call")
     lines = [head]
     for r in report.rows:
         size = format_size(r.size) if r.tensors == 1 else f"{r.tensors}x{format_size(r.size)}"
-        sp = [f"{r.speedup[k]:.2f}x" if k in r.speedup else ""
-              for k in (TORCH_FUSED, TORCH_FOREACH, "reference")]
+        sp = [f"{r.speedup[k]:.2f}x" if k in r.speedup else "" for k in baselines]
         lines.append((r.op, r.backend, r.dtype, size, format_time(r.median_s),
                       f"{r.gbps:.1f}", f"{r.pct_limit:.0f}%", *sp,
                       format_time(r.first_call_s) if r.backend != LIMIT else ""))

@@ -20,7 +20,9 @@ from .probe import Streams
 #: torch's implementations, as variant names
 TORCH_FUSED = "torch-fused"
 TORCH_FOREACH = "torch-foreach"
-TORCH_VARIANTS = (TORCH_FUSED, TORCH_FOREACH)
+#: torch's unfused forward + backward (autograd), for the losses
+TORCH_AUTOGRAD = "torch"
+TORCH_VARIANTS = (TORCH_FUSED, TORCH_FOREACH, TORCH_AUTOGRAD)
 
 
 class Unavailable(Exception):
@@ -54,7 +56,7 @@ class Op:
     streams: Streams
     setup: Setup
     doc: str
-    torch: tuple[str, ...] = TORCH_VARIANTS  # the torch variants that exist for this op
+    torch: tuple[str, ...] = (TORCH_FUSED, TORCH_FOREACH)  # torch variants of this op
     tags: tuple[str, ...] = field(default=())
 
     def nbytes(self, case: Case) -> int:
@@ -155,7 +157,7 @@ def _clip_setup(fn: str, arg: float) -> Setup:
 
 
 def _optim(name: str, fastopt_cls: str, torch_cls: str | None, streams: Streams, doc: str,
-           torch: tuple[str, ...] = TORCH_VARIANTS, **kwargs: Any) -> Op:
+           torch: tuple[str, ...] = (TORCH_FUSED, TORCH_FOREACH), **kwargs: Any) -> Op:
     return register(Op(name, streams, _optim_setup(fastopt_cls, torch_cls, kwargs), doc,
                        torch if torch_cls else (), tags=("optim",)))
 
@@ -179,5 +181,63 @@ register(Op("clip_grad_value", Streams(1, 0), _clip_setup("clip_grad_value_", 0.
             "clip_grad_value_, clip_value 0.5", (TORCH_FOREACH,), tags=("clip",)))
 
 
-__all__ = ["REGISTRY", "TORCH_FOREACH", "TORCH_FUSED", "TORCH_VARIANTS", "Case", "Op",
+#: logits of a loss case: rows of this many classes (fewer when the size is smaller)
+LOSS_CLASSES = 4096
+
+
+def _cross_entropy_setup(inplace: bool) -> Setup:
+    """Softmax cross-entropy forward + gradient over logits (size / C, C), integer targets."""
+
+    def setup(case: Case, variant: str) -> Callable[[], object]:
+        if case.tensors != 1:
+            raise Unavailable("a loss takes one logits array (no --tensors)")
+        classes = min(LOSS_CLASSES, case.size)
+        rows = case.size // classes
+        rng = np.random.default_rng(0)
+        logits = rng.standard_normal((rows, classes)).astype(case.dtype)
+        target = rng.integers(0, classes, rows)
+        if variant == TORCH_AUTOGRAD:
+            torch = _torch()
+            x = torch.from_numpy(logits).requires_grad_()
+            t = torch.from_numpy(target)
+
+            def step() -> None:
+                x.grad = None
+                torch.nn.functional.cross_entropy(x, t).backward()
+
+            return step
+        if variant in TORCH_VARIANTS:
+            raise Unavailable("torch has no fused cross-entropy with its gradient")
+        from .. import backends, losses
+
+        try:
+            losses.cross_entropy(logits, target, inplace=inplace, backend=variant)
+        except (backends.BackendUnavailable, NotImplementedError, AttributeError) as exc:
+            raise Unavailable(str(exc)) from None
+        # in place, the logits become the gradient: later calls run on those values, which
+        # costs the same (every element is read and written once either way)
+        return lambda: losses.cross_entropy(logits, target, inplace=inplace, backend=variant)
+
+    return setup
+
+
+def _register_losses() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("fastopt.losses") is None:
+        return
+    # read logits, write the gradient: 8 bytes per float32 element (DESIGN.md)
+    register(Op("cross_entropy", Streams(0, 1, 1), _cross_entropy_setup(False),
+                "softmax cross-entropy forward + gradient, logits (size/4096, 4096)",
+                (TORCH_AUTOGRAD,), tags=("loss",)))
+    register(Op("cross_entropy_inplace", Streams(1, 0), _cross_entropy_setup(True),
+                "cross-entropy with the gradient written over the logits",
+                (TORCH_AUTOGRAD,), tags=("loss",)))
+
+
+_register_losses()
+
+
+__all__ = ["LOSS_CLASSES", "REGISTRY", "TORCH_AUTOGRAD", "TORCH_FOREACH", "TORCH_FUSED",
+           "TORCH_VARIANTS", "Case", "Op",
            "Unavailable", "register"]
