@@ -110,9 +110,14 @@ def test_cli_every_op_float64_many_tensors(capsys):
 
 
 def test_cli_torch_columns(capsys):
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
+    import fastopt
+
+    before = (fastopt.get_num_threads(), torch.get_num_threads())
     out = _bench(capsys, "--op", "adam,rmsprop", "--backend", "cpu,torch", "--threads", "1",
                  *TINY)
+    assert "1 threads" in out
+    assert (fastopt.get_num_threads(), torch.get_num_threads()) == before  # restored
     assert "torch-fused" in out and "torch-foreach" in out and "vs fused" in out
     # torch has no fused RMSprop: listed as not measured, with the reason
     assert "torch-fused rmsprop: torch has no such implementation" in out

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -278,9 +279,10 @@ def bench_main(argv: Sequence[str] | None = None, prog: str = "fastopt bench") -
     if args.list:
         list_all()
         return 0
+    loaded = None
     if args.load:
         try:
-            report = Report.from_json(json.loads(Path(args.load).read_text()))
+            loaded = Report.from_json(json.loads(Path(args.load).read_text()))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             parser.error(f"--load: cannot read {args.load}: {exc}")
     cases = cases_from(args, parser) if not args.load else []
@@ -312,25 +314,47 @@ def bench_main(argv: Sequence[str] | None = None, prog: str = "fastopt bench") -
             import matplotlib  # noqa: F401
         except ImportError:
             parser.error("--plot needs matplotlib: pip install 'fastopt[plot]'")
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads: must be >= 1, got {args.threads}")
-        from .._config import set_num_threads
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads: must be >= 1, got {args.threads}")
+    with _threads(args.threads) as threads:
+        return _measure_and_report(args, argv, cases, backends, reference_max, old, loaded,
+                                   threads)
 
-        try:
-            set_num_threads(args.threads)
-        except RuntimeError as exc:
-            print(f"note: {exc}", file=sys.stderr)
-    from .._config import get_num_threads
 
-    threads = args.threads or get_num_threads()
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[int]:
+    """fastopt's and torch's thread counts set to n (default: fastopt's) for the run, then
+    restored: bench_main may run inside a bigger program (or a test session)."""
+    from .._config import get_num_threads, set_num_threads
+
+    before = get_num_threads()
     try:
         import torch
-
-        torch.set_num_threads(threads)
     except ImportError:
-        pass
-    if args.load:
+        torch = None
+    torch_before = torch.get_num_threads() if torch is not None else None
+    if n is not None:
+        try:
+            set_num_threads(n)
+        except RuntimeError as exc:
+            print(f"note: {exc}", file=sys.stderr)
+    threads = n or before
+    if torch is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        if n is not None and n != before:
+            set_num_threads(before)
+        if torch is not None:
+            torch.set_num_threads(torch_before)
+
+
+def _measure_and_report(args: argparse.Namespace, argv: list[str], cases: list[Case],
+                        backends: list[str] | None, reference_max: int, old: Any,
+                        loaded: Report | None, threads: int) -> int:
+    if loaded is not None:
+        report = loaded
         meta = report.meta
         threads = meta.get("threads")
     else:
