@@ -227,6 +227,10 @@ def plot(report: Report, path: str, title: str = "") -> None:
     for r in report.rows:
         g = groups.setdefault((r.op, r.dtype, r.tensors), {})
         g.setdefault(r.backend, []).append((r.size * r.tensors, r.gbps))
+    # one colour per backend across every subplot
+    order = ["cpu", "numba", "reference", TORCH_FUSED, TORCH_FOREACH, TORCH_AUTOGRAD]
+    order += sorted({r.backend for r in report.rows} - set(order) - {LIMIT})
+    colours = {b: f"C{i % 10}" for i, b in enumerate(order)}
     n = len(groups)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
@@ -235,7 +239,8 @@ def plot(report: Report, path: str, title: str = "") -> None:
         for backend, pts in sorted(lines.items(), key=lambda kv: kv[0] == LIMIT):
             pts.sort()
             xs, ys = zip(*pts, strict=True)
-            style = dict(color="black", linestyle="--") if backend == LIMIT else {}
+            style = (dict(color="black", linestyle="--") if backend == LIMIT
+                     else dict(color=colours[backend]))
             ax.plot(xs, ys, marker="o", label=backend, **style)
         ax.set_xscale("log", base=2)
         ax.set_title(f"{op} {dtype}" + (f" ({tensors} tensors)" if tensors > 1 else ""),
