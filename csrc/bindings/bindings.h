@@ -36,5 +36,6 @@ void bind_arrays(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_clip(py::module_& m);
 void bind_losses(py::module_& m);
+void bind_probe(py::module_& m);
 
 }  // namespace fastopt

@@ -7,4 +7,5 @@ PYBIND11_MODULE(_C, m) {
   fastopt::bind_optim(m);
   fastopt::bind_clip(m);
   fastopt::bind_losses(m);
+  fastopt::bind_probe(m);
 }

@@ -19,6 +19,9 @@ Isa widest_supported_isa();
 void set_active_isa(Isa isa);  // for tests and benchmarks; never wider than supported
 const char* isa_name(Isa isa);
 
+// Streams the bandwidth probe (probe.cpp) takes: read-modify-write, read-only, write-only.
+constexpr int kProbeMaxRw = 4, kProbeMaxRo = 2, kProbeMaxWo = 1;
+
 // One declaration per kernel; each ISA namespace gets the same list.
 #define FASTOPT_CPU_KERNELS                                                    \
   void sgd(const TensorList&, DType, const SgdHyper&);                         \
@@ -26,6 +29,7 @@ const char* isa_name(Isa isa);
   void adagrad(const TensorList&, DType, const AdagradHyper&);                 \
   void rmsprop(const TensorList&, DType, const RmspropHyper&);                 \
   void lion(const TensorList&, DType, const LionHyper&);                       \
+  void probe(const TensorList&, int n_rw, int n_ro, int n_wo);                 \
   double norm(const TensorList&, DType, NormKind, double p);                   \
   void scale(const TensorList&, DType, double coef);                           \
   void clamp(const TensorList&, DType, double clip_value);                     \
