@@ -6,12 +6,22 @@ backward, same run.
 Memory model: 12 bytes per element (read input and target, write the gradient).
 """
 
+import os
+
 import numpy as np
 import pytest
 
 from fastopt import losses
 
 N = 1 << 24
+QUICK_N = 4096
+
+
+def _quick(config) -> bool:
+    """CI's smoke run (--benchmark-disable), --quick or FASTOPT_BENCH_QUICK: tiny sizes."""
+    return bool(config.getoption("benchmark_disable", False)
+                or config.getoption("--quick", default=False)
+                or os.environ.get("FASTOPT_BENCH_QUICK"))
 CASES = {
     "mse": (losses.mse_loss, "mse_loss", {}),
     "bce_with_logits": (losses.binary_cross_entropy_with_logits,
@@ -20,27 +30,28 @@ CASES = {
 }
 
 
-def _data(name):
+def _data(config):
+    n = QUICK_N if _quick(config) else N
     rng = np.random.default_rng(0)
-    x = rng.standard_normal(N, dtype=np.float32)
-    y = rng.random(N, dtype=np.float32)
+    x = rng.standard_normal(n, dtype=np.float32)
+    y = rng.random(n, dtype=np.float32)
     return x, y
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_fastopt(benchmark, name):
+def test_fastopt(benchmark, name, pytestconfig):
     fn, _, kw = CASES[name]
-    x, y = _data(name)
-    benchmark.extra_info["bytes"] = 12 * N
+    x, y = _data(pytestconfig)
+    benchmark.extra_info["bytes"] = 12 * x.size
     benchmark.pedantic(fn, args=(x, y), kwargs=kw, rounds=10, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_torch(benchmark, name):
+def test_torch(benchmark, name, pytestconfig):
     torch = pytest.importorskip("torch")
     _, tname, kw = CASES[name]
     fn = getattr(torch.nn.functional, tname)
-    x, y = _data(name)
+    x, y = _data(pytestconfig)
     xt = torch.from_numpy(x).requires_grad_()
     yt = torch.from_numpy(y)
 

@@ -4,6 +4,7 @@ composition (full [N, V] logits, then the fused kernel), time and peak traced me
     python -m pytest benchmarks/bench_linear_cross_entropy.py --benchmark-columns=median,rounds
 """
 
+import os
 import tracemalloc
 
 import numpy as np
@@ -12,14 +13,23 @@ import pytest
 from fastopt import losses
 
 N, H, V = 8192, 1024, 32000
+QUICK = (64, 16, 500)
+
+
+def _quick(config) -> bool:
+    """CI's smoke run (--benchmark-disable), --quick or FASTOPT_BENCH_QUICK: tiny sizes."""
+    return bool(config.getoption("benchmark_disable", False)
+                or config.getoption("--quick", default=False)
+                or os.environ.get("FASTOPT_BENCH_QUICK"))
 
 
 @pytest.fixture(scope="module")
-def data():
+def data(pytestconfig):
+    n, h, v = QUICK if _quick(pytestconfig) else (N, H, V)
     rng = np.random.default_rng(0)
-    hidden = rng.standard_normal((N, H), dtype=np.float32)
-    weight = rng.standard_normal((V, H), dtype=np.float32) / np.float32(32)
-    target = rng.integers(0, V, N)
+    hidden = rng.standard_normal((n, h), dtype=np.float32)
+    weight = rng.standard_normal((v, h), dtype=np.float32) / np.float32(np.sqrt(h))
+    target = rng.integers(0, v, n)
     return hidden, weight, target
 
 
