@@ -581,3 +581,20 @@ def test_lion_state_dict_resume():
         a.step()
         b.step()
     _assert_same(twin, ps)
+
+
+@pytest.mark.parametrize("name", ["AdamW", "SGD"])
+def test_optimizer_keeps_no_reference_to_grads(name):
+    import gc
+    import weakref
+
+    ps = _params([(5,), (3,)], torch.float32)
+    opt = getattr(fo, name)(ps, lr=0.1)
+    for _ in range(2):  # first step builds the tables, the second refreshes them
+        for p in ps:
+            p.grad = torch.ones_like(p)
+        refs = [weakref.ref(p.grad) for p in ps]
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        gc.collect()
+        assert all(r() is None for r in refs)  # set_to_none frees the gradients' memory

@@ -143,14 +143,14 @@ class FusedOptimizer(torch.optim.Optimizer):
             for t in entry.tables.tables:
                 getattr(backends.resolve(None, t.device[0]), self.op)(t, **hyper)
         else:
-            self._step_mixed(group, entry)
+            self._step_mixed(group, entry, entry.tables.pick(grads))
         if entry.steps is not None:
             entry.steps.add_(1)
         if fresh0 or not uniform:
             entry.fresh = [False] * len(entry.fresh)
             entry.mixed_fresh = False
 
-    def _step_mixed(self, group: dict[str, Any], entry: _Entry) -> None:
+    def _step_mixed(self, group: dict[str, Any], entry: _Entry, grads: list[Tensor]) -> None:
         """Params of one group at different step counts (some got gradients later than
         others) or with new and old momentum buffers: one kernel call per kind."""
         steps = entry.steps.tolist() if entry.steps is not None else [0.0] * len(entry.fresh)
@@ -160,7 +160,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         written = self._written()
         for (step, fr), keep in sorted(kinds.items()):
             hyper = self._hyper(group, step, fr)
-            for t in entry.tables.subset(keep, written):
+            for t in entry.tables.subset(keep, grads, written):
                 getattr(backends.resolve(None, t.device[0]), self.op)(t, **hyper)
 
     def _written(self) -> set[str]:
