@@ -120,9 +120,45 @@ def describe(obj: Any, name: str = "array", index: int | None = None) -> ArraySp
 
 def _cuda_device_of(obj: Any) -> int:
     dev = getattr(obj, "device", None)
-    for attr in ("index", "id"):
+    for attr in ("index", "id"):  # torch, CuPy
         value = getattr(dev, attr, None)
         if isinstance(value, int):
+            return value
+    if type(obj).__module__.startswith("numba"):  # device arrays live in the current context
+        try:
+            from numba import cuda
+
+            return int(cuda.get_current_device().id)
+        except Exception:
+            return 0
+    return 0
+
+
+def cuda_stream(obj: Any, device: int) -> int:
+    """The stream (a cudaStream_t as an integer; 0 is the legacy default stream) on which
+    kernels over `obj` must run to stay ordered with the framework's own work: torch's current
+    stream for torch tensors, CuPy's current stream for CuPy arrays, the array's own stream for
+    Numba device arrays, else the stream named by __cuda_array_interface__ (v3)."""
+    module = type(obj).__module__
+    if module.startswith("torch"):
+        import torch
+
+        return int(torch.cuda.current_stream(device).cuda_stream)
+    if module.startswith("cupy"):
+        import cupy
+
+        with cupy.cuda.Device(device):
+            return int(cupy.cuda.get_current_stream().ptr)
+    stream = getattr(obj, "stream", None)
+    if stream is not None and module.startswith("numba"):
+        handle = getattr(stream, "handle", stream)
+        value = getattr(handle, "value", handle)
+        return int(value or 0)
+    cai = getattr(obj, "__cuda_array_interface__", None)
+    if cai is not None:
+        value = cai.get("stream")
+        # 1 and 2 are the legacy and per-thread default streams (CUDA's own encodings)
+        if isinstance(value, int) and value > 0:
             return value
     return 0
 

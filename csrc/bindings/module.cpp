@@ -6,4 +6,8 @@ PYBIND11_MODULE(_C, m) {
   fastopt::bind_arrays(m);
   fastopt::bind_optim(m);
   fastopt::bind_clip(m);
+#if FASTOPT_CUDA
+  fastopt::bind_cuda(m);
+#endif
+  m.attr("cuda_compiled") = bool(FASTOPT_CUDA);
 }

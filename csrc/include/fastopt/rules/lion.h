@@ -15,7 +15,7 @@ struct LionHyper {
 template <typename M> struct LionConsts {
   M lr, beta2, one_minus_beta2, decay_factor, grad_sign;
   double beta1, one_minus_beta1;
-  explicit LionConsts(const LionHyper& h)
+  FASTOPT_HD explicit LionConsts(const LionHyper& h)
       : lr(M(h.lr)), beta2(M(h.beta2)), one_minus_beta2(M(1.0 - h.beta2)),
         decay_factor(M(1.0 - h.lr * h.weight_decay)), grad_sign(h.maximize ? M(-1) : M(1)),
         beta1(h.beta1), one_minus_beta1(1.0 - h.beta1) {}
