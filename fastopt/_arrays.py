@@ -208,13 +208,29 @@ def zeros_like(obj: Any) -> Any:
         import torch
 
         return torch.zeros_like(obj, memory_format=torch.contiguous_format)
+    if module.startswith("cupy"):
+        import cupy
+
+        with obj.device:
+            return cupy.zeros(obj.shape, dtype=obj.dtype)
+    if module.startswith("numba") and hasattr(obj, "__cuda_array_interface__"):
+        return _numba_full(obj, 0.0)
     ns = getattr(obj, "__array_namespace__", None)
     if ns is not None:
         return ns().zeros_like(obj)
     raise TypeError(f"cannot allocate optimizer state like a {type(obj).__name__}")
 
 
+def _numba_full(obj: Any, value: float) -> Any:
+    from numba import cuda
+
+    with cuda.gpus[_cuda_device_of(obj)]:
+        return cuda.to_device(np.full(obj.shape, value, dtype=obj.dtype))
+
+
 def full_like(obj: Any, value: float) -> Any:
+    if type(obj).__module__.startswith("numba") and hasattr(obj, "__cuda_array_interface__"):
+        return _numba_full(obj, value)
     out = zeros_like(obj)
     if value != 0:
         if hasattr(out, "fill_"):
@@ -238,6 +254,8 @@ def to_numpy(obj: Any) -> np.ndarray:
         return t.cpu().numpy().copy()
     if hasattr(obj, "get"):  # CuPy
         return obj.get()
+    if hasattr(obj, "copy_to_host"):  # Numba device arrays
+        return obj.copy_to_host()
     return np.array(obj, copy=True)
 
 

@@ -1,4 +1,5 @@
-"""GPU code compiles on a machine without a GPU: every csrc/cuda/*.cu with nvcc for sm_90, and
+"""GPU code compiles and is checked on a machine without a GPU: every csrc/cuda/*.cu with nvcc
+for sm_90; the CUDA kernels' launches replayed thread by thread on the host against the rules;
 every Numba-CUDA kernel to PTX for compute capability 9.0 (NVVM, through numba-cuda); and
 fastopt imports and reports why CUDA is unavailable when there is no driver."""
 
@@ -35,6 +36,22 @@ def test_cuda_sources_compile_for_sm90(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert len(list(tmp_path.glob("*.o"))) == len(CU_FILES)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not found")
+@pytest.mark.skipif(not CU_FILES, reason="not a source checkout")
+def test_cuda_kernels_replayed_on_host_match_rules(tmp_path):
+    """tests/cuda_kernel_emulation.cu runs every planned launch of the CUDA kernels thread by
+    thread on the CPU (apply_block is host+device) and compares bitwise with the rules."""
+    exe = tmp_path / "emulation"
+    # PTX only (no ptxas): the device code is not what this test runs
+    cmd = ["nvcc", "-std=c++17", "-O1", "-arch=compute_90", f"-I{ROOT / 'csrc' / 'include'}",
+           f"-I{ROOT / 'csrc'}", str(ROOT / "tests" / "cuda_kernel_emulation.cu"), "-o", str(exe)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert run.stdout.startswith("ok")
 
 
 def _kernel_signatures():

@@ -12,7 +12,7 @@ struct AdagradOp {
   DeviceScalars dev;
   AdagradConsts<math_t<T>> c{AdagradHyper{}};
 
-  __device__ __forceinline__ void prepare() {
+  FASTOPT_HD void prepare() {
     AdagradHyper hh = h;
     // capturable: clr = lr / (1 + (step - 1) lr_decay) from the device values
     if (dev.lr || dev.step) {
@@ -22,7 +22,7 @@ struct AdagradOp {
     }
     c = AdagradConsts<math_t<T>>(hh);
   }
-  __device__ __forceinline__ void operator()(T (&x)[kAdagradSlots]) const {
+  FASTOPT_HD void operator()(T (&x)[kAdagradSlots]) const {
     adagrad_rule(x[kAdagradParam], x[kAdagradGrad], x[kAdagradStateSum], c);
   }
 };

@@ -12,16 +12,16 @@ template <typename T>
 struct ScaleOp {
   static constexpr unsigned kWrite = 0b1u;
   math_t<T> coef;
-  __device__ __forceinline__ void prepare() {}
-  __device__ __forceinline__ void operator()(T (&x)[1]) const { scale_rule(x[0], coef); }
+  FASTOPT_HD void prepare() {}
+  FASTOPT_HD void operator()(T (&x)[1]) const { scale_rule(x[0], coef); }
 };
 
 template <typename T>
 struct ClampOp {
   static constexpr unsigned kWrite = 0b1u;
   math_t<T> clip_value;
-  __device__ __forceinline__ void prepare() {}
-  __device__ __forceinline__ void operator()(T (&x)[1]) const { clamp_rule(x[0], clip_value); }
+  FASTOPT_HD void prepare() {}
+  FASTOPT_HD void operator()(T (&x)[1]) const { clamp_rule(x[0], clip_value); }
 };
 
 __device__ __forceinline__ double combine(NormKind kind, double a, double b) {
@@ -33,8 +33,10 @@ __device__ __forceinline__ double combine(NormKind kind, double a, double b) {
 template <typename T, NormKind Kind>
 __global__ void __launch_bounds__(kBlock) norm_kernel(Meta<1> meta, double p, double* partial) {
   __shared__ double acc[kBlock];
-  const int tensor = meta.block_tensor[blockIdx.x];
-  const int64_t start = int64_t(meta.block_chunk[blockIdx.x]) * kChunk;
+  int tensor;
+  int64_t chunk;
+  locate(meta, blockIdx.x, tensor, chunk);
+  const int64_t start = chunk * kChunk;
   int64_t n = meta.numel[tensor] - start;
   if (n > kChunk) n = kChunk;
   const T* x = static_cast<const T*>(meta.addr[0][tensor]) + start;

@@ -11,12 +11,12 @@ struct LionOp {
   DeviceScalars dev;
   LionConsts<math_t<T>> c{LionHyper{}};
 
-  __device__ __forceinline__ void prepare() {
+  FASTOPT_HD void prepare() {
     LionHyper hh = h;
     if (dev.lr) hh.lr = *dev.lr;
     c = LionConsts<math_t<T>>(hh);
   }
-  __device__ __forceinline__ void operator()(T (&x)[kLionSlots]) const {
+  FASTOPT_HD void operator()(T (&x)[kLionSlots]) const {
     lion_rule(x[kLionParam], x[kLionGrad], x[kLionExpAvg], c);
   }
 };

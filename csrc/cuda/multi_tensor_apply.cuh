@@ -1,8 +1,10 @@
 // The CUDA multi-tensor driver (the scheme of NVIDIA Apex and torch's _foreach kernels): every
 // tensor of a TensorList is cut into chunks of kChunk elements, one thread block per chunk, and
-// the per-launch metadata (pointers, sizes, block -> (tensor, chunk) map) travels in the kernel
-// arguments, which stay under the 4 KiB parameter limit. A list that does not fit is stepped
-// in as many launches as needed; a tensor may straddle two launches.
+// the per-launch metadata (pointers, sizes, and each tensor's first block) travels in the
+// kernel arguments, under the 4 KiB parameter limit. Blocks find their tensor by a binary
+// search over the per-tensor prefix of block counts, so a launch holds any number of blocks
+// (large tensors fill the whole GPU in one launch) and only the tensor count per launch is
+// bounded; longer lists take as many launches as needed.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -21,24 +23,38 @@ namespace fastopt::cuda {
 constexpr int kBlock = 512;
 constexpr int kIlp = 4;                  // elements per thread per iteration
 constexpr int64_t kChunk = 65536;        // elements per block
-constexpr int kMaxBlocks = 320;          // blocks per launch
 constexpr int kParamBytes = 4096;        // kernel parameter space on every supported arch
 constexpr int kOpBytes = 320;            // room left for the op's own arguments
+constexpr int64_t kMaxBlocks = (int64_t(1) << 31) - 1;  // grid limit in x
 
 // Tensors per launch for an op with N slots: what the parameter space holds.
 template <int N>
 constexpr int max_tensors() {
-  return (kParamBytes - kOpBytes - kMaxBlocks * 5 - 16) / (8 * N + 8);
+  return (kParamBytes - kOpBytes - 16) / (8 * N + 8 + 4);
 }
 
 template <int N>
 struct Meta {
   void* addr[N][max_tensors<N>()];
   int64_t numel[max_tensors<N>()];
-  int32_t block_chunk[kMaxBlocks];
-  uint8_t block_tensor[kMaxBlocks];
+  int32_t block_end[max_tensors<N>()];  // prefix sums of the tensors' block counts
+  int32_t n_tensors;
   int32_t first_block;  // global index of this launch's first block (reductions)
 };
+
+// (tensor, chunk) of this block: the first tensor whose block_end exceeds blockIdx.x.
+template <int N>
+__host__ __device__ __forceinline__ void locate(const Meta<N>& meta, int b, int& tensor,
+                                                int64_t& chunk) {
+  int lo = 0, hi = meta.n_tensors - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (meta.block_end[mid] > b) hi = mid;
+    else lo = mid + 1;
+  }
+  tensor = lo;
+  chunk = b - (lo == 0 ? 0 : meta.block_end[lo - 1]);
+}
 
 inline void check(cudaError_t err, const char* what) {
   if (err != cudaSuccess)
@@ -53,18 +69,21 @@ struct alignas(sizeof(T) * kIlp) Vec {
 };
 
 template <typename T>
-__device__ __forceinline__ bool aligned(const void* p) {
+FASTOPT_HD bool aligned(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) % (sizeof(T) * kIlp)) == 0;
 }
 
 // Op: a struct with `static constexpr unsigned kWrite` (bit s set: slot s is stored back),
-// `__device__ void prepare()` (per-thread setup, e.g. reading device scalars) and
-// `__device__ void operator()(T (&x)[N])` applying the rule to one element's slots in registers.
+// `FASTOPT_HD void prepare()` (per-thread setup, e.g. reading device scalars) and
+// `FASTOPT_HD void operator()(T (&x)[N])` applying the rule to one element's slots in registers.
 // Slots whose pointer is null (unused options) are neither loaded nor stored.
+// One thread's work for one block; host+device so tests can replay a launch on the CPU.
 template <int N, typename T, typename Op>
-__global__ void __launch_bounds__(kBlock) apply_kernel(Meta<N> meta, Op op) {
-  const int tensor = meta.block_tensor[blockIdx.x];
-  const int64_t start = int64_t(meta.block_chunk[blockIdx.x]) * kChunk;
+FASTOPT_HD void apply_block(const Meta<N>& meta, Op& op, int block, int thread, int threads) {
+  int tensor;
+  int64_t chunk;
+  locate(meta, block, tensor, chunk);
+  const int64_t start = chunk * kChunk;
   int64_t n = meta.numel[tensor] - start;
   if (n > kChunk) n = kChunk;
   T* ptr[N];
@@ -80,7 +99,7 @@ __global__ void __launch_bounds__(kBlock) apply_kernel(Meta<N> meta, Op op) {
   op.prepare();
   T r[kIlp][N];
   if (vec) {
-    for (int64_t i = threadIdx.x; i * kIlp < n; i += blockDim.x) {
+    for (int64_t i = thread; i * kIlp < n; i += threads) {
 #pragma unroll
       for (int s = 0; s < N; ++s)
         if (ptr[s]) {
@@ -100,10 +119,10 @@ __global__ void __launch_bounds__(kBlock) apply_kernel(Meta<N> meta, Op op) {
         }
     }
   } else {
-    for (int64_t base = 0; base < n; base += int64_t(blockDim.x) * kIlp) {
+    for (int64_t base = 0; base < n; base += int64_t(threads) * kIlp) {
 #pragma unroll
       for (int k = 0; k < kIlp; ++k) {
-        const int64_t i = base + threadIdx.x + int64_t(k) * blockDim.x;
+        const int64_t i = base + thread + int64_t(k) * threads;
         if (i < n) {
 #pragma unroll
           for (int s = 0; s < N; ++s)
@@ -112,12 +131,12 @@ __global__ void __launch_bounds__(kBlock) apply_kernel(Meta<N> meta, Op op) {
       }
 #pragma unroll
       for (int k = 0; k < kIlp; ++k) {
-        const int64_t i = base + threadIdx.x + int64_t(k) * blockDim.x;
+        const int64_t i = base + thread + int64_t(k) * threads;
         if (i < n) op(r[k]);
       }
 #pragma unroll
       for (int k = 0; k < kIlp; ++k) {
-        const int64_t i = base + threadIdx.x + int64_t(k) * blockDim.x;
+        const int64_t i = base + thread + int64_t(k) * threads;
         if (i < n) {
 #pragma unroll
           for (int s = 0; s < N; ++s)
@@ -128,44 +147,42 @@ __global__ void __launch_bounds__(kBlock) apply_kernel(Meta<N> meta, Op op) {
   }
 }
 
-// Walks the list and calls launch(meta, n_blocks) for every full (or final) batch of blocks.
+template <int N, typename T, typename Op>
+__global__ void __launch_bounds__(kBlock) apply_kernel(Meta<N> meta, Op op) {
+  apply_block<N, T>(meta, op, blockIdx.x, threadIdx.x, blockDim.x);
+}
+
+// Walks the list and calls launch(meta, n_blocks) for every batch of up to max_tensors<N>()
+// non-empty tensors (fewer if the batch would exceed the grid limit).
 template <int N, typename Launch>
 void for_each_launch(const TensorList& tl, Launch&& launch) {
   static_assert(sizeof(Meta<N>) + kOpBytes <= kParamBytes, "kernel arguments exceed 4 KiB");
   Meta<N> meta;
-  int n_tensors = 0, n_blocks = 0;
-  int32_t next_first_block = 0;
-  meta.first_block = 0;
+  int n = 0;
+  int64_t blocks = 0, first_block = 0;
+  auto flush = [&] {
+    if (n == 0) return;
+    meta.n_tensors = n;
+    meta.first_block = int32_t(first_block);
+    launch(meta, int(blocks));
+    first_block += blocks;
+    n = 0;
+    blocks = 0;
+  };
   for (int64_t t = 0; t < tl.n_tensors; ++t) {
     const int64_t numel = tl.numel[t];
     if (numel == 0) continue;
     const int64_t chunks = (numel + kChunk - 1) / kChunk;
+    if (chunks > kMaxBlocks) throw std::invalid_argument("fastopt CUDA: tensor too large");
+    if (blocks + chunks > kMaxBlocks) flush();
     for (int s = 0; s < N; ++s)
-      meta.addr[s][n_tensors] = s < tl.n_slots ? tl.slot<void>(s, t) : nullptr;
-    meta.numel[n_tensors] = numel;
-    ++n_tensors;
-    for (int64_t c = 0; c < chunks; ++c) {
-      meta.block_tensor[n_blocks] = uint8_t(n_tensors - 1);
-      meta.block_chunk[n_blocks] = int32_t(c);
-      ++n_blocks;
-      const bool blocks_full = n_blocks == kMaxBlocks;
-      const bool tensors_full = n_tensors == max_tensors<N>() && c == chunks - 1;
-      if (blocks_full || tensors_full) {
-        launch(meta, n_blocks);
-        next_first_block += n_blocks;
-        meta.first_block = next_first_block;
-        n_blocks = 0;
-        if (c != chunks - 1) {  // the tensor continues in the next launch, as its entry 0
-          for (int s = 0; s < N; ++s) meta.addr[s][0] = meta.addr[s][n_tensors - 1];
-          meta.numel[0] = numel;
-          n_tensors = 1;
-        } else {
-          n_tensors = 0;
-        }
-      }
-    }
+      meta.addr[s][n] = s < tl.n_slots ? tl.slot<void>(s, t) : nullptr;
+    meta.numel[n] = numel;
+    blocks += chunks;
+    meta.block_end[n] = int32_t(blocks);
+    if (++n == max_tensors<N>()) flush();
   }
-  if (n_blocks > 0) launch(meta, n_blocks);
+  flush();
 }
 
 template <int N, typename T, typename Op>
@@ -189,13 +206,5 @@ void dispatch_storage(DType dtype, F&& f) {
     default: throw std::invalid_argument("fastopt CUDA: unknown dtype code");
   }
 }
-
-// The step count and lr of a capturable optimizer, read once per thread.
-struct Scalars {
-  double lr, step;
-  __device__ __forceinline__ static Scalars read(const DeviceScalars& d, double lr) {
-    return {d.lr ? *d.lr : lr, d.step ? *d.step : 0.0};
-  }
-};
 
 }  // namespace fastopt::cuda

@@ -11,12 +11,12 @@ struct RmspropOp {
   DeviceScalars dev;
   RmspropConsts<math_t<T>> c{RmspropHyper{}};
 
-  __device__ __forceinline__ void prepare() {
+  FASTOPT_HD void prepare() {
     RmspropHyper hh = h;
     if (dev.lr) hh.lr = *dev.lr;
     c = RmspropConsts<math_t<T>>(hh);
   }
-  __device__ __forceinline__ void operator()(T (&x)[kRmspropSlots]) const {
+  FASTOPT_HD void operator()(T (&x)[kRmspropSlots]) const {
     rmsprop_rule<Centered, Momentum>(x[kRmspropParam], x[kRmspropGrad], x[kRmspropSquareAvg],
                                      &x[kRmspropMomentumBuffer], &x[kRmspropGradAvg], c);
   }

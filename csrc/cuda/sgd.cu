@@ -11,13 +11,13 @@ struct SgdOp {
   DeviceScalars dev;
   SgdConsts<math_t<T>> c{SgdHyper{}};
 
-  __device__ __forceinline__ void prepare() {
+  FASTOPT_HD void prepare() {
     SgdHyper hh = h;
     if (dev.lr) hh.lr = *dev.lr;
     if (dev.step) hh.first_step = *dev.step == 1.0;
     c = SgdConsts<math_t<T>>(hh);
   }
-  __device__ __forceinline__ void operator()(T (&x)[kSgdSlots]) const {
+  FASTOPT_HD void operator()(T (&x)[kSgdSlots]) const {
     sgd_rule<Momentum>(x[kSgdParam], x[kSgdGrad], &x[kSgdMomentumBuffer], c);
   }
 };
