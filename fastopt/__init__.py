@@ -8,8 +8,15 @@
 
 from __future__ import annotations
 
-from . import backends, clip, functional, optim, reference, schedules
-from ._config import get_num_threads, set_num_threads, show_config
+import os
+
+# One parallel region per kernel call: idle OpenMP threads should sleep, not spin, or on a busy
+# (shared, oversubscribed) machine they steal the cores the working threads need. Read once,
+# when libgomp loads with fastopt._C; a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+from . import backends, clip, functional, optim, reference, schedules  # noqa: E402
+from ._config import get_num_threads, set_num_threads, show_config  # noqa: E402
 
 __version__ = "0.1.0"
 

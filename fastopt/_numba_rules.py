@@ -148,32 +148,33 @@ def rmsprop_rule(p, g, s, b, ga, c):
 
 
 # --- Lion (Chen et al., NeurIPS 2023) ---------------------------------------------------
-L_LR, L_BETA2, L_OMB2, L_DECAY, L_SIGN, L_NAN = range(1, 7)
-LD_BETA1, LD_OMB1, LD_ONE, LD_BETA2, LD_OMB2 = range(5)  # float64 (see lion_rule)
+# Computed in float64 whatever the storage (as csrc/include/fastopt/rules/lion.h): the sign of
+# the interpolation flips the whole update, so the momentum it is formed from must round
+# exactly as the float64 specification's does.
+LD_ONE, LD_LR, LD_BETA1, LD_OMB1, LD_BETA2, LD_OMB2, LD_DECAY, LD_SIGN = range(8)
 
 
 def lion_consts(dtype: np.dtype, *, lr: float, beta1: float, beta2: float,
                 weight_decay: float, maximize: bool) -> tuple[np.ndarray, np.ndarray]:
-    c = np.array([1.0, lr, beta2, 1.0 - beta2, 1.0 - lr * weight_decay,
-                  -1.0 if maximize else 1.0, math.nan], dtype=dtype)
-    return c, np.array([beta1, 1.0 - beta1, 1.0, beta2, 1.0 - beta2], dtype=np.float64)
+    c = np.array([1.0], dtype=dtype)  # unused: Lion has no math-dtype constants
+    cd = np.array([1.0, lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2, 1.0 - lr * weight_decay,
+                   -1.0 if maximize else 1.0], dtype=np.float64)
+    return c, cd
 
 
 def lion_rule(p, g, m, c, cd):
     """p = p (1 - lr wd) - lr sign(b1 m + (1-b1) g); m = b2 m + (1-b2) g; returns (p, m)."""
-    g = g * c[ONE] * c[L_SIGN]
-    m = m * c[ONE]
-    interp = cd[LD_BETA1] * (m * cd[LD_ONE]) + cd[LD_OMB1] * (g * cd[LD_ONE])
-    p = p * c[ONE] * c[L_DECAY]
+    g = g * cd[LD_ONE] * cd[LD_SIGN]
+    m = m * cd[LD_ONE]
+    p = p * cd[LD_ONE] * cd[LD_DECAY]
+    interp = cd[LD_BETA1] * m + cd[LD_OMB1] * g
     if interp > 0:
-        p = p - c[L_LR]
+        p = p - cd[LD_LR]
     elif interp < 0:
-        p = p + c[L_LR]
+        p = p + cd[LD_LR]
     elif interp != interp:
-        p = c[L_NAN]  # sign(NaN) is NaN
-    # the new average in float64 too, so the stored m (whose sign decides later updates) is
-    # the specification's value rounded once, and fp32 rounding never flips a sign
-    m = cd[LD_BETA2] * (m * cd[LD_ONE]) + cd[LD_OMB2] * (g * cd[LD_ONE])
+        p = interp  # sign(NaN) is NaN
+    m = cd[LD_BETA2] * m + cd[LD_OMB2] * g
     return p, m
 
 

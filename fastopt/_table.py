@@ -27,6 +27,10 @@ from ._arrays import (
 _NUMPY_TYPE_NUM = {name: np.dtype(name).num for name in ("float32", "float64", "float16")}
 
 
+class MissingGrad(ValueError):
+    """A None where an array was expected (a parameter without a gradient this step)."""
+
+
 @dataclass
 class TensorTable:
     """One kernel call's arrays: all of one dtype and one device."""
@@ -61,57 +65,42 @@ class TensorTable:
     def row(self, slot: str) -> int:
         return self.slots.index(slot)
 
-    def arrays(self, slot: str) -> list[Any] | None:
-        specs = self.specs.get(slot)
-        return None if specs is None else [s.obj for s in specs]
-
     def nbytes(self) -> np.ndarray:
         return self.numel * ITEMSIZE[self.dtype]
 
     def replace(self, slot: str, arrays: Sequence[Any], *, writeable: bool = False) -> None:
         """Point `slot` at new arrays (taken at this table's positions of the full list),
         validated against the first slot's shapes, dtype and device, and refused if any of
-        them shares memory with another array of the table."""
+        them shares memory with another array of the table. Raises MissingGrad for a None."""
         picked = (arrays[self._span.start:self._span.stop] if self._span is not None
                   else [arrays[i] for i in self.index])
-        row = self.row(slot)
-        if self._others_sorted is not None and self._others_sorted[2] != row:
-            self._others_sorted = None  # it holds this row's old pointers
-        old = self.ptrs[row].copy()
         if not isinstance(picked, list):
             picked = list(picked)
-        bad = -1
-        type_num = _NUMPY_TYPE_NUM.get(self.dtype)
-        if type_num is not None and self.device[0] == "cpu":
-            from . import _C
-
-            bad = _C.gather_pointers(picked, self.ptrs[row], type_num, self.shape_dims,
-                                     self.shape_offsets, writeable)
-            if bad >= 0:
-                # not plain NumPy (or invalid): explain or accept through the general path
-                specs = [describe(a, slot, int(self.index[k])) for k, a in enumerate(picked)]
-            else:
-                specs = None
-        else:
-            specs = [describe(a, slot, int(self.index[k])) for k, a in enumerate(picked)]
-        if specs is not None:
+        row = self.row(slot)
+        old = self.ptrs[row].copy()
+        if not self._gather_numpy(picked, row, writeable):
+            self.ptrs[row] = old
+            if any(a is None for a in picked):
+                raise MissingGrad(f"{slot}: some entries are None")
             first = self.specs[self.slots[0]]
-            for k, s in enumerate(specs):
-                _check_like(s, first[k], slot, int(self.index[k]), self.slots[0], writeable,
-                            (self.dtype,))
+            specs = [describe(a, slot, int(i)) for a, i in zip(picked, self.index, strict=True)]
+            for s, ref, i in zip(specs, first, self.index, strict=True):
+                _check_like(s, ref, slot, int(i), self.slots[0], writeable, (self.dtype,))
             self.ptrs[row] = [s.ptr for s in specs]
-            self.specs[slot] = specs
-        else:
-            self.specs[slot] = None  # the fast path keeps pointers only; see arrays()
-            self._fast_objs = picked
         if not np.array_equal(old, self.ptrs[row]):
+            if self._others_sorted is not None and self._others_sorted[2] != row:
+                self._others_sorted = None  # it holds this row's old pointers
             self._check_row_overlap(row)
 
-    def slot_objects(self, slot: str) -> list[Any]:
-        specs = self.specs.get(slot)
-        if specs is None and slot in self.slots:
-            return self._fast_objs
-        return [s.obj for s in specs]
+    def _gather_numpy(self, picked: list[Any], row: int, writeable: bool) -> bool:
+        """The C++ fast path: True if every entry is a valid NumPy array for this row."""
+        type_num = _NUMPY_TYPE_NUM.get(self.dtype)
+        if type_num is None or self.device[0] != "cpu":
+            return False
+        from . import _C
+
+        return _C.gather_pointers(picked, self.ptrs[row], type_num, self.shape_dims,
+                                  self.shape_offsets, writeable) < 0
 
     def _check_row_overlap(self, row: int) -> None:
         n = len(self)
@@ -163,13 +152,13 @@ def _alias_error(a: str, i: int, b: str, j: int) -> ValueError:
 
 def _check_like(s: ArraySpec, ref: ArraySpec, name: str, i: int, ref_name: str,
                 writeable: bool, allowed: Sequence[str]) -> None:
-    check_float(s, name, i, allowed)
     if s.shape != ref.shape:
         raise ValueError(f"{name}[{i}]: shape {s.shape} does not match {ref_name}[{i}] "
                          f"shape {ref.shape}")
     if s.dtype != ref.dtype:
         raise TypeError(f"{name}[{i}]: dtype {s.dtype} does not match {ref_name}[{i}] "
                         f"dtype {ref.dtype}")
+    check_float(s, name, i, allowed)
     if s.device != ref.device:
         raise ValueError(f"{name}[{i}]: on {s.device[0]}:{s.device[1]} but {ref_name}[{i}] is "
                          f"on {ref.device[0]}:{ref.device[1]} (mixing devices is not supported)")

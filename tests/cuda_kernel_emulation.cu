@@ -131,7 +131,7 @@ int run_all(int offset) {
     Lists<T> l(kLionSlots, offset, 5, {true, true, true});
     const LionHyper h{1e-3, 0.9, 0.99, 0.1, false};
     emulate<kLionSlots, T>(l.list(), LionOp<T>{h, {}});
-    const LionConsts<M> c(h);
+    const LionConsts c(h);
     for (size_t t = 0; t < n; ++t)
       for (int64_t i = 0; i < kSizes[t]; ++i)
         lion_rule(l.ref_at(0, t)[i], l.ref_at(1, t)[i], l.ref_at(2, t)[i], c);

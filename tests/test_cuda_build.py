@@ -71,7 +71,7 @@ def _kernel_signatures():
         yield "sgd", (a, a, a, c(9))
         yield "adagrad", (a, a, a, c(5))
         yield "rmsprop", (a, a, a, a, a, c(10))
-        yield "lion", (a, a, a, c(7), types.UniTuple(types.float64, 5))
+        yield "lion", (a, a, a, c(1), types.UniTuple(types.float64, 8))
         yield "scale", (a, c(1))
         yield "clamp", (a, c(3))
         yield "norm_partials", (a, types.int64, types.float64, arr(types.float64))

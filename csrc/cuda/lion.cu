@@ -9,12 +9,12 @@ struct LionOp {
   static constexpr unsigned kWrite = 0b101u;  // param, exp_avg
   LionHyper h;
   DeviceScalars dev;
-  LionConsts<math_t<T>> c{LionHyper{}};
+  LionConsts c{LionHyper{}};
 
   FASTOPT_HD void prepare() {
     LionHyper hh = h;
     if (dev.lr) hh.lr = *dev.lr;
-    c = LionConsts<math_t<T>>(hh);
+    c = LionConsts(hh);
   }
   FASTOPT_HD void operator()(T (&x)[kLionSlots]) const {
     lion_rule(x[kLionParam], x[kLionGrad], x[kLionExpAvg], c);

@@ -37,7 +37,7 @@ class Adagrad(Optimizer):
     def _init_value(self, slot: str, group: dict[str, Any]) -> float:
         return group["initial_accumulator_value"]
 
-    def _hyper(self, group: dict[str, Any], step: int, fresh: set[str]) -> dict[str, Any]:
+    def _hyper(self, group: dict[str, Any], step: int, fresh: frozenset[str]) -> dict[str, Any]:
         return dict(step=step, lr=group["lr"], lr_decay=group["lr_decay"],
                     weight_decay=group["weight_decay"], eps=group["eps"],
                     maximize=group["maximize"])

@@ -40,7 +40,7 @@ class Adam(Optimizer):
         base = ("exp_avg", "exp_avg_sq")
         return (*base, "max_exp_avg_sq") if group["amsgrad"] else base
 
-    def _hyper(self, group: dict[str, Any], step: int, fresh: set[str]) -> dict[str, Any]:
+    def _hyper(self, group: dict[str, Any], step: int, fresh: frozenset[str]) -> dict[str, Any]:
         beta1, beta2 = group["betas"]
         return dict(step=step, lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
                     weight_decay=group["weight_decay"], decoupled=self.decoupled,

@@ -31,7 +31,7 @@ class Lion(Optimizer):
     def _state_slots(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("exp_avg",)
 
-    def _hyper(self, group: dict[str, Any], step: int, fresh: set[str]) -> dict[str, Any]:
+    def _hyper(self, group: dict[str, Any], step: int, fresh: frozenset[str]) -> dict[str, Any]:
         beta1, beta2 = group["betas"]
         return dict(lr=group["lr"], beta1=beta1, beta2=beta2,
                     weight_decay=group["weight_decay"], maximize=group["maximize"])

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import _arrays, backends
 from .. import functional as F
-from .._table import TensorTable
+from .._table import MissingGrad, TensorTable
 
 
 def _clone(obj: Any) -> Any:
@@ -33,8 +33,10 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.backend = backend
         self.param_groups: list[dict[str, Any]] = []
-        self.state: list[list[dict[str, Any]]] = []  # [group][param] -> state arrays, step
+        self.state: list[list[dict[str, Any]]] = []  # [group][param] -> state arrays
         self._tables: list[tuple[tuple, list[TensorTable]] | None] = []
+        self._steps: list[np.ndarray] = []  # [group] -> step count of each param
+        self._fresh: list[dict[str, np.ndarray]] = []  # [group][slot] -> not yet stepped
         if backend is not None:
             backends.get(backend)  # unknown names fail now, not at the first step
         groups = list(params) if not isinstance(params, np.ndarray) else [params]
@@ -57,7 +59,7 @@ class Optimizer:
     def _init_value(self, slot: str, group: dict[str, Any]) -> float:
         return 0.0
 
-    def _hyper(self, group: dict[str, Any], step: int, fresh: set[str]) -> dict[str, Any]:
+    def _hyper(self, group: dict[str, Any], step: int, fresh: frozenset[str]) -> dict[str, Any]:
         """Keyword arguments of the backend kernel for one step of `group`."""
         raise NotImplementedError
 
@@ -77,30 +79,34 @@ class Optimizer:
                             f"{', '.join(sorted(unknown))}")
         full = {**self.defaults, **group, "params": params}
         self._check(full)
-        # validates every param (dtype, contiguity, writability, aliasing within the group)
-        F.tables_for(self.op, {"param": params, "grad": None})
-        mine = {id(p) for p in params}
-        for other in self.param_groups:
-            if any(id(p) in mine for p in other["params"]):
-                raise ValueError("some parameters appear in more than one parameter group")
-        if self.param_groups:
-            every = [p for g in self.param_groups for p in g["params"]] + params
-            F.tables_for(self.op, {"param": every, "grad": None})  # no memory shared across
+        # every param valid (dtype, contiguity, writability) and no memory shared by two
+        every = [p for g in self.param_groups for p in g["params"]] + params
+        F.tables_for(self.op, {"param": every, "grad": None})
         self.param_groups.append(full)
-        self.state.append([{"step": 0} for _ in params])
+        self.state.append([{} for _ in params])
+        self._steps.append(np.zeros(len(params), dtype=np.int64))
+        self._fresh.append({})
         self._tables.append(None)
 
     # --- stepping ----------------------------------------------------------------------
-    def _ensure_state(self, gi: int) -> tuple[tuple[str, ...], set[str]]:
+    def _ensure_state(self, gi: int) -> tuple[str, ...]:
+        """Allocate the state arrays the group's options need. A new array is marked fresh
+        until a step has run on it: SGD starts its momentum buffer as a copy of the first
+        update, as torch does."""
         group = self.param_groups[gi]
         slots = self._state_slots(group)
-        fresh = set()
+        cached = self._tables[gi]
+        if cached is not None and cached[0] == slots:
+            return slots  # allocated when these tables were built
         for slot in slots:
-            for p, st in zip(group["params"], self.state[gi], strict=True):
-                if st.get(slot) is None:
-                    st[slot] = _arrays.full_like(p, self._init_value(slot, group))
-                    fresh.add(slot)
-        return slots, fresh
+            missing = [k for k, st in enumerate(self.state[gi]) if st.get(slot) is None]
+            for k in missing:
+                p = group["params"][k]
+                self.state[gi][k][slot] = _arrays.full_like(p, self._init_value(slot, group))
+            if missing:
+                fresh = self._fresh[gi].setdefault(slot, np.zeros(len(group["params"]), bool))
+                fresh[missing] = True
+        return slots
 
     def _group_tables(self, gi: int, slots: tuple[str, ...]) -> list[TensorTable]:
         cached = self._tables[gi]
@@ -114,6 +120,19 @@ class Optimizer:
         self._tables[gi] = (slots, tables)
         return tables
 
+    def _uniform(self, gi: int) -> tuple[int, frozenset[str]] | None:
+        """(step, fresh slots) shared by every param of the group, or None if they differ."""
+        steps = self._steps[gi]
+        if not (steps == steps[0]).all():
+            return None
+        fresh = set()
+        for slot, mask in self._fresh[gi].items():
+            if mask.all():
+                fresh.add(slot)
+            elif mask.any():
+                return None
+        return int(steps[0]), frozenset(fresh)
+
     def step(self, grads: Sequence[Any]) -> None:
         """Update every parameter in place from its gradient (grads in param-group order)."""
         if not isinstance(grads, (list, tuple)):
@@ -122,44 +141,54 @@ class Optimizer:
         if len(grads) != n:
             raise ValueError(f"grads: expected {n} arrays (one per parameter, in param-group "
                              f"order), got {len(grads)}")
+        # validate every group's grads before any kernel runs: a bad grad in group 2 must
+        # not leave groups 0 and 1 already stepped
+        plan = []
         start = 0
         for gi, group in enumerate(self.param_groups):
             count = len(group["params"])
             gs = grads[start:start + count]
             start += count
             self._check(group)
-            slots, fresh = self._ensure_state(gi)
-            states = self.state[gi]
-            steps = {st["step"] for st, g in zip(states, gs, strict=True) if g is not None}
-            if len(steps) == 1 and all(g is not None for g in gs):
+            slots = self._ensure_state(gi)
+            shared = self._uniform(gi)
+            calls = None
+            if shared is not None:
                 tables = self._group_tables(gi, slots)
-                for t in tables:
-                    t.replace("grad", gs)
-                self._run(group, tables, steps.pop() + 1, fresh)
-                for st in states:
-                    st["step"] += 1
-            else:
-                self._step_subsets(gi, gs, slots, fresh)
+                try:
+                    for t in tables:
+                        t.replace("grad", gs)
+                    calls = [(tables, shared[0] + 1, shared[1], slice(None))]
+                except MissingGrad:
+                    pass
+            plan.append((gi, calls if calls is not None else self._subsets(gi, gs, slots)))
+        for gi, calls in plan:
+            for tables, step, fresh, members in calls:
+                self._run(self.param_groups[gi], tables, step, fresh)
+                self._steps[gi][members] += 1
+                for mask in self._fresh[gi].values():
+                    mask[members] = False
 
-    def _step_subsets(self, gi: int, gs: Sequence[Any], slots: tuple[str, ...],
-                      fresh: set[str]) -> None:
-        """Slow path: some grads are None, or params are at different step counts."""
+    def _subsets(self, gi: int, gs: Sequence[Any], slots: tuple[str, ...]) -> list[tuple]:
+        """Slow path, when some grads are None or params are at different step counts: one
+        set of freshly validated tables per (step, fresh slots)."""
         group, states = self.param_groups[gi], self.state[gi]
-        by_step: dict[int, list[int]] = {}
-        for k, (st, g) in enumerate(zip(states, gs, strict=True)):
+        by_key: dict[tuple[int, frozenset[str]], list[int]] = {}
+        for k, g in enumerate(gs):
             if g is not None:
-                by_step.setdefault(st["step"], []).append(k)
-        for step, ks in sorted(by_step.items()):
+                fresh = frozenset(s for s, m in self._fresh[gi].items() if m[k])
+                by_key.setdefault((int(self._steps[gi][k]), fresh), []).append(k)
+        calls = []
+        for (step, fresh), ks in by_key.items():
             arrays: dict[str, Any] = {"param": [group["params"][k] for k in ks],
                                       "grad": [gs[k] for k in ks]}
             for slot in slots:
                 arrays[slot] = [states[k][slot] for k in ks]
-            self._run(group, F.tables_for(self.op, arrays), step + 1, fresh)
-            for k in ks:
-                states[k]["step"] += 1
+            calls.append((F.tables_for(self.op, arrays), step + 1, fresh, np.array(ks)))
+        return calls
 
     def _run(self, group: dict[str, Any], tables: list[TensorTable], step: int,
-             fresh: set[str]) -> None:
+             fresh: frozenset[str]) -> None:
         F.run(self.op, tables, self.backend, **self._hyper(group, step, fresh))
 
     # --- checkpoints -------------------------------------------------------------------
@@ -169,11 +198,11 @@ class Optimizer:
         state: dict[int, dict[str, Any]] = {}
         groups = []
         index = 0
-        for group, states in zip(self.param_groups, self.state, strict=True):
+        for group, states, steps in zip(self.param_groups, self.state, self._steps, strict=True):
             ids = []
-            for st in states:
-                state[index] = {k: (v if k == "step" else None if v is None else _clone(v))
-                                for k, v in st.items()}
+            for st, step in zip(states, steps, strict=True):
+                state[index] = {"step": float(step),
+                                **{k: None if v is None else _clone(v) for k, v in st.items()}}
                 ids.append(index)
                 index += 1
             groups.append({**{k: copy.deepcopy(v) for k, v in group.items() if k != "params"},
@@ -205,7 +234,7 @@ class Optimizer:
             self._check({**group, **hyper})
         allowed = set(self._all_state_slots()) | {"step"}
         saved_state = state_dict["state"]
-        for gi, (saved, group) in enumerate(zip(groups, self.param_groups, strict=True)):
+        for saved, group in zip(groups, self.param_groups, strict=True):
             for k, idx in enumerate(saved["params"]):
                 entry = saved_state.get(idx, {})
                 bad = set(entry) - allowed
@@ -224,11 +253,13 @@ class Optimizer:
                 st = self.state[gi][k]
                 for key, value in saved_state.get(idx, {}).items():
                     if key == "step":
-                        st["step"] = int(float(value))
+                        self._steps[gi][k] = int(float(value))
                     elif value is not None:
                         if st.get(key) is None:
                             st[key] = _arrays.zeros_like(group["params"][k])
                         _arrays.copy_into(st[key], value)
+                        if key in self._fresh[gi]:
+                            self._fresh[gi][key][k] = False
             self._tables[gi] = None
 
     def _all_state_slots(self) -> tuple[str, ...]:

@@ -36,7 +36,7 @@ class RMSprop(Optimizer):
             slots += ("grad_avg",)
         return slots
 
-    def _hyper(self, group: dict[str, Any], step: int, fresh: set[str]) -> dict[str, Any]:
+    def _hyper(self, group: dict[str, Any], step: int, fresh: frozenset[str]) -> dict[str, Any]:
         return dict(lr=group["lr"], alpha=group["alpha"], eps=group["eps"],
                     weight_decay=group["weight_decay"], momentum=group["momentum"],
                     centered=group["centered"], maximize=group["maximize"])

@@ -30,7 +30,7 @@ class SGD(Optimizer):
     def _state_slots(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("momentum_buffer",) if group["momentum"] != 0 else ()
 
-    def _hyper(self, group: dict[str, Any], step: int, fresh: set[str]) -> dict[str, Any]:
+    def _hyper(self, group: dict[str, Any], step: int, fresh: frozenset[str]) -> dict[str, Any]:
         return dict(lr=group["lr"], momentum=group["momentum"], dampening=group["dampening"],
                     weight_decay=group["weight_decay"], nesterov=group["nesterov"],
                     maximize=group["maximize"], first_step="momentum_buffer" in fresh)

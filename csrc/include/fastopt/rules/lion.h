@@ -12,25 +12,24 @@ struct LionHyper {
   bool maximize;
 };
 
-template <typename M> struct LionConsts {
-  M lr, beta2, one_minus_beta2, decay_factor, grad_sign;
-  double beta1, one_minus_beta1;
+// Lion is computed in double whatever the storage: the sign of the interpolation flips the
+// whole update, so the momentum it is formed from must round exactly as the float64
+// specification's does, or a one-ulp difference in m later flips a sign.
+struct LionConsts {
+  double lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay_factor, grad_sign;
   FASTOPT_HD explicit LionConsts(const LionHyper& h)
-      : lr(M(h.lr)), beta2(M(h.beta2)), one_minus_beta2(M(1.0 - h.beta2)),
-        decay_factor(M(1.0 - h.lr * h.weight_decay)), grad_sign(h.maximize ? M(-1) : M(1)),
-        beta1(h.beta1), one_minus_beta1(1.0 - h.beta1) {}
+      : lr(h.lr), beta1(h.beta1), one_minus_beta1(1.0 - h.beta1), beta2(h.beta2),
+        one_minus_beta2(1.0 - h.beta2), decay_factor(1.0 - h.lr * h.weight_decay),
+        grad_sign(h.maximize ? -1.0 : 1.0) {}
 };
 
 // p = p (1 - lr wd);  p = p - lr sign(b1 m + (1 - b1) g);  m = b2 m + (1 - b2) g
-// The interpolation that is signed is formed in double even for float storage: its sign flips
-// the whole update, and double makes it agree with the float64 specification.
-template <typename T, typename M>
-FASTOPT_HD void lion_rule(T& param, T grad, T& exp_avg, const LionConsts<M>& c) {
-  const M g = M(grad) * c.grad_sign;
-  const M m = M(exp_avg);
-  const double interp = c.beta1 * double(m) + c.one_minus_beta1 * double(g);
-  const M p = M(param) * c.decay_factor;
-  param = T(p - c.lr * M(nan_sign(interp)));
+template <typename T>
+FASTOPT_HD void lion_rule(T& param, T grad, T& exp_avg, const LionConsts& c) {
+  const double g = double(grad) * c.grad_sign;
+  const double m = double(exp_avg);
+  const double p = double(param) * c.decay_factor;
+  param = T(p - c.lr * nan_sign(c.beta1 * m + c.one_minus_beta1 * g));
   exp_avg = T(c.beta2 * m + c.one_minus_beta2 * g);
 }
 

@@ -1,0 +1,79 @@
+import math
+
+import numpy as np
+import pytest
+from tolerances import assert_close
+from trajectory import SIZES, grad_stream
+
+from fastopt import reference
+from fastopt.clip import clip_grad_norm_, clip_grad_value_
+
+BACKENDS = ["cpu", "reference"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf, 3.0, 0.5])
+@pytest.mark.parametrize("max_norm", [0.5, 1e9])
+def test_clip_grad_norm_matches_reference(backend, dtype, norm_type, max_norm):
+    grads = next(grad_stream(SIZES["mixed"], dtype, 1))
+    expected = [g.copy() for g in grads]
+    norm = clip_grad_norm_(grads, max_norm, norm_type, backend=backend)
+    expected_norm = reference.clip_grad_norm(expected, max_norm, norm_type)
+    assert norm == pytest.approx(expected_norm, rel=1e-12 if dtype == np.float64 else 1e-6)
+    for a, b in zip(grads, expected, strict=True):
+        assert_close(a, b, dtype)
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf, 3.0])
+def test_clip_grad_norm_matches_torch(dtype, norm_type):
+    torch = pytest.importorskip("torch")
+    grads = next(grad_stream(SIZES["mixed"], dtype, 1))
+    tparams = [torch.zeros(g.shape, dtype=torch.from_numpy(g).dtype, requires_grad=True)
+               for g in grads]
+    for t, g in zip(tparams, grads, strict=True):
+        t.grad = torch.from_numpy(g.copy())
+    tnorm = torch.nn.utils.clip_grad_norm_(tparams, 1.0, norm_type)
+    norm = clip_grad_norm_(grads, 1.0, norm_type)
+    assert norm == pytest.approx(float(tnorm), rel=1e-5 if dtype == np.float32 else 1e-12)
+    for g, t in zip(grads, tparams, strict=True):
+        assert_close(g, t.grad.numpy(), dtype)
+
+
+def test_clip_grad_value_matches_torch(dtype):
+    torch = pytest.importorskip("torch")
+    grads = next(grad_stream(SIZES["mixed"], dtype, 1))
+    grads[0][0] = np.nan
+    tparams = [torch.zeros(g.shape, dtype=torch.from_numpy(g).dtype, requires_grad=True)
+               for g in grads]
+    for t, g in zip(tparams, grads, strict=True):
+        t.grad = torch.from_numpy(g.copy())
+    torch.nn.utils.clip_grad_value_(tparams, 0.7)
+    clip_grad_value_(grads, 0.7)
+    for g, t in zip(grads, tparams, strict=True):
+        np.testing.assert_array_equal(g, t.grad.numpy())
+
+
+def test_nonfinite_norm():
+    grads = [np.ones(10, np.float32), np.array([1.0, np.inf], np.float32)]
+    with pytest.raises(RuntimeError, match="non-finite"):
+        clip_grad_norm_(grads, 1.0, error_if_nonfinite=True)
+    np.testing.assert_array_equal(grads[0], 1.0)  # untouched
+    grads[1][1] = np.nan
+    assert math.isnan(clip_grad_norm_(grads, 1.0))
+    assert np.isnan(grads[0]).all()  # scaled by NaN, as torch does
+
+
+def test_empty_list_and_bad_arguments():
+    assert clip_grad_norm_([], 1.0) == 0.0
+    clip_grad_value_([], 1.0)
+    with pytest.raises(ValueError, match="norm_type"):
+        clip_grad_norm_([np.ones(3)], 1.0, norm_type=0)
+    with pytest.raises(ValueError, match="clip_value"):
+        clip_grad_value_([np.ones(3)], -1.0)
+    ro = np.ones(3)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match=r"grad\[0\]: array is read-only"):
+        clip_grad_norm_([ro], 1.0)
+    with pytest.raises(ValueError, match="share memory"):
+        g = np.ones(4)
+        clip_grad_value_([g, g], 1.0)

@@ -1,0 +1,221 @@
+"""Bad input gets a clear TypeError/ValueError naming the argument and index: never a crash,
+never a silent copy that loses the update, and never a partial step."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fastopt import functional as F
+from fastopt.optim import SGD, Adagrad, Adam, AdamW, Lion, RMSprop
+
+
+def fresh(n=2, size=8, dtype=np.float32):
+    return [np.ones(size, dtype) for _ in range(n)]
+
+
+def test_grad_shape_mismatch():
+    opt = Adam(fresh())
+    with pytest.raises(ValueError, match=r"grad\[1\]: shape \(4, 2\) does not match param\[1\]"):
+        opt.step([np.ones(8, np.float32), np.ones((4, 2), np.float32)])
+
+
+def test_grad_dtype_mismatch():
+    opt = Adam(fresh())
+    with pytest.raises(TypeError, match=r"grad\[0\]: dtype float64 does not match"):
+        opt.step([np.ones(8), np.ones(8, np.float32)])
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.float16, np.complex64, bool])
+def test_unsupported_param_dtypes(dtype):
+    with pytest.raises(TypeError, match=r"param\[0\]: dtype .* is not supported"):
+        Adam([np.ones(8, dtype)])
+
+
+def test_big_endian_params_are_refused():
+    with pytest.raises(TypeError, match=r"param\[0\]"):
+        Adam([np.ones(8, ">f4")])
+
+
+def test_non_contiguous_param_and_grad():
+    with pytest.raises(ValueError, match=r"param\[0\]: array is not C-contiguous"):
+        SGD([np.ones(16, np.float32)[::2]])
+    with pytest.raises(ValueError, match=r"param\[0\]: array is not C-contiguous"):
+        SGD([np.ones((4, 4), np.float32).T])
+    opt = SGD(fresh())
+    with pytest.raises(ValueError, match=r"grad\[1\]: array is not C-contiguous"):
+        opt.step([np.ones(8, np.float32), np.ones(16, np.float32)[::2]])
+
+
+def test_read_only_param_but_read_only_grad_is_fine():
+    p = np.ones(8, np.float32)
+    p.flags.writeable = False
+    with pytest.raises(ValueError, match=r"param\[0\]: array is read-only"):
+        Adam([p])
+    params = fresh(1)
+    g = np.ones(8, np.float32)
+    g.flags.writeable = False
+    SGD(params, lr=0.5).step([g])
+    np.testing.assert_array_equal(params[0], 0.5)
+
+
+def test_grad_aliasing_its_param_or_another_grad():
+    params = fresh()
+    opt = SGD(params)
+    with pytest.raises(ValueError, match=r"share memory"):
+        opt.step([params[0], np.ones(8, np.float32)])
+    g = np.ones(8, np.float32)
+    with pytest.raises(ValueError, match=r"grad\[0\] and grad\[1\] share memory"):
+        opt.step([g, g])
+    big = np.ones(12, np.float32)
+    with pytest.raises(ValueError, match=r"grad\[0\] and grad\[1\] share memory"):
+        opt.step([big[:8], big[4:]])
+    np.testing.assert_array_equal(params[0], 1.0)  # nothing was stepped
+
+
+def test_params_sharing_memory_across_groups():
+    p = np.ones(8, np.float32)
+    with pytest.raises(ValueError, match="share memory"):
+        Adam([{"params": [p]}, {"params": [p[:4]]}])
+
+
+def test_functional_state_aliasing():
+    params, grads = fresh(), fresh()
+    m = fresh()
+    with pytest.raises(ValueError, match=r"exp_avg\[0\] and exp_avg_sq\[0\] share memory"):
+        F.adam_(params, grads, m, [m[0], np.zeros(8, np.float32)], step=1)
+
+
+def test_list_lengths_and_empty_lists():
+    with pytest.raises(ValueError, match="empty parameter list"):
+        Adam([])
+    with pytest.raises(ValueError, match=r"grads: expected 2 arrays"):
+        Adam(fresh()).step(fresh(3))
+    with pytest.raises(ValueError, match=r"grad: has 1 entries but param has 2"):
+        F.sgd_(fresh(), fresh(1))
+    with pytest.raises(ValueError, match=r"param: empty list"):
+        F.sgd_([], [])
+
+
+def test_non_arrays():
+    with pytest.raises(TypeError, match=r"param\[0\]: expected an array"):
+        SGD([[1.0, 2.0]])
+    with pytest.raises(TypeError, match=r"grad\[1\]: expected an array"):
+        SGD(fresh()).step([np.ones(8, np.float32), "nope"])
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: SGD(p, lr=-1.0), "Invalid learning rate"),
+    (lambda p: SGD(p, lr=math.nan), "Invalid learning rate"),
+    (lambda p: SGD(p, momentum=-0.1), "Invalid momentum"),
+    (lambda p: SGD(p, nesterov=True), "Nesterov momentum requires"),
+    (lambda p: SGD(p, momentum=0.9, dampening=0.1, nesterov=True), "Nesterov momentum requires"),
+    (lambda p: Adam(p, betas=(1.0, 0.999)), "beta parameter at index 0"),
+    (lambda p: Adam(p, betas=(0.9, -0.1)), "beta parameter at index 1"),
+    (lambda p: Adam(p, eps=-1e-8), "Invalid epsilon"),
+    (lambda p: AdamW(p, weight_decay=-0.1), "Invalid weight_decay"),
+    (lambda p: AdamW(p, weight_decay=math.inf), "Invalid weight_decay"),
+    (lambda p: Adagrad(p, lr_decay=-1), "Invalid lr_decay"),
+    (lambda p: Adagrad(p, initial_accumulator_value=-1), "initial_accumulator_value"),
+    (lambda p: RMSprop(p, alpha=1.5), "Invalid alpha"),
+    (lambda p: RMSprop(p, momentum=math.nan), "Invalid momentum"),
+    (lambda p: Lion(p, betas=(0.9, 1.1)), "beta parameter at index 1"),
+    (lambda p: Adam(p, betas=(0.9,)), "Invalid betas"),
+])
+def test_invalid_hyperparameters(make, message):
+    with pytest.raises(ValueError, match=message):
+        make(fresh())
+
+
+def test_invalid_hyperparameter_set_between_steps_is_caught_before_stepping():
+    params = fresh()
+    opt = Adam(params)
+    opt.param_groups[0]["lr"] = -1.0
+    with pytest.raises(ValueError, match="Invalid learning rate"):
+        opt.step(fresh())
+    np.testing.assert_array_equal(params[0], 1.0)
+
+
+def test_unknown_hyperparameter_in_a_group():
+    with pytest.raises(TypeError, match="unknown hyperparameters for Adam: momentum"):
+        Adam([{"params": fresh(), "momentum": 0.9}])
+
+
+def test_bad_grad_in_a_later_group_steps_nothing():
+    a, b = fresh(), fresh()
+    opt = SGD([{"params": a}, {"params": b}], lr=0.5)
+    with pytest.raises(ValueError, match=r"grad\[1\]: shape"):
+        opt.step([np.ones(8, np.float32)] * 0 + fresh() + [np.ones(8, np.float32),
+                                                          np.ones(3, np.float32)])
+    for p in a + b:
+        np.testing.assert_array_equal(p, 1.0)
+
+
+def test_load_state_dict_from_another_class_or_shape():
+    sd = SGD(fresh(), momentum=0.9).state_dict()
+    with pytest.raises(ValueError, match="from a SGD optimizer, not Adam"):
+        Adam(fresh()).load_state_dict(sd)
+    sd.pop("optimizer")
+    opt = SGD(fresh(), momentum=0.9)
+    opt.step(fresh())
+    sd = opt.state_dict()
+    sd.pop("optimizer")
+    with pytest.raises(ValueError, match="unknown hyperparameters .* for Adam"):
+        Adam(fresh()).load_state_dict(sd)
+    with pytest.raises(ValueError, match="has shape"):
+        SGD(fresh(size=4), momentum=0.9).load_state_dict(sd)
+    with pytest.raises(ValueError, match="state_dict has 2 parameters, this optimizer has 3"):
+        SGD(fresh(3), momentum=0.9).load_state_dict(sd)
+    with pytest.raises(ValueError, match="param groups"):
+        SGD([{"params": fresh(1)}, {"params": fresh(1)}], momentum=0.9).load_state_dict(sd)
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="unknown backend 'gpu-ish'"):
+        Adam(fresh(), backend="gpu-ish")
+
+
+def test_state_keys_of_another_optimizer():
+    opt = SGD(fresh(), momentum=0.9)
+    opt.step(fresh())
+    sd = opt.state_dict()
+    sd.pop("optimizer")
+    for group in sd["param_groups"]:
+        for key in ("momentum", "dampening", "nesterov"):
+            group.pop(key)
+    with pytest.raises(ValueError, match=r"keys \['momentum_buffer'\] do not belong to Adam"):
+        Adam(fresh()).load_state_dict(sd)
+
+
+@pytest.mark.parametrize("cls,options", [
+    (SGD, {"momentum": 0.9, "weight_decay": 0.1}),
+    (Adam, {"amsgrad": True, "weight_decay": 0.1}),
+    (AdamW, {}),
+    (Adagrad, {"weight_decay": 0.1}),
+    (RMSprop, {"centered": True, "momentum": 0.5}),
+    (Lion, {"weight_decay": 0.1}),
+], ids=lambda x: getattr(x, "__name__", ""))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_nan_and_inf_grads_propagate_as_the_reference(cls, options, dtype):
+    rng = np.random.default_rng(0)
+    runs = {}
+    for backend in ("cpu", "reference"):
+        params = [np.linspace(-1, 1, 64).astype(dtype), np.ones(9, dtype)]
+        opt = cls(params, backend=backend, **options)
+        for step in range(4):
+            g = [rng.standard_normal(64).astype(dtype), rng.standard_normal(9).astype(dtype)]
+            if step in (1, 2):
+                g[0][3], g[0][10], g[0][20] = np.nan, np.inf, -np.inf
+            opt.step(g)
+        rng = np.random.default_rng(0)
+        runs[backend] = (params, opt.state_dict()["state"])
+    (pc, sc), (pr, sr) = runs["cpu"], runs["reference"]
+    for a, b in zip(pc, pr, strict=True):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        np.testing.assert_array_equal(np.isinf(a), np.isinf(b))
+        np.testing.assert_allclose(a, b, rtol=1e-5, equal_nan=True)
+    for k in sc:
+        for key, value in sc[k].items():
+            if key != "step" and value is not None:
+                np.testing.assert_allclose(value, sr[k][key], rtol=1e-5, equal_nan=True)
