@@ -118,3 +118,54 @@ def test_cuda_arrays_without_a_usable_backend_raise_clearly():
     # a CPU array on a CUDA-only backend is refused with the reason
     with pytest.raises(backends.BackendUnavailable):
         fastopt.functional.sgd_([np.zeros(2)], [np.zeros(2)], lr=0.1, backend="numba_cuda")
+
+
+class _RecordingExtension:
+    """Stands in for fastopt._C.cuda: records each launcher call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        def call(*args):
+            self.calls.append((name, args))
+            return 0.0
+
+        return call
+
+
+@pytest.mark.parametrize("op", ["sgd", "adam", "adagrad", "rmsprop", "lion"])
+def test_cuda_backend_passes_table_device_stream_and_scalars(op, monkeypatch):
+    """The Python side of the cuda backend, without a GPU: each optimizer reaches its launcher
+    with the table, dtype code, device, stream and the capturable scalar pointers."""
+    from trajectories import CASES
+
+    from fastopt.backends import cuda as cuda_backend
+
+    ext = _RecordingExtension()
+    backend = cuda_backend.CudaBackend()
+    monkeypatch.setattr(backend, "_cu", ext)
+    hyper = dict(next(h for o, h in CASES if o == op))
+    p = [np.zeros(5, np.float32), np.zeros(3, np.float32)]
+    arrays = {"param": p, "grad": [np.ones(5, np.float32), np.ones(3, np.float32)]}
+    for slot in fastopt.functional.SLOTS[op][2:]:
+        arrays[slot] = [np.zeros_like(x) for x in p]
+    table = fastopt.functional.tables_for(op, arrays)[0]
+    defaults = {"sgd": dict(momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+                            maximize=False, first_step=True),
+                "adam": dict(step=3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                             decoupled=False, amsgrad=False, maximize=False,
+                             bias_correction=True, eps_inside_sqrt=False),
+                "adagrad": dict(step=2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
+                                maximize=False),
+                "rmsprop": dict(alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                                centered=False, maximize=False),
+                "lion": dict(beta1=0.9, beta2=0.99, weight_decay=0.0, maximize=False)}[op]
+    getattr(backend, op)(table, **{**defaults, **hyper}, lr_ptr=1024, step_ptr=2048)
+    (name, args), = ext.calls
+    assert name == op
+    assert args[0] is table.ptrs and args[1] is table.numel
+    assert args[2:5] == (0, 0, 0)  # float32 code, device 0, stream 0 (NumPy: default stream)
+    assert args[-2:] == (1024, 2048)
+    if op == "adam":  # bias corrections left to the device step
+        assert args[10:12] == (0.0, 0.0)

@@ -52,7 +52,8 @@ class CudaBackend:
 
     @staticmethod
     def _where(t: TensorTable) -> tuple[int, int]:
-        return t.device[1], cuda_stream(t.slot_objects(t.slots[0])[0], t.device[1])
+        """(device index, stream) of a table: the stream of its first param's framework."""
+        return t.device[1], cuda_stream(t.specs[t.slots[0]][0].obj, t.device[1])
 
     def sgd(self, t: TensorTable, *, lr: float, momentum: float, dampening: float,
             weight_decay: float, nesterov: bool, maximize: bool, first_step: bool,

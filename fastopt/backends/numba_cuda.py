@@ -99,7 +99,7 @@ class NumbaCudaBackend:
         cuda = _cuda()
         if _simulated():
             return 0
-        handle = cuda_stream(t.slot_objects(t.slots[0])[0], t.device[1])
+        handle = cuda_stream(t.specs[t.slots[0]][0].obj, t.device[1])
         return cuda.external_stream(handle) if handle else cuda.default_stream()
 
     def _launch(self, name: str, t: TensorTable, consts: tuple) -> None:
