@@ -185,7 +185,15 @@ def capture_and_stream_suite() -> None:
     s.wait_stream(torch.cuda.current_stream())
     graph = torch.cuda.CUDAGraph()
     try:
-        with torch.cuda.stream(s):  # warm-up outside capture, then capture one step
+        with torch.cuda.stream(s):
+            # warm-up outside capture on scratch tensors (module loading, first launches)
+            w = [torch.zeros(8, device=DEV) for _ in range(4)]
+            wt = functional.tables_for("adam", {"param": [w[0]], "grad": [w[1]],
+                                                "exp_avg": [w[2]], "exp_avg_sq": [w[3]],
+                                                "max_exp_avg_sq": None})
+            ws = DeviceScalars(w[0], lr=1e-2, step=0)
+            ws.advance()
+            cu.adam(wt[0], **hyper, lr_ptr=ws.lr_ptr, step_ptr=ws.step_ptr)
             torch.cuda.synchronize()
             with torch.cuda.graph(graph, stream=s):
                 scalars.advance()
