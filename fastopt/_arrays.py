@@ -285,3 +285,21 @@ def cpu_view(ptr: int, numel: int, dtype: str) -> np.ndarray:
     nbytes = numel * ITEMSIZE[dtype]
     buf = (ctypes.c_char * nbytes).from_address(ptr)
     return np.frombuffer(buf, dtype=dtype)
+
+
+def empty_like(obj: Any, shape: tuple[int, ...] | None = None) -> Any:
+    """A new uninitialized C-contiguous array of obj's framework, dtype and device (and obj's
+    shape unless `shape` is given): outputs that a kernel overwrites entirely."""
+    shape = tuple(obj.shape) if shape is None else tuple(shape)
+    if isinstance(obj, np.ndarray):
+        return np.empty(shape, dtype=obj.dtype)
+    module = type(obj).__module__
+    if module.startswith("torch"):
+        import torch
+
+        return torch.empty(shape, dtype=obj.dtype, device=obj.device)
+    ns = getattr(obj, "__array_namespace__", None)
+    if ns is not None:
+        xp = ns()
+        return xp.empty(shape, dtype=obj.dtype)
+    raise TypeError(f"cannot allocate an output like a {type(obj).__name__}")

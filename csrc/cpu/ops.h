@@ -4,6 +4,8 @@
 #include "fastopt/rules/adagrad.h"
 #include "fastopt/rules/adam.h"
 #include "fastopt/rules/clip.h"
+#include "fastopt/rules/cross_entropy.h"
+#include "fastopt/rules/elementwise_loss.h"
 #include "fastopt/rules/lion.h"
 #include "fastopt/rules/rmsprop.h"
 #include "fastopt/rules/sgd.h"
@@ -17,6 +19,9 @@ Isa widest_supported_isa();
 void set_active_isa(Isa isa);  // for tests and benchmarks; never wider than supported
 const char* isa_name(Isa isa);
 
+// Streams the bandwidth probe (probe.cpp) takes: read-modify-write, read-only, write-only.
+constexpr int kProbeMaxRw = 4, kProbeMaxRo = 2, kProbeMaxWo = 1;
+
 // One declaration per kernel; each ISA namespace gets the same list.
 #define FASTOPT_CPU_KERNELS                                                    \
   void sgd(const TensorList&, DType, const SgdHyper&);                         \
@@ -24,9 +29,12 @@ const char* isa_name(Isa isa);
   void adagrad(const TensorList&, DType, const AdagradHyper&);                 \
   void rmsprop(const TensorList&, DType, const RmspropHyper&);                 \
   void lion(const TensorList&, DType, const LionHyper&);                       \
+  void probe(const TensorList&, int n_rw, int n_ro, int n_wo);                 \
   double norm(const TensorList&, DType, NormKind, double p);                   \
   void scale(const TensorList&, DType, double coef);                           \
-  void clamp(const TensorList&, DType, double clip_value);
+  void clamp(const TensorList&, DType, double clip_value);                     \
+  CrossEntropyResult cross_entropy(const CrossEntropyArgs&, DType);            \
+  double elementwise_loss(const PointLossArgs&, DType, PointLoss);
 
 namespace baseline { FASTOPT_CPU_KERNELS }
 #if FASTOPT_X86_ISAS
