@@ -8,4 +8,8 @@ PYBIND11_MODULE(_C, m) {
   fastopt::bind_clip(m);
   fastopt::bind_losses(m);
   fastopt::bind_probe(m);
+#if FASTOPT_CUDA
+  fastopt::bind_cuda(m);
+#endif
+  m.attr("cuda_compiled") = bool(FASTOPT_CUDA);
 }
