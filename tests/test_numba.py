@@ -1,5 +1,5 @@
-"""The `numba` CPU backend against the reference: 100-step trajectories of every optimizer
-option, float32 and float64, a list of tensors of sizes 1, 7, 4097 and 65537; clipping."""
+"""The `numba` CPU backend beyond the shared op tests (which run every available CPU backend,
+numba included, through tests/conftest.py): clipping, thread determinism, dtypes, config."""
 
 import numpy as np
 import pytest
@@ -7,28 +7,11 @@ import pytest
 pytest.importorskip("numba")
 
 from tolerances import assert_close  # noqa: E402
-from trajectories import CASES, case_id, run, run_clip  # noqa: E402
+from trajectories import run_clip  # noqa: E402
 
 import fastopt  # noqa: E402
 from fastopt import functional  # noqa: E402
 from fastopt.backends import numba as numba_backend  # noqa: E402
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_trajectory_matches_reference(case, dtype):
-    op, hyper = case
-    for name, actual, expected in run(op, hyper, dtype, backend="numba", sizes=(1, 7, 4097)):
-        assert actual.dtype == expected.dtype == np.dtype(dtype)
-        assert_close(actual, expected, dtype, f"{case_id(case)} {name}")
-
-
-@pytest.mark.parametrize("case", CASES[::2], ids=case_id)
-def test_large_tensor_matches_reference(case):
-    op, hyper = case
-    for name, actual, expected in run(op, hyper, "float32", backend="numba",
-                                      sizes=(65537, 3), steps=10):
-        assert_close(actual, expected, "float32", f"{case_id(case)} {name}")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
