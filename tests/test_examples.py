@@ -38,3 +38,10 @@ def test_digits_mlp():
     pytest.importorskip("sklearn")
     out = run("digits_mlp.py")
     assert "test accuracy" in out
+
+
+def test_quickstart():
+    out = run("quickstart.py")
+    final = out.strip().splitlines()[-2]
+    assert final.startswith("step  299")
+    assert float(final.split("loss")[1].split()[0]) < 1e-3, out
