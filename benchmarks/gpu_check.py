@@ -6,7 +6,8 @@
 1. Equality: the `cuda` and `numba_cuda` backends against fastopt.reference (every optimizer
    option, float32/float64 100-step trajectories over sizes 1, 7, 4097, 65537; float16/bfloat16
    short ones; clipping), against torch's CUDA optimizers, CUDA-graph capture of a capturable
-   step, a non-default stream, and the mixed-device error.
+   step, a non-default stream, and the mixed-device error; cross_entropy on the `cuda` backend
+   against the reference and torch's CUDA F.cross_entropy + backward.
 2. Timings with CUDA events (interleaved, repeated, medians): device-to-device copy bandwidth;
    Adam fp32 over >= 2 GB of state (cuda, numba_cuda, torch fused AdamW); 20,000 tensors x 256
    params (cuda vs torch fused, host overhead included); cross_entropy if fastopt has it.
@@ -117,6 +118,87 @@ def equality_suite() -> None:
         summary.append((f"equality {backend} vs reference", f"{n - n_fail}/{n} arrays match"))
         log(f"{backend}: {n - n_fail}/{n} arrays match the reference")
     log(f"reference suite: {time.perf_counter() - t0:.1f} s")
+
+
+def cross_entropy_suite() -> None:
+    """fastopt.losses.cross_entropy on CUDA tensors (the `cuda` backend) against the reference
+    and torch's CUDA F.cross_entropy + backward: float32/float64, odd shapes, every option,
+    int32/int64 targets, in place, forward only, a non-default stream."""
+    from fastopt import losses
+    from fastopt import reference as ref
+
+    backend = "cpu" if SMOKE else "cuda"
+    ok, why = backends.get(backend).available()
+    if not ok:
+        failures.append(f"cross_entropy {backend}: unavailable: {why}")
+        return
+    options = {
+        "plain": {}, "weight_ignore_smooth": dict(weight=True, ignore=True, label_smoothing=0.2),
+        "z_softcap": dict(z_loss=1e-3, softcap=5.0), "probs": dict(probs=True),
+        "probs_weight_smooth": dict(probs=True, weight=True, label_smoothing=0.1),
+        "everything": dict(weight=True, ignore=True, label_smoothing=0.3, z_loss=1e-3,
+                           softcap=4.0)}
+    shapes = ((1, 1), (7, 4097), (65, 1031), (3, 50257)) if not QUICK else ((7, 4097),)
+    n = n_fail = 0
+    rng = np.random.default_rng(0)
+    for dtype in ("float32", "float64"):
+        for shape in shapes:
+            for k, (name, opts) in enumerate(options.items()):
+                reduction = ("mean", "sum", "none")[k % 3]
+                x = (rng.standard_normal(shape) * 3).astype(dtype)
+                if opts.get("probs"):
+                    p = rng.random(shape)
+                    t = (p / p.sum(axis=1, keepdims=True)).astype(dtype)
+                else:
+                    t = rng.integers(0, shape[1], shape[0]).astype(
+                        np.int32 if k % 2 else np.int64)
+                    if opts.get("ignore"):
+                        t[::3] = -100
+                w = (rng.random(shape[1]) + 0.5).astype(dtype) if opts.get("weight") else None
+                kw = {a: v for a, v in opts.items()
+                      if a in ("label_smoothing", "z_loss", "softcap")}
+                rloss, rgrad = ref.cross_entropy(x, t, w, reduction=reduction, **kw)
+                xd, td = to_torch(x), to_torch(t)
+                wd = None if w is None else to_torch(w)
+                what = f"cross_entropy {backend} {name} {dtype} {list(shape)} {reduction}"
+                loss, grad = losses.cross_entropy(xd, td, wd, reduction=reduction, **kw)
+                lv = to_numpy(loss) if isinstance(loss, torch.Tensor) else loss
+                res = [("loss", lv, rloss), ("grad", to_numpy(grad), rgrad)]
+                if isinstance(loss, torch.Tensor) and loss.device != xd.device:
+                    failures.append(f"{what}: row losses on {loss.device}")
+                # in place and forward only
+                xi = to_torch(x.copy())  # a copy also on the host (SMOKE shares memory)
+                _, gi = losses.cross_entropy(xi, td, wd, reduction=reduction, inplace=True,
+                                             **kw)
+                res.append(("inplace grad", to_numpy(gi), rgrad))
+                fwd = losses.cross_entropy(xd, td, wd, reduction=reduction, return_grad=False,
+                                           **kw)
+                res.append(("forward-only loss",
+                            to_numpy(fwd) if isinstance(fwd, torch.Tensor) else fwd, rloss))
+                if not opts.get("probs") and "z_loss" not in kw and "softcap" not in kw:
+                    xt = to_torch(x).requires_grad_(True)
+                    out = torch.nn.functional.cross_entropy(
+                        xt, td.long(), wd, reduction=reduction, **kw)
+                    out.sum().backward()
+                    res += [("loss vs torch", lv, to_numpy(out)),
+                            ("grad vs torch", to_numpy(grad), to_numpy(xt.grad))]
+                n += len(res)
+                n_fail += check(res, dtype, what)
+    if not SMOKE:  # a non-default stream: the kernel runs on torch's current stream
+        x = rng.standard_normal((33, 4097)).astype("float32")
+        t = rng.integers(0, 4097, 33)
+        rloss, rgrad = ref.cross_entropy(x, t)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            xd, td = to_torch(x), to_torch(t)
+            loss, grad = losses.cross_entropy(xd, td)
+        torch.cuda.synchronize()
+        res = [("side-stream loss", loss, rloss), ("side-stream grad", to_numpy(grad), rgrad)]
+        n += len(res)
+        n_fail += check(res, "float32", "cross_entropy stream")
+    summary.append((f"cross_entropy {backend} vs reference/torch", f"{n - n_fail}/{n} match"))
+    log(f"cross_entropy {backend}: {n - n_fail}/{n} match")
 
 
 def torch_suite() -> None:
@@ -377,8 +459,8 @@ def main() -> int:
     if not SMOKE:
         log(f"device: {torch.cuda.get_device_name(0)}; torch {torch.__version__}")
     fastopt.show_config()
-    parts = (equality_suite, torch_suite) if SMOKE else (
-        equality_suite, torch_suite, capture_and_stream_suite, benchmarks)
+    parts = (equality_suite, torch_suite, cross_entropy_suite) if SMOKE else (
+        equality_suite, torch_suite, cross_entropy_suite, capture_and_stream_suite, benchmarks)
     for part in parts:
         try:
             part()

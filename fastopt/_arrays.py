@@ -298,8 +298,43 @@ def empty_like(obj: Any, shape: tuple[int, ...] | None = None) -> Any:
         import torch
 
         return torch.empty(shape, dtype=obj.dtype, device=obj.device)
+    if module.startswith("cupy"):
+        import cupy
+
+        with obj.device:
+            return cupy.empty(shape, dtype=obj.dtype)
+    if module.startswith("numba") and hasattr(obj, "__cuda_array_interface__"):
+        from numba import cuda
+
+        with cuda.gpus[_cuda_device_of(obj)]:
+            return cuda.device_array(shape, dtype=obj.dtype)
     ns = getattr(obj, "__array_namespace__", None)
     if ns is not None:
         xp = ns()
         return xp.empty(shape, dtype=obj.dtype)
     raise TypeError(f"cannot allocate an output like a {type(obj).__name__}")
+
+
+def from_host(arr: np.ndarray, like: Any) -> Any:
+    """A copy of the host array `arr` in like's framework and on like's device (results that a
+    kernel produced on the host, e.g. per-row losses of a GPU loss)."""
+    if isinstance(like, np.ndarray):
+        return arr
+    module = type(like).__module__
+    if module.startswith("torch"):
+        import torch
+
+        return torch.from_numpy(arr).to(like.device)
+    if module.startswith("cupy"):
+        import cupy
+
+        with like.device:
+            return cupy.asarray(arr)
+    if module.startswith("numba") and hasattr(like, "__cuda_array_interface__"):
+        from numba import cuda
+
+        with cuda.gpus[_cuda_device_of(like)]:
+            return cuda.to_device(arr)
+    out = empty_like(like, arr.shape)
+    out[...] = arr
+    return out

@@ -1,5 +1,8 @@
 """Fused loss kernels: each loss and its gradient with respect to the input in one pass, with
 no autograd, for any training loop (NumPy, PyTorch CPU tensors, any array on the host).
+cross_entropy also takes CUDA arrays (torch CUDA tensors, CuPy, anything with
+__cuda_array_interface__): it then runs on the `cuda` backend, on the array's current stream,
+its outputs on the logits' device.
 
     loss, grad = fastopt.losses.cross_entropy(logits, target)
     loss = fastopt.losses.cross_entropy(logits, target, return_grad=False)   # forward only
@@ -24,17 +27,25 @@ from typing import Any
 import numpy as np
 
 from . import backends
-from ._arrays import ArraySpec, check_contiguous, check_writable, describe, empty_like
+from ._arrays import ArraySpec, check_contiguous, check_writable, describe, empty_like, from_host
 
 _FLOATS = ("float32", "float64")
 _INDEX = ("int32", "int64")
 _REDUCTIONS = ("none", "mean", "sum")
 
 
-def _float_spec(obj: Any, name: str) -> ArraySpec:
+def _float_spec(obj: Any, name: str, device: tuple[str, int] | None = ("cpu", 0)) -> ArraySpec:
+    """device: where the array must live; None accepts host or CUDA arrays (cross_entropy)."""
     spec = describe(obj, name)
-    if spec.device[0] != "cpu":
-        raise ValueError(f"{name}: fastopt.losses runs on host arrays; got a {spec.device[0]} "
+    if device is None:
+        if spec.device[0] not in ("cpu", "cuda"):
+            raise ValueError(f"{name}: unsupported device {spec.device[0]}")
+    elif spec.device[0] == "cpu" and device[0] != "cpu":
+        raise ValueError(f"{name}: expected an array on {device[0]}:{device[1]} like logits, "
+                         "got a host array")
+    elif spec.device != device:
+        where = "host arrays" if device[0] == "cpu" else f"{device[0]}:{device[1]} like logits"
+        raise ValueError(f"{name}: expected {where}; got a {spec.device[0]}:{spec.device[1]} "
                          "array")
     if spec.dtype not in _FLOATS:
         raise TypeError(f"{name}: dtype {spec.dtype} is not supported (expected float32 or "
@@ -64,8 +75,10 @@ def _round(value: float, dtype: str) -> float:
 
 def _rows_out(rows: np.ndarray, like: Any, shape: tuple[int, ...]) -> Any:
     """Per-row or per-element losses (float64) as a new array like `like`."""
-    out = empty_like(like, shape)
     cast = rows.astype(describe(like).dtype).reshape(shape)
+    if describe(like).device[0] == "cuda":
+        return from_host(cast, like)
+    out = empty_like(like, shape)
     if isinstance(out, np.ndarray):
         return cast
     module = type(out).__module__
@@ -116,15 +129,18 @@ def cross_entropy(logits: Any, target: Any, weight: Any | None = None, ignore_in
         raise ValueError(f"softcap: must be > 0 (or None to disable), got {softcap}")
     if inplace and not return_grad:
         raise ValueError("inplace: there is no gradient to write with return_grad=False")
-    ls = _float_spec(logits, "logits")
+    ls = _float_spec(logits, "logits", None)
     if len(ls.shape) not in (1, 2):
         raise ValueError(f"logits: expected shape [N, C] or [C], got {list(ls.shape)}")
     n, c = (1, ls.shape[0]) if len(ls.shape) == 1 else ls.shape
     if c < 1:
         raise ValueError("logits: the class axis is empty")
     ts = describe(target, "target")
-    if ts.device[0] != "cpu":
-        raise ValueError("target: expected a host array")
+    if ts.device != ls.device:
+        where = "a host array" if ls.device[0] == "cpu" else \
+            f"an array on {ls.device[0]}:{ls.device[1]} like logits"
+        raise ValueError(f"target: expected {where}, got one on "
+                         f"{ts.device[0]}:{ts.device[1]}")
     batch_shape = ls.shape[:-1]
     if ts.dtype in _INDEX:
         if ts.shape != batch_shape:
@@ -143,7 +159,7 @@ def cross_entropy(logits: Any, target: Any, weight: Any | None = None, ignore_in
     check_contiguous(ts, "target", None)
     ws = None
     if weight is not None:
-        ws = _float_spec(weight, "weight")
+        ws = _float_spec(weight, "weight", ls.device)
         _same_dtype(ws, ls, "weight", "logits")
         if ws.shape != (c,):
             raise ValueError(f"weight: expected one weight per class, shape [{c}], got "
@@ -161,7 +177,11 @@ def cross_entropy(logits: Any, target: Any, weight: Any | None = None, ignore_in
         else:
             grad_obj = empty_like(logits)
             gs = describe(grad_obj, "grad")
-    b = backends.resolve(backend, "cpu")
+    b = backends.resolve(backend, ls.device[0])
+    if not hasattr(b, "cross_entropy"):
+        why = "" if ls.device[0] == "cpu" else \
+            f" (CUDA arrays need the cuda backend: {backends.get('cuda').available()[1]})"
+        raise backends.BackendUnavailable(f"backend {b.name!r} has no cross_entropy kernel{why}")
     loss = b.cross_entropy(ls, ts, ws, gs, n=n, c=c, ignore_index=int(ignore_index),
                            label_smoothing=label_smoothing, z_loss=z_loss,
                            softcap=float(softcap) if softcap else 0.0, reduction=reduction)

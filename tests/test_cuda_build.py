@@ -9,8 +9,11 @@ import subprocess
 
 import numpy as np
 import pytest
+from tolerances import assert_close
 
 import fastopt
+import fastopt.losses
+from fastopt import _arrays
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CU_FILES = sorted((ROOT / "csrc" / "cuda").glob("*.cu"))
@@ -169,3 +172,201 @@ def test_cuda_backend_passes_table_device_stream_and_scalars(op, monkeypatch):
     assert args[-2:] == (1024, 2048)
     if op == "adam":  # bias corrections left to the device step
         assert args[10:12] == (0.0, 0.0)
+
+
+# --- cross-entropy ------------------------------------------------------------------------
+
+_CE_CASES = [  # (shape, dtype, options, reduction, index dtype, inplace)
+    ((3, 7), np.float32, {}, "mean", np.int64, False),
+    ((5, 4097), np.float32, dict(weight=True, ignore=True, label_smoothing=0.2), "mean",
+     np.int32, False),
+    ((2, 50257), np.float32, dict(z_loss=1e-4), "sum", np.int64, True),
+    ((4, 1031), np.float32, dict(softcap=5.0, label_smoothing=0.1), "none", np.int64, False),
+    ((3, 2049), np.float32, dict(probs=True, weight=True, label_smoothing=0.1), "mean", None,
+     False),
+    ((3, 1500), np.float64, dict(weight=True, ignore=True, label_smoothing=0.3, z_loss=1e-3,
+                                 softcap=4.0), "mean", np.int64, True),
+    ((2, 999), np.float64, dict(probs=True, softcap=3.0, z_loss=1e-3), "none", None, False),
+    ((1, 1), np.float64, {}, "mean", np.int64, False),
+    ((4, 33), np.float32, dict(nonfinite=True), "none", np.int64, False),
+]
+
+
+@pytest.fixture(scope="module")
+def ce_emulator(tmp_path_factory):
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc not found")
+    if not (ROOT / "tests" / "cuda_ce_emulation.cu").exists():
+        pytest.skip("not a source checkout")
+    exe = tmp_path_factory.mktemp("ce") / "cuda_ce_emulation"
+    cmd = ["nvcc", "-std=c++17", "-O1", "-arch=compute_90", f"-I{ROOT / 'csrc' / 'include'}",
+           f"-I{ROOT / 'csrc'}", str(ROOT / "tests" / "cuda_ce_emulation.cu"), "-o", str(exe)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return exe
+
+
+@pytest.mark.parametrize("case", range(len(_CE_CASES)))
+def test_cuda_cross_entropy_replayed_on_host_matches_reference(case, ce_emulator, tmp_path):
+    """The CUDA cross-entropy kernel's per-thread sweeps and block folds, replayed on the host
+    by tests/cuda_ce_emulation.cu (1024 threads per row, the kernel's fold order), against
+    fastopt.reference: loss, row losses and gradient (in place or not)."""
+    from fastopt import reference as ref
+
+    shape, dtype, opts, reduction, index_dtype, inplace = _CE_CASES[case]
+    rng = np.random.default_rng(case)
+    n, c = shape
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    if opts.get("nonfinite"):
+        x[1, 5], x[2, 0], x[3, :] = np.nan, np.inf, -np.inf
+    if opts.get("probs"):
+        p = rng.random(shape)
+        t = (p / p.sum(axis=1, keepdims=True)).astype(dtype)
+        kind = 2
+    else:
+        t = rng.integers(0, c, n).astype(index_dtype)
+        if opts.get("ignore"):
+            t[::3] = -100
+        kind = 0 if index_dtype == np.int32 else 1
+    w = (rng.random(c) + 0.5).astype(dtype) if opts.get("weight") else None
+    kw = {k: v for k, v in opts.items() if k in ("label_smoothing", "z_loss", "softcap")}
+    files = {name: tmp_path / name for name in ("x", "t", "w", "rows", "g")}
+    x.tofile(files["x"])
+    t.tofile(files["t"])
+    if w is not None:
+        w.tofile(files["w"])
+    bits = 64 if dtype == np.float64 else 32
+    args = [str(ce_emulator), str(bits), str(kind), str(n), str(c), "-100",
+            repr(kw.get("label_smoothing", 0.0)), repr(kw.get("z_loss", 0.0)),
+            repr(kw.get("softcap", 0.0)), str({"none": 0, "mean": 1, "sum": 2}[reduction]),
+            str(files["x"]), str(files["t"]), str(files["w"]) if w is not None else "-",
+            str(files["rows"]), str(files["g"]), str(int(inplace))]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.startswith("ok"), run.stdout + run.stderr
+    total, denom, bad = run.stdout.split()[1:]
+    assert int(bad) == -1
+    rows = np.fromfile(files["rows"], dtype=np.float64)
+    grad = np.fromfile(files["g"], dtype=dtype).reshape(shape)
+    rloss, rgrad = ref.cross_entropy(x, t, w, reduction=reduction, **kw)
+    if reduction == "none":
+        assert_close(rows.astype(dtype), rloss, dtype, "row losses")
+    else:
+        loss = float(total) if reduction == "sum" else float(total) / float(denom)
+        assert_close(loss, rloss, dtype, "loss")
+    assert_close(grad, rgrad, dtype, "grad")
+
+
+def test_cuda_cross_entropy_replay_reports_bad_target(ce_emulator, tmp_path):
+    x = np.zeros((3, 5), np.float32)
+    t = np.array([1, 7, 2], np.int64)
+    x.tofile(tmp_path / "x")
+    t.tofile(tmp_path / "t")
+    args = [str(ce_emulator), "32", "1", "3", "5", "-100", "0", "0", "0", "1",
+            str(tmp_path / "x"), str(tmp_path / "t"), "-", str(tmp_path / "rows"),
+            str(tmp_path / "g"), "0"]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert run.stdout.split()[-1] == "1"
+
+
+class _FakeCudaArray:
+    """A host buffer dressed as a CUDA array (__cuda_array_interface__ v3 with a stream), for
+    routing tests without a GPU."""
+
+    def __init__(self, a: np.ndarray, stream: int = 7):
+        self.a = a
+        self.shape = a.shape
+        self.dtype = a.dtype
+        self.__cuda_array_interface__ = {"shape": a.shape, "typestr": a.dtype.str,
+                                         "data": (a.ctypes.data, False), "version": 3,
+                                         "strides": None, "stream": stream}
+
+    def __array_namespace__(self):
+        class _Namespace:
+            @staticmethod
+            def empty(shape, dtype):
+                return _FakeCudaArray(np.empty(shape, dtype))
+
+        return _Namespace
+
+    def reshape(self, *shape):
+        return self.a.reshape(*shape)
+
+    def __setitem__(self, key, value):
+        self.a[key] = value
+
+
+class _RecordingCrossEntropy:
+    def __init__(self, result):
+        self.calls = []
+        self.result = result
+
+    def cross_entropy(self, *args):
+        self.calls.append(args)
+        return self.result
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    from fastopt import backends
+
+    backend = backends.get("cuda")
+    ext = _RecordingCrossEntropy((6.0, 4.0, -1))
+    monkeypatch.setattr(backend, "_cu", ext)
+    monkeypatch.setattr(backend, "available", lambda: (True, "test double"))
+    return ext
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_losses_route_cuda_arrays_to_the_cuda_backend(fake_cuda, reduction):
+    """fastopt.losses.cross_entropy on CUDA arrays reaches the CUDA launcher with the device,
+    the array's stream, the pointers and options, and allocates the gradient like the logits."""
+    x = _FakeCudaArray(np.zeros((4, 9), np.float32))
+    t = _FakeCudaArray(np.array([1, 2, -100, 3], np.int32))
+    w = _FakeCudaArray(np.ones(9, np.float32))
+    loss, grad = fastopt.losses.cross_entropy(x, t, w, reduction=reduction,
+                                              label_smoothing=0.25, z_loss=1e-3, softcap=2.0)
+    (args,) = fake_cuda.calls
+    spec = _arrays.describe
+    assert args[:3] == (0, 0, 7)  # float32 code, device 0, the array's stream
+    assert args[3] == spec(x).ptr and args[5] == spec(t).ptr and args[7] == spec(w).ptr
+    assert isinstance(grad, _FakeCudaArray) and args[4] == spec(grad).ptr
+    assert grad.shape == (4, 9) and grad.dtype == np.float32
+    assert args[6] == 0  # int32 class indices
+    assert args[9:] == (4, 9, -100, 0.25, 1e-3, 2.0, {"none": 0, "mean": 1, "sum": 2}[reduction])
+    if reduction == "mean":
+        assert loss == 1.5
+    elif reduction == "sum":
+        assert loss == 6.0
+    else:  # the row losses come back as an array of the logits' kind
+        assert isinstance(loss, _FakeCudaArray) and loss.shape == (4,)
+
+
+def test_losses_cuda_inplace_forward_only_and_device_mismatch(fake_cuda):
+    x = _FakeCudaArray(np.zeros((2, 3), np.float64))
+    t = _FakeCudaArray(np.zeros((2, 3), np.float64))  # probabilities
+    loss, grad = fastopt.losses.cross_entropy(x, t, inplace=True)
+    assert grad is x and fake_cuda.calls[-1][4] == fake_cuda.calls[-1][3]
+    assert fake_cuda.calls[-1][:3] == (1, 0, 7) and fake_cuda.calls[-1][6] == 2
+    fastopt.losses.cross_entropy(x, t, return_grad=False)
+    assert fake_cuda.calls[-1][4] == 0
+    with pytest.raises(ValueError, match="target"):
+        fastopt.losses.cross_entropy(x, np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match="weight"):
+        fastopt.losses.cross_entropy(x, _FakeCudaArray(np.zeros(2, np.int64)),
+                                     np.ones(3, np.float64))
+    with pytest.raises(ValueError, match="target: expected a host array"):
+        fastopt.losses.cross_entropy(np.zeros((2, 3)), _FakeCudaArray(np.zeros(2, np.int64)))
+
+
+def test_losses_cuda_arrays_without_the_cuda_backend_raise_clearly(monkeypatch):
+    from fastopt import backends
+
+    monkeypatch.setattr(backends.get("cuda"), "available", lambda: (False, "no driver"))
+    x = _FakeCudaArray(np.zeros((2, 3), np.float32))
+    t = _FakeCudaArray(np.zeros(2, np.int64))
+    with pytest.raises(backends.BackendUnavailable, match="cuda"):
+        fastopt.losses.cross_entropy(x, t)
+    # the fallback for CUDA arrays, numba_cuda, has no cross-entropy kernel: said, not crashed
+    monkeypatch.setattr(backends.get("numba_cuda"), "available", lambda: (True, "test double"))
+    with pytest.raises(backends.BackendUnavailable, match="no cross_entropy.*no driver"):
+        fastopt.losses.cross_entropy(x, t)

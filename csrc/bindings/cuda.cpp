@@ -150,6 +150,38 @@ void bind_cuda(py::module_& parent) {
           });
         },
         FASTOPT_CUDA_ARGS, py::arg("clip_value"));
+  m.def(
+      "cross_entropy",
+      [](int dtype, int device, uint64_t stream, uint64_t logits, uint64_t grad, uint64_t target,
+         int target_kind, uint64_t weight, uint64_t row_loss, int64_t n, int64_t c,
+         int64_t ignore_index, double label_smoothing, double z_loss, double softcap,
+         int reduction) {
+        if (dtype != int(DType::f32) && dtype != int(DType::f64))
+          throw py::type_error("CUDA cross_entropy takes float32 or float64 logits");
+        if (target_kind < 0 || target_kind > int(CeTarget::probs))
+          throw py::value_error("unknown target kind");
+        if (reduction < 0 || reduction > int(Reduction::sum))
+          throw py::value_error("unknown reduction");
+        if (n < 0 || c < 1) throw py::value_error("cross_entropy needs n >= 0 and c >= 1");
+        auto dev_ptr = [](uint64_t p) { return reinterpret_cast<void*>(uintptr_t(p)); };
+        const CrossEntropyArgs a{dev_ptr(logits), dev_ptr(grad), dev_ptr(target), dev_ptr(weight),
+                                 static_cast<double*>(dev_ptr(row_loss)), n, c,
+                                 CeTarget(target_kind), ignore_index, label_smoothing, z_loss,
+                                 softcap, Reduction(reduction)};
+        CrossEntropyResult r;
+        {
+          py::gil_scoped_release nogil;
+          cuda::DeviceGuard guard(device);
+          r = cuda::cross_entropy(a, DType(dtype), stream);
+        }
+        return py::make_tuple(r.loss_sum, r.denom, r.bad_row);
+      },
+      "fused softmax cross-entropy over rows of device arrays; row_loss is a host float64 [n] "
+      "buffer: (sum of row losses, mean's denominator, first out-of-range row or -1)",
+      py::arg("dtype"), py::arg("device"), py::arg("stream"), py::arg("logits"), py::arg("grad"),
+      py::arg("target"), py::arg("target_kind"), py::arg("weight"), py::arg("row_loss"),
+      py::arg("n"), py::arg("c"), py::arg("ignore_index"), py::arg("label_smoothing"),
+      py::arg("z_loss"), py::arg("softcap"), py::arg("reduction"));
 }
 
 }  // namespace fastopt

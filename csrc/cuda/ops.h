@@ -9,6 +9,7 @@
 #include "fastopt/rules/adagrad.h"
 #include "fastopt/rules/adam.h"
 #include "fastopt/rules/clip.h"
+#include "fastopt/rules/cross_entropy.h"
 #include "fastopt/rules/lion.h"
 #include "fastopt/rules/rmsprop.h"
 #include "fastopt/rules/sgd.h"
@@ -42,6 +43,9 @@ void lion(const TensorList&, DType, const LionHyper&, DeviceScalars, uintptr_t s
 double norm(const TensorList&, DType, NormKind, double p, uintptr_t stream);
 void scale(const TensorList&, DType, double coef, uintptr_t stream);
 void clamp(const TensorList&, DType, double clip_value, uintptr_t stream);
+// Fused softmax cross-entropy (forward + gradient), one block per row; row losses are copied
+// into a.row_loss (host memory) and summed on the host in a fixed order. Synchronizes.
+CrossEntropyResult cross_entropy(const CrossEntropyArgs& a, DType, uintptr_t stream);
 // x[0] += value on the device (the step counter of a capturable optimizer).
 void add_scalar(double* x, double value, uintptr_t stream);
 

@@ -112,6 +112,34 @@ class CudaBackend:
         dev, stream = self._where(t)
         self._cu.clamp(t.ptrs, t.numel, t.dtype_code, dev, stream, clip_value)
 
+    def cross_entropy(self, logits: Any, target: Any, weight: Any, grad: Any, *, n: int, c: int,
+                      ignore_index: int, label_smoothing: float, z_loss: float, softcap: float,
+                      reduction: str) -> Any:
+        """The fused cross-entropy on CUDA arrays (ArraySpecs, as CpuBackend.cross_entropy):
+        one block per row on the logits' current stream; the row losses come back to the host
+        (n float64) and are summed there in the CPU kernel's fixed order."""
+        import numpy as np
+
+        from .cpu import _DTYPE_CODE, _REDUCTION, _TARGET_KIND
+
+        dev = logits.device[1]
+        stream = cuda_stream(logits.obj, dev)
+        rows = np.empty(n, dtype=np.float64)
+        kind = _TARGET_KIND.get(target.dtype, 2)
+        total, denom, bad = self._cu.cross_entropy(
+            _DTYPE_CODE[logits.dtype], dev, stream, logits.ptr, grad.ptr if grad else 0,
+            target.ptr, kind, weight.ptr if weight else 0, rows.ctypes.data, n, c, ignore_index,
+            label_smoothing, z_loss, softcap, _REDUCTION[reduction])
+        if bad >= 0:
+            value = int(target.obj.reshape(-1)[bad])
+            raise ValueError(f"target: class index {value} at row {bad} is out of range "
+                             f"[0, {c}) (and is not ignore_index={ignore_index})")
+        if reduction == "none":
+            return rows
+        if reduction == "sum":
+            return total
+        return total / denom if denom else math.nan
+
     def add_scalar(self, ptr: int, value: float, device: int, stream: int) -> None:
         """x[0] += value for a float64 scalar in device memory, on `stream` (no host sync)."""
         self._cu.add_scalar(ptr, value, device, stream)

@@ -1,0 +1,300 @@
+// Fused softmax cross-entropy on the GPU: one block per row, two sweeps over the row.
+//   sweep 1: every thread keeps an online (max, sum of exps) over its strided elements (and,
+//            for probability targets, the sum of t_c); the block folds them in a fixed tree.
+//   sweep 2: the gradient is written and, where the loss needs it, sum_c t_c (x_c - max) is
+//            accumulated in the same pass.
+// So DRAM sees one read of the logits and one write of the gradient (8 bytes per fp32 element:
+// sweep 2 re-reads the row while it is still in L2). Each row writes its own loss; the rows
+// are then summed on the host by the same fixed-order pairwise fold as the CPU kernels, so the
+// reduced loss does not depend on scheduling. Targets are validated, and mean's denominator
+// formed, on the host before any gradient is written (as the CPU kernel does).
+//
+// The per-thread sweeps and the block folds are host+device functions so that
+// tests/cuda_kernel_emulation.cu replays a block on the CPU with the same fold order.
+#include <cmath>
+#include <vector>
+
+#include "cpu/reduce.h"
+#include "cuda/multi_tensor_apply.cuh"
+#include "fastopt/rules/cross_entropy.h"
+#include "fastopt/vmath.h"
+
+namespace fastopt::cuda {
+
+constexpr int kCeBlock = 1024;
+
+FASTOPT_HD float tanh_m(float v) { return tanhf(v); }
+FASTOPT_HD double tanh_m(double v) { return tanh(v); }
+
+template <typename T>
+struct CeRow {
+  using M = math_t<T>;
+  const T* logits;
+  T* grad;             // nullptr: forward only; may equal logits
+  const void* target;
+  const T* weight;     // nullptr: unweighted
+  double* row_loss;    // device, [n]
+  int64_t n, c;
+  CeTarget kind;
+  int64_t ignore_index;
+  double eps, z, cap;  // label smoothing, z-loss, soft-cap (0: off)
+  double weight_sum;   // sum of w_c (C when unweighted)
+  double scale;        // gradient scale: 1 / denom for mean, else 1
+
+  // What one thread carries out of sweep 1.
+  struct Part {
+    M max;     // nan_max of the thread's values (NaN and +-inf make the row NaN)
+    M m, s;    // online softmax: running max of finite values and sum of exp(v - m)
+    M a;       // sum of t_c (probability targets)
+  };
+
+  FASTOPT_HD bool probs() const { return kind == CeTarget::probs; }
+  FASTOPT_HD int64_t index(int64_t i) const {
+    return kind == CeTarget::int32 ? int64_t(static_cast<const int32_t*>(target)[i])
+                                   : static_cast<const int64_t*>(target)[i];
+  }
+  FASTOPT_HD bool ignored(int64_t i) const { return !probs() && index(i) == ignore_index; }
+  // The (soft-capped) logit, rounded to storage precision as the CPU kernel stores it.
+  FASTOPT_HD M value(const T* x, int64_t j) const {
+    const M v = M(x[j]);
+    if (cap > 0) return M(T(M(cap) * tanh_m(v * M(1.0 / cap))));
+    return v;
+  }
+  FASTOPT_HD M t_prob(const T* q, int64_t j) const {
+    const M t = M(1.0 - eps) * M(q[j]) + M(eps / double(c));
+    return weight ? M(weight[j]) * t : t;
+  }
+
+  FASTOPT_HD Part sweep1(int64_t i, int tid, int nt) const {
+    const T* x = logits + i * c;
+    const T* q = probs() ? static_cast<const T*>(target) + i * c : nullptr;
+    const M inf = M(INFINITY);
+    Part p{-inf, -inf, M(0), M(0)};
+    for (int64_t j = tid; j < c; j += nt) {
+      const M v = value(x, j);
+      p.max = nan_max(p.max, v);
+      if (v > -inf && v < inf) {
+        if (v > p.m) {
+          p.s = p.s * exp_f(p.m - v) + M(1);
+          p.m = v;
+        } else {
+          p.s += exp_f(v - p.m);
+        }
+      }
+      if (q) p.a += t_prob(q, j);
+    }
+    return p;
+  }
+
+  // Row scalars formed from the folded sweep-1 results.
+  struct Stats {
+    M m;          // row max
+    double S;     // sum of exp(v - m)
+    double A;     // sum of t_c
+    M k;          // scale (A + 2 z lse) / S: softmax_j times it is the first gradient term
+    double lse;
+  };
+  FASTOPT_HD Stats stats(int64_t i, M m, double S, double a_probs) const {
+    Stats st{m, S, 0.0, M(0), 0.0};
+    if (probs()) {
+      st.A = a_probs;
+    } else {
+      const int64_t y = index(i);
+      const double wy = weight ? double(weight[y]) : 1.0;
+      st.A = (1.0 - eps) * wy + eps / double(c) * weight_sum;
+    }
+    st.lse = double(m) + log(S);
+    st.k = M(scale * (st.A + 2.0 * z * st.lse) / S);
+    return st;
+  }
+  FASTOPT_HD bool needs_tx() const { return probs() || eps > 0; }
+
+  // Sweep 2 for one thread: writes its gradient elements, returns its part of
+  // sum_c t_c (x_c - m) (probabilities) or sum_c w_c (x_c - m) (smoothing), in M.
+  FASTOPT_HD M sweep2(int64_t i, int tid, int nt, const Stats& st) const {
+    const T* x = logits + i * c;
+    T* g = grad ? grad + i * c : nullptr;
+    const T* q = probs() ? static_cast<const T*>(target) + i * c : nullptr;
+    const bool capped = cap > 0;
+    const M inv_cap = capped ? M(1.0 / cap) : M(0);
+    const M sc = M(scale);
+    const M keep = M(1.0 - eps), spread = M(eps / double(c));
+    const M c0 = sc * spread;
+    const int64_t y = probs() ? -1 : index(i);
+    const M wy = (!probs() && weight) ? M(weight[y]) : M(1);
+    const M ty = sc * (keep * wy + spread * wy);
+    const bool tx = needs_tx();
+    M acc = M(0);
+    for (int64_t j = tid; j < c; j += nt) {
+      const M v = value(x, j);
+      if (tx) {
+        if (q) acc += t_prob(q, j) * (v - st.m);
+        else acc += (weight ? M(weight[j]) : M(1)) * (v - st.m);
+      }
+      if (!g) continue;
+      const M e = exp_f(v - st.m) * st.k;
+      M d;
+      if (q) d = e - sc * t_prob(q, j);
+      else if (j == y) d = e - ty;
+      else d = e - c0 * (weight ? M(weight[j]) : M(1));
+      if (capped) d *= softcap_slope(v, inv_cap);
+      g[j] = T(d);
+    }
+    return acc;
+  }
+
+  FASTOPT_HD double loss(int64_t i, const Stats& st, M xy, double tx_sum) const {
+    double tx;
+    if (probs()) {
+      tx = tx_sum;
+    } else {
+      const int64_t y = index(i);
+      const double wy = weight ? double(weight[y]) : 1.0;
+      tx = (1.0 - eps) * wy * double(xy - st.m);
+      if (eps > 0) tx += eps / double(c) * tx_sum;
+    }
+    return st.A * log(st.S) - tx + z * st.lse * st.lse;
+  }
+
+  // A thread's share of exp-sum, rescaled to the row max (0 for a thread without finite values).
+  static FASTOPT_HD double rescaled(const Part& p, M m) {
+    return p.s == M(0) ? 0.0 : double(p.s) * exp(double(p.m) - double(m));
+  }
+};
+
+namespace {
+
+// Folds a[0..n) (n a power of two) in the fixed order a[t] = op(a[t], a[t + w]), w = n/2 ... 1:
+// the shape the emulation replays on the host.
+template <typename V, typename Op>
+__device__ __forceinline__ V block_fold(V* a, V v, Op op) {
+  a[threadIdx.x] = v;
+  __syncthreads();
+  for (int w = kCeBlock / 2; w > 0; w /= 2) {
+    if (int(threadIdx.x) < w) a[threadIdx.x] = op(a[threadIdx.x], a[threadIdx.x + w]);
+    __syncthreads();
+  }
+  const V r = a[0];
+  __syncthreads();
+  return r;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kCeBlock) cross_entropy_kernel(CeRow<T> r) {
+  using M = math_t<T>;
+  __shared__ double shared[kCeBlock];
+  const int64_t i = blockIdx.x;
+  const int tid = threadIdx.x;
+  if (r.ignored(i)) {
+    if (r.grad)
+      for (int64_t j = tid; j < r.c; j += kCeBlock) r.grad[i * r.c + j] = T(0);
+    if (tid == 0) r.row_loss[i] = 0.0;
+    return;
+  }
+  const auto p = r.sweep1(i, tid, kCeBlock);
+  // read before sweep 2 may overwrite it (in-place gradient)
+  const M xy = r.probs() ? M(0) : r.value(r.logits + i * r.c, r.index(i));
+  auto max_op = [](double a, double b) { return nan_max(a, b); };
+  auto add = [](double a, double b) { return a + b; };
+  const M m = M(block_fold(shared, double(p.max), max_op));
+  if (!(m > M(-INFINITY) && m < M(INFINITY))) {  // NaN or +-inf decide the whole row
+    if (r.grad)
+      for (int64_t j = tid; j < r.c; j += kCeBlock)
+        r.grad[i * r.c + j] = T(M(NAN));
+    if (tid == 0) r.row_loss[i] = double(NAN);
+    return;
+  }
+  const double S = block_fold(shared, CeRow<T>::rescaled(p, m), add);
+  const double A = r.probs() ? block_fold(shared, double(p.a), add) : 0.0;
+  const auto st = r.stats(i, m, S, A);
+  const double tx = double(r.sweep2(i, tid, kCeBlock, st));
+  const double tx_sum = r.needs_tx() ? block_fold(shared, tx, add) : 0.0;
+  if (tid == 0) r.row_loss[i] = r.loss(i, st, xy, tx_sum);
+}
+
+// Validates the targets and forms mean's denominator and the sum of the class weights from
+// host copies (w: the weights or nullptr, y: the class indices or nullptr), by the same loops
+// and folds as the CPU kernel, so these scalars are the CPU's bits. Returns the sum of weights.
+template <typename T>
+double host_prepare(const CrossEntropyArgs& a, const T* w, const int64_t* y,
+                    CrossEntropyResult& res) {
+  const int64_t N = a.n, C = a.c;
+  if (a.target_kind == CeTarget::probs) {
+    res.denom = double(N);
+  } else {
+    for (int64_t i = 0; i < N; ++i) {
+      if (y[i] == a.ignore_index) continue;
+      if (y[i] < 0 || y[i] >= C) {
+        res.bad_row = i;
+        return 0.0;
+      }
+      res.denom += w ? double(w[y[i]]) : 1.0;
+    }
+  }
+  if (!w) return double(C);
+  std::vector<double> wd(w, w + C);
+  return cpu::pairwise_sum(wd.data(), C);
+}
+
+template <typename T>
+CeRow<T> make_row(const CrossEntropyArgs& a, double weight_sum, double denom, double* rows) {
+  return CeRow<T>{static_cast<const T*>(a.logits), static_cast<T*>(a.grad), a.target,
+                  static_cast<const T*>(a.weight), rows, a.n, a.c, a.target_kind,
+                  a.ignore_index, a.label_smoothing, a.z_loss, a.softcap, weight_sum,
+                  a.reduction == Reduction::mean ? 1.0 / denom : 1.0};
+}
+
+template <typename T>
+CrossEntropyResult run(const CrossEntropyArgs& a, uintptr_t stream) {
+  CrossEntropyResult res{0.0, 0.0, -1};
+  const int64_t N = a.n, C = a.c;
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  const bool probs = a.target_kind == CeTarget::probs;
+  std::vector<T> w;
+  if (a.weight) {
+    w.resize(C);
+    check(cudaMemcpyAsync(w.data(), a.weight, C * sizeof(T), cudaMemcpyDeviceToHost, s), "copy");
+  }
+  std::vector<int64_t> y;
+  if (!probs && N > 0) {
+    y.resize(N);
+    if (a.target_kind == CeTarget::int32) {
+      std::vector<int32_t> y32(N);
+      check(cudaMemcpyAsync(y32.data(), a.target, N * 4, cudaMemcpyDeviceToHost, s), "copy");
+      check(cudaStreamSynchronize(s), "synchronize");
+      for (int64_t i = 0; i < N; ++i) y[i] = y32[i];
+    } else {
+      check(cudaMemcpyAsync(y.data(), a.target, N * 8, cudaMemcpyDeviceToHost, s), "copy");
+    }
+  }
+  check(cudaStreamSynchronize(s), "synchronize");
+  const double weight_sum = host_prepare<T>(a, a.weight ? w.data() : nullptr, y.data(), res);
+  if (res.bad_row >= 0) return res;
+  if (N == 0) return res;
+  if (N > kMaxBlocks) throw std::runtime_error("fastopt CUDA cross_entropy: too many rows");
+  void* buf = nullptr;
+  check(cudaMallocAsync(&buf, N * sizeof(double), s), "allocation");
+  const CeRow<T> r = make_row<T>(a, weight_sum, res.denom, static_cast<double*>(buf));
+  cross_entropy_kernel<T><<<unsigned(N), kCeBlock, 0, s>>>(r);
+  const cudaError_t launched = cudaGetLastError();
+  if (launched != cudaSuccess) {
+    cudaFreeAsync(buf, s);
+    check(launched, "kernel launch");
+  }
+  check(cudaMemcpyAsync(a.row_loss, buf, N * sizeof(double), cudaMemcpyDeviceToHost, s), "copy");
+  check(cudaFreeAsync(buf, s), "free");
+  check(cudaStreamSynchronize(s), "synchronize");
+  std::vector<double> partial(a.row_loss, a.row_loss + N);
+  res.loss_sum = cpu::pairwise_sum(partial.data(), N);
+  return res;
+}
+
+}  // namespace
+
+CrossEntropyResult cross_entropy(const CrossEntropyArgs& a, DType dtype, uintptr_t stream) {
+  if (dtype == DType::f64) return run<double>(a, stream);
+  if (dtype == DType::f32) return run<float>(a, stream);
+  throw std::invalid_argument("fastopt CUDA cross_entropy takes float32 or float64");
+}
+
+}  // namespace fastopt::cuda
