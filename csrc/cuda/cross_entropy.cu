@@ -29,6 +29,8 @@ FASTOPT_HD double tanh_m(double v) { return tanh(v); }
 template <typename T>
 struct CeRow {
   using M = math_t<T>;
+  // elements each thread loads before using them (double: 2, which keeps it within 64 registers)
+  static constexpr int kCeUnroll = sizeof(T) == 8 ? 2 : 4;
   const T* logits;
   T* grad;             // nullptr: forward only; may equal logits
   const void* target;
@@ -65,23 +67,37 @@ struct CeRow {
     return weight ? M(weight[j]) * t : t;
   }
 
+  // Both sweeps take a thread's elements tid, tid + nt, tid + 2 nt, ... in that order, loading
+  // kCeUnroll of them before using any: several loads in flight per thread are what it takes
+  // to approach DRAM bandwidth (and in sweep 2 the stores may alias the loads, in place, so the
+  // compiler could not batch them itself).
   FASTOPT_HD Part sweep1(int64_t i, int tid, int nt) const {
     const T* x = logits + i * c;
     const T* q = probs() ? static_cast<const T*>(target) + i * c : nullptr;
     const M inf = M(INFINITY);
     Part p{-inf, -inf, M(0), M(0)};
-    for (int64_t j = tid; j < c; j += nt) {
-      const M v = value(x, j);
-      p.max = nan_max(p.max, v);
-      if (v > -inf && v < inf) {
-        if (v > p.m) {
-          p.s = p.s * exp_f(p.m - v) + M(1);
-          p.m = v;
-        } else {
-          p.s += exp_f(v - p.m);
-        }
+    for (int64_t j0 = tid; j0 < c; j0 += int64_t(kCeUnroll) * nt) {
+      M v[kCeUnroll], t[kCeUnroll];
+#pragma unroll
+      for (int u = 0; u < kCeUnroll; ++u) {
+        const int64_t j = j0 + int64_t(u) * nt;
+        v[u] = j < c ? value(x, j) : -inf;
+        t[u] = q && j < c ? t_prob(q, j) : M(0);
       }
-      if (q) p.a += t_prob(q, j);
+#pragma unroll
+      for (int u = 0; u < kCeUnroll; ++u) {
+        if (j0 + int64_t(u) * nt >= c) break;
+        p.max = nan_max(p.max, v[u]);
+        if (v[u] > -inf && v[u] < inf) {
+          if (v[u] > p.m) {
+            p.s = p.s * exp_f(p.m - v[u]) + M(1);
+            p.m = v[u];
+          } else {
+            p.s += exp_f(v[u] - p.m);
+          }
+        }
+        if (q) p.a += t[u];
+      }
     }
     return p;
   }
@@ -125,20 +141,29 @@ struct CeRow {
     const M ty = sc * (keep * wy + spread * wy);
     const bool tx = needs_tx();
     M acc = M(0);
-    for (int64_t j = tid; j < c; j += nt) {
-      const M v = value(x, j);
-      if (tx) {
-        if (q) acc += t_prob(q, j) * (v - st.m);
-        else acc += (weight ? M(weight[j]) : M(1)) * (v - st.m);
+    for (int64_t j0 = tid; j0 < c; j0 += int64_t(kCeUnroll) * nt) {
+      M v[kCeUnroll], t[kCeUnroll];
+#pragma unroll
+      for (int u = 0; u < kCeUnroll; ++u) {
+        const int64_t j = j0 + int64_t(u) * nt;
+        v[u] = j < c ? value(x, j) : M(0);
+        // t_j without the target class's own term (added below)
+        t[u] = j >= c ? M(0) : q ? t_prob(q, j) : (weight ? M(weight[j]) : M(1));
       }
-      if (!g) continue;
-      const M e = exp_f(v - st.m) * st.k;
-      M d;
-      if (q) d = e - sc * t_prob(q, j);
-      else if (j == y) d = e - ty;
-      else d = e - c0 * (weight ? M(weight[j]) : M(1));
-      if (capped) d *= softcap_slope(v, inv_cap);
-      g[j] = T(d);
+#pragma unroll
+      for (int u = 0; u < kCeUnroll; ++u) {
+        const int64_t j = j0 + int64_t(u) * nt;
+        if (j >= c) break;
+        if (tx) acc += t[u] * (v[u] - st.m);
+        if (!g) continue;
+        const M e = exp_f(v[u] - st.m) * st.k;
+        M d;
+        if (q) d = e - sc * t[u];
+        else if (j == y) d = e - ty;
+        else d = e - c0 * t[u];
+        if (capped) d *= softcap_slope(v[u], inv_cap);
+        g[j] = T(d);
+      }
     }
     return acc;
   }
