@@ -15,10 +15,10 @@ import os
 # when libgomp loads with fastopt._C; a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
-from . import backends, clip, functional, optim, reference, schedules  # noqa: E402
+from . import backends, clip, functional, losses, optim, reference, schedules  # noqa: E402
 from ._config import get_num_threads, set_num_threads, show_config  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "backends", "clip", "functional", "get_num_threads", "optim",
+__all__ = ["__version__", "backends", "clip", "functional", "get_num_threads", "losses", "optim",
            "reference", "schedules", "set_num_threads", "show_config"]

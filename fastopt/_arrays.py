@@ -120,9 +120,45 @@ def describe(obj: Any, name: str = "array", index: int | None = None) -> ArraySp
 
 def _cuda_device_of(obj: Any) -> int:
     dev = getattr(obj, "device", None)
-    for attr in ("index", "id"):
+    for attr in ("index", "id"):  # torch, CuPy
         value = getattr(dev, attr, None)
         if isinstance(value, int):
+            return value
+    if type(obj).__module__.startswith("numba"):  # device arrays live in the current context
+        try:
+            from numba import cuda
+
+            return int(cuda.get_current_device().id)
+        except Exception:
+            return 0
+    return 0
+
+
+def cuda_stream(obj: Any, device: int) -> int:
+    """The stream (a cudaStream_t as an integer; 0 is the legacy default stream) on which
+    kernels over `obj` must run to stay ordered with the framework's own work: torch's current
+    stream for torch tensors, CuPy's current stream for CuPy arrays, the array's own stream for
+    Numba device arrays, else the stream named by __cuda_array_interface__ (v3)."""
+    module = type(obj).__module__
+    if module.startswith("torch"):
+        import torch
+
+        return int(torch.cuda.current_stream(device).cuda_stream)
+    if module.startswith("cupy"):
+        import cupy
+
+        with cupy.cuda.Device(device):
+            return int(cupy.cuda.get_current_stream().ptr)
+    stream = getattr(obj, "stream", None)
+    if stream is not None and module.startswith("numba"):
+        handle = getattr(stream, "handle", stream)
+        value = getattr(handle, "value", handle)
+        return int(value or 0)
+    cai = getattr(obj, "__cuda_array_interface__", None)
+    if cai is not None:
+        value = cai.get("stream")
+        # 1 and 2 are the legacy and per-thread default streams (CUDA's own encodings)
+        if isinstance(value, int) and value > 0:
             return value
     return 0
 
@@ -172,13 +208,29 @@ def zeros_like(obj: Any) -> Any:
         import torch
 
         return torch.zeros_like(obj, memory_format=torch.contiguous_format)
+    if module.startswith("cupy"):
+        import cupy
+
+        with obj.device:
+            return cupy.zeros(obj.shape, dtype=obj.dtype)
+    if module.startswith("numba") and hasattr(obj, "__cuda_array_interface__"):
+        return _numba_full(obj, 0.0)
     ns = getattr(obj, "__array_namespace__", None)
     if ns is not None:
         return ns().zeros_like(obj)
     raise TypeError(f"cannot allocate optimizer state like a {type(obj).__name__}")
 
 
+def _numba_full(obj: Any, value: float) -> Any:
+    from numba import cuda
+
+    with cuda.gpus[_cuda_device_of(obj)]:
+        return cuda.to_device(np.full(obj.shape, value, dtype=obj.dtype))
+
+
 def full_like(obj: Any, value: float) -> Any:
+    if type(obj).__module__.startswith("numba") and hasattr(obj, "__cuda_array_interface__"):
+        return _numba_full(obj, value)
     out = zeros_like(obj)
     if value != 0:
         if hasattr(out, "fill_"):
@@ -202,6 +254,8 @@ def to_numpy(obj: Any) -> np.ndarray:
         return t.cpu().numpy().copy()
     if hasattr(obj, "get"):  # CuPy
         return obj.get()
+    if hasattr(obj, "copy_to_host"):  # Numba device arrays
+        return obj.copy_to_host()
     return np.array(obj, copy=True)
 
 
@@ -231,3 +285,21 @@ def cpu_view(ptr: int, numel: int, dtype: str) -> np.ndarray:
     nbytes = numel * ITEMSIZE[dtype]
     buf = (ctypes.c_char * nbytes).from_address(ptr)
     return np.frombuffer(buf, dtype=dtype)
+
+
+def empty_like(obj: Any, shape: tuple[int, ...] | None = None) -> Any:
+    """A new uninitialized C-contiguous array of obj's framework, dtype and device (and obj's
+    shape unless `shape` is given): outputs that a kernel overwrites entirely."""
+    shape = tuple(obj.shape) if shape is None else tuple(shape)
+    if isinstance(obj, np.ndarray):
+        return np.empty(shape, dtype=obj.dtype)
+    module = type(obj).__module__
+    if module.startswith("torch"):
+        import torch
+
+        return torch.empty(shape, dtype=obj.dtype, device=obj.device)
+    ns = getattr(obj, "__array_namespace__", None)
+    if ns is not None:
+        xp = ns()
+        return xp.empty(shape, dtype=obj.dtype)
+    raise TypeError(f"cannot allocate an output like a {type(obj).__name__}")

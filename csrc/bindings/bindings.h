@@ -35,6 +35,10 @@ void bind_runtime(py::module_& m);
 void bind_arrays(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_clip(py::module_& m);
+void bind_losses(py::module_& m);
 void bind_probe(py::module_& m);
+#if FASTOPT_CUDA
+void bind_cuda(py::module_& m);
+#endif
 
 }  // namespace fastopt

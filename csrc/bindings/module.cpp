@@ -6,5 +6,10 @@ PYBIND11_MODULE(_C, m) {
   fastopt::bind_arrays(m);
   fastopt::bind_optim(m);
   fastopt::bind_clip(m);
+  fastopt::bind_losses(m);
   fastopt::bind_probe(m);
+#if FASTOPT_CUDA
+  fastopt::bind_cuda(m);
+#endif
+  m.attr("cuda_compiled") = bool(FASTOPT_CUDA);
 }

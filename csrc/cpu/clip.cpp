@@ -5,23 +5,18 @@
 
 #include "multi_tensor.h"
 #include "ops.h"
+#include "reduce.h"
 
 namespace fastopt::cpu::FASTOPT_ISA {
 
 // A fixed number of accumulator lanes keeps the summation order independent of the ISA's
 // vector width and of the thread count, while still letting the compiler vectorize.
-constexpr int kLanes = 8;
-
-static double combine(NormKind kind, double a, double b) {
-  return kind == NormKind::linf ? nan_max(a, b) : a + b;
-}
+constexpr int kLanes = kSumLanes;
 
 // Pairwise fold in a fixed order: the same bits for any thread count.
 static double fold(NormKind kind, double* x, int64_t n) {
-  if (n == 0) return 0.0;
-  for (int64_t width = 1; width < n; width *= 2)
-    for (int64_t i = 0; i + width < n; i += 2 * width) x[i] = combine(kind, x[i], x[i + width]);
-  return x[0];
+  if (kind == NormKind::linf) return pairwise_fold(x, n, nan_max<double>);
+  return pairwise_sum(x, n);
 }
 
 template <NormKind Kind, typename T>

@@ -4,6 +4,8 @@
 #include "fastopt/rules/adagrad.h"
 #include "fastopt/rules/adam.h"
 #include "fastopt/rules/clip.h"
+#include "fastopt/rules/cross_entropy.h"
+#include "fastopt/rules/elementwise_loss.h"
 #include "fastopt/rules/lion.h"
 #include "fastopt/rules/rmsprop.h"
 #include "fastopt/rules/sgd.h"
@@ -30,7 +32,9 @@ constexpr int kProbeMaxRw = 4, kProbeMaxRo = 2, kProbeMaxWo = 1;
   void probe(const TensorList&, int n_rw, int n_ro, int n_wo);                 \
   double norm(const TensorList&, DType, NormKind, double p);                   \
   void scale(const TensorList&, DType, double coef);                           \
-  void clamp(const TensorList&, DType, double clip_value);
+  void clamp(const TensorList&, DType, double clip_value);                     \
+  CrossEntropyResult cross_entropy(const CrossEntropyArgs&, DType);            \
+  double elementwise_loss(const PointLossArgs&, DType, PointLoss);
 
 namespace baseline { FASTOPT_CPU_KERNELS }
 #if FASTOPT_X86_ISAS

@@ -16,6 +16,9 @@ from typing import Any
 REGISTRY: dict[str, str] = {
     "cpu": "fastopt.backends.cpu",
     "reference": "fastopt.backends.reference",
+    "numba": "fastopt.backends.numba",
+    "cuda": "fastopt.backends.cuda",
+    "numba_cuda": "fastopt.backends.numba_cuda",
 }
 
 #: Automatic order per device type.

@@ -8,6 +8,12 @@ from typing import Any
 from .._table import TensorTable
 
 _NORM_KIND = {2.0: 0, 1.0: 1, math.inf: 2}
+# Numbered as csrc/include/fastopt/rules/{cross_entropy,elementwise_loss}.h
+_TARGET_KIND = {"int32": 0, "int64": 1}
+_REDUCTION = {"none": 0, "mean": 1, "sum": 2}
+_POINT_LOSS = {"mse": 0, "l1": 1, "huber": 2, "smooth_l1": 3, "bce": 4, "bce_logits": 5,
+               "kl_div": 6, "kl_div_log_target": 7}
+_DTYPE_CODE = {"float32": 0, "float64": 1}
 
 
 class CpuBackend:
@@ -66,6 +72,38 @@ class CpuBackend:
 
     def clamp(self, t: TensorTable, clip_value: float) -> None:
         self._C.clamp(t.ptrs, t.numel, t.dtype_code, clip_value)
+
+    # --- losses: arrays arrive as validated ArraySpecs (fastopt/losses.py) ----------------
+    def cross_entropy(self, logits: Any, target: Any, weight: Any, grad: Any, *, n: int, c: int,
+                      ignore_index: int, label_smoothing: float, z_loss: float, softcap: float,
+                      reduction: str) -> Any:
+        import numpy as np
+
+        rows = np.empty(n, dtype=np.float64)
+        kind = _TARGET_KIND.get(target.dtype, 2)
+        total, denom, bad = self._C.cross_entropy(
+            _DTYPE_CODE[logits.dtype], logits.ptr, grad.ptr if grad else 0, target.ptr, kind,
+            weight.ptr if weight else 0, rows.ctypes.data, n, c, ignore_index, label_smoothing,
+            z_loss, softcap, _REDUCTION[reduction])
+        if bad >= 0:
+            value = int(np.asarray(target.obj).reshape(-1)[bad]) if isinstance(
+                target.obj, np.ndarray) else int(target.obj.reshape(-1)[bad])
+            raise ValueError(f"target: class index {value} at row {bad} is out of range "
+                             f"[0, {c}) (and is not ignore_index={ignore_index})")
+        if reduction == "none":
+            return rows
+        if reduction == "sum":
+            return total
+        return total / denom if denom else math.nan
+
+    def elementwise_loss(self, kind: str, input: Any, target: Any, weight: Any,
+                         weight_period: int, pos_weight: Any, pos_weight_period: int, grad: Any,
+                         out: Any, *, param: float, grad_scale: float) -> float:
+        return self._C.elementwise_loss(
+            _POINT_LOSS[kind], _DTYPE_CODE[input.dtype], input.ptr, target.ptr,
+            weight.ptr if weight else 0, weight_period, pos_weight.ptr if pos_weight else 0,
+            pos_weight_period, grad.ptr if grad else 0,
+            out.ctypes.data if out is not None else 0, input.numel, param, grad_scale)
 
 
 BACKEND = CpuBackend()

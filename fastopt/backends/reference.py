@@ -59,5 +59,67 @@ class ReferenceBackend:
         for k in range(len(table)):
             ref.clip_grad_value([self._views(table, k)[0]], clip_value)
 
+    # --- losses: the reference functions on NumPy views of the validated specs --------------
+    @staticmethod
+    def _view(spec: Any) -> Any:
+        return None if spec is None else cpu_view(spec.ptr, spec.numel, spec.dtype).reshape(
+            spec.shape)
+
+    def cross_entropy(self, logits: Any, target: Any, weight: Any, grad: Any, *, n: int, c: int,
+                      ignore_index: int, label_smoothing: float, z_loss: float, softcap: float,
+                      reduction: str) -> Any:
+        import numpy as np
+
+        x, t, w = self._view(logits), self._view(target), self._view(weight)
+        if target.dtype in ("int32", "int64"):
+            flat = t.reshape(-1)
+            bad = np.nonzero((flat != ignore_index) & ((flat < 0) | (flat >= c)))[0]
+            if bad.size:
+                raise ValueError(f"target: class index {int(flat[bad[0]])} at row "
+                                 f"{int(bad[0])} is out of range [0, {c}) (and is not "
+                                 f"ignore_index={ignore_index})")
+        kw = dict(ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss,
+                  softcap=softcap or None)
+        loss, g = ref.cross_entropy(x, t, w, reduction=reduction, **kw)
+        if reduction == "none":
+            # per-row losses before the cast to the storage dtype
+            x64 = x.astype(np.float64)
+            w64 = None if w is None else w.astype(np.float64)
+            loss = np.asarray(ref.cross_entropy(x64, t, w64, reduction="none", **kw)[0])
+            loss = loss.reshape(-1)
+        if grad is not None:
+            self._view(grad)[...] = g
+        return loss
+
+    def elementwise_loss(self, kind: str, input: Any, target: Any, weight: Any,
+                         weight_period: int, pos_weight: Any, pos_weight_period: int, grad: Any,
+                         out: Any, *, param: float, grad_scale: float) -> float:
+        import numpy as np
+
+        x = self._view(input).astype(np.float64)
+        y = self._view(target).astype(np.float64)
+        kw: dict[str, Any] = {}
+        if kind in ("bce", "bce_logits") and weight is not None:
+            kw["weight"] = self._view(weight)
+        if kind == "bce_logits" and pos_weight is not None:
+            kw["pos_weight"] = self._view(pos_weight)
+        if kind == "huber":
+            kw["delta"] = param
+        if kind == "smooth_l1":
+            kw["beta"] = param
+        if kind.startswith("kl_div"):
+            kw["log_target"] = kind == "kl_div_log_target"
+        name = {"mse": "mse_loss", "l1": "l1_loss", "huber": "huber_loss",
+                "smooth_l1": "smooth_l1_loss", "bce": "binary_cross_entropy",
+                "bce_logits": "binary_cross_entropy_with_logits", "kl_div": "kl_div",
+                "kl_div_log_target": "kl_div"}[kind]
+        fn = getattr(ref, name)
+        loss, g = fn(x, y, reduction="none", **kw)
+        if grad is not None:
+            self._view(grad)[...] = (g * grad_scale).astype(input.dtype)
+        if out is not None:
+            out[...] = loss
+        return float(np.sum(loss))
+
 
 BACKEND = ReferenceBackend()

@@ -18,7 +18,7 @@ struct AdagradHyper {
 template <typename M> struct AdagradConsts {
   M clr, weight_decay, eps, grad_sign;
   bool has_weight_decay;
-  explicit AdagradConsts(const AdagradHyper& h)
+  FASTOPT_HD explicit AdagradConsts(const AdagradHyper& h)
       : clr(M(h.clr)), weight_decay(M(h.weight_decay)), eps(M(h.eps)),
         grad_sign(h.maximize ? M(-1) : M(1)), has_weight_decay(h.weight_decay != 0.0) {}
 };

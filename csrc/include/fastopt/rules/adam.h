@@ -21,7 +21,7 @@ template <typename M> struct AdamConsts {
   M beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay_factor;
   M step_size, bias_correction2, bias_correction2_sqrt, grad_sign;
   bool l2, decoupled, eps_inside_sqrt;
-  explicit AdamConsts(const AdamHyper& h)
+  FASTOPT_HD explicit AdamConsts(const AdamHyper& h)
       : beta1(M(h.beta1)), one_minus_beta1(M(1.0 - h.beta1)), beta2(M(h.beta2)),
         one_minus_beta2(M(1.0 - h.beta2)), eps(M(h.eps)), weight_decay(M(h.weight_decay)),
         decay_factor(M(1.0 - h.lr * h.weight_decay)), step_size(M(h.lr / h.bias_correction1)),

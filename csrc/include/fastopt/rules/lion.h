@@ -17,7 +17,7 @@ struct LionHyper {
 // specification's does, or a one-ulp difference in m later flips a sign.
 struct LionConsts {
   double lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay_factor, grad_sign;
-  explicit LionConsts(const LionHyper& h)
+  FASTOPT_HD explicit LionConsts(const LionHyper& h)
       : lr(h.lr), beta1(h.beta1), one_minus_beta1(1.0 - h.beta1), beta2(h.beta2),
         one_minus_beta2(1.0 - h.beta2), decay_factor(1.0 - h.lr * h.weight_decay),
         grad_sign(h.maximize ? -1.0 : 1.0) {}

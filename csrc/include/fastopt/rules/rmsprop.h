@@ -20,7 +20,7 @@ struct RmspropHyper {
 template <typename M> struct RmspropConsts {
   M lr, alpha, one_minus_alpha, eps, weight_decay, momentum, grad_sign;
   bool has_weight_decay;
-  explicit RmspropConsts(const RmspropHyper& h)
+  FASTOPT_HD explicit RmspropConsts(const RmspropHyper& h)
       : lr(M(h.lr)), alpha(M(h.alpha)), one_minus_alpha(M(1.0 - h.alpha)), eps(M(h.eps)),
         weight_decay(M(h.weight_decay)), momentum(M(h.momentum)),
         grad_sign(h.maximize ? M(-1) : M(1)), has_weight_decay(h.weight_decay != 0.0) {}

@@ -17,7 +17,7 @@ struct SgdHyper {
 template <typename M> struct SgdConsts {
   M lr, momentum, one_minus_dampening, weight_decay, grad_sign;
   bool nesterov, has_weight_decay, first_step;
-  explicit SgdConsts(const SgdHyper& h)
+  FASTOPT_HD explicit SgdConsts(const SgdHyper& h)
       : lr(M(h.lr)), momentum(M(h.momentum)), one_minus_dampening(M(1.0 - h.dampening)),
         weight_decay(M(h.weight_decay)), grad_sign(h.maximize ? M(-1) : M(1)),
         nesterov(h.nesterov), has_weight_decay(h.weight_decay != 0.0),

@@ -1,0 +1,82 @@
+// Per-element losses and their derivatives with respect to the input, as torch.nn.functional
+// defines them (d = x - y):
+//   mse        d^2                                   2 d
+//   l1         |d|                                   sign(d)
+//   huber      |d| < delta ? d^2 / 2 : delta (|d| - delta / 2)       clamp(d, -delta, delta)
+//   smooth_l1  |d| < beta ? d^2 / (2 beta) : |d| - beta / 2          |d| < beta ? d / beta : sign(d)
+//   bce        -(y max(log x, -100) + (1 - y) max(log(1 - x), -100))   (x - y) / max(x (1 - x), 1e-12f)
+//   bce_logits (1 - y) x + l (log(1 + e^-|x|) + max(-x, 0)),  l = (p - 1) y + 1
+//                                                    l sigmoid(x) - p y      (p = pos_weight)
+//   kl_div     xlogy(y, y) - y x                     -y
+//   kl_div_log_target  e^y (y - x)                   -e^y
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "fastopt/common.h"
+#include "fastopt/vmath.h"
+
+namespace fastopt {
+
+enum class PointLoss : int {
+  mse = 0, l1 = 1, huber = 2, smooth_l1 = 3, bce = 4, bce_logits = 5, kl_div = 6,
+  kl_div_log_target = 7
+};
+
+struct PointLossArgs {
+  const void* input;       // [n]
+  const void* target;      // [n], the input's dtype
+  const void* weight;      // nullptr, or values repeating every weight_period elements
+  int64_t weight_period;
+  const void* pos_weight;  // bce_logits only: nullptr, or repeating every pos_weight_period
+  int64_t pos_weight_period;
+  void* grad;              // [n] out (nullptr: forward only): scale * weight * dloss/dx
+  void* out;               // [n] out (nullptr unless reduction='none'): weight * loss
+  int64_t n;
+  double param;            // delta (huber) or beta (smooth_l1)
+  double grad_scale;       // 1/n for mean, 1/batch for batchmean, else 1
+};
+
+// loss and dloss/dx of one element; pw is the positive-class weight (1 when absent).
+template <PointLoss K, typename M>
+FASTOPT_HD void point_loss(M x, M y, M param, M pw, M& loss, M& dloss) {
+  if constexpr (K == PointLoss::mse) {
+    const M d = x - y;
+    loss = d * d;
+    dloss = M(2) * d;
+  } else if constexpr (K == PointLoss::l1) {
+    const M d = x - y;
+    loss = std::fabs(d);
+    dloss = nan_sign(d);
+  } else if constexpr (K == PointLoss::huber) {
+    const M d = x - y, ad = std::fabs(d);
+    loss = ad < param ? M(0.5) * d * d : param * (ad - M(0.5) * param);
+    dloss = d < -param ? -param : (d > param ? param : d);
+  } else if constexpr (K == PointLoss::smooth_l1) {
+    const M d = x - y, ad = std::fabs(d);
+    loss = ad < param ? M(0.5) * d * d / param : ad - M(0.5) * param;
+    dloss = d < -param ? M(-1) : (d > param ? M(1) : d / param);
+  } else if constexpr (K == PointLoss::bce) {
+    const M lx = std::log(x), l1x = std::log1p(-x);
+    // std::max's argument order, as torch: a NaN log (x outside [0, 1]) propagates
+    loss = -(y * (lx < M(-100) ? M(-100) : lx) + (M(1) - y) * (l1x < M(-100) ? M(-100) : l1x));
+    const M v = x * (M(1) - x), tiny = M(1e-12f);  // torch's clamp is the float 1e-12
+    dloss = (x - y) / (v < tiny ? tiny : v);
+  } else if constexpr (K == PointLoss::bce_logits) {
+    const M e = exp_f(-std::fabs(x));
+    const M lw = (pw - M(1)) * y + M(1);
+    // (1 - y) x + l max(-x, 0) regrouped so that nothing cancels for x < 0: -p y x
+    loss = (x >= M(0) ? (M(1) - y) * x : -pw * y * x) + lw * log1p_f(e);
+    const M sig = (x >= M(0) ? M(1) : e) / (M(1) + e);
+    dloss = lw * sig - pw * y;
+  } else if constexpr (K == PointLoss::kl_div) {
+    loss = (y == M(0) ? M(0) : y * std::log(y)) - y * x;
+    dloss = -y;
+  } else {
+    const M ey = std::exp(y);
+    loss = ey * (y - x);
+    dloss = -ey;
+  }
+}
+
+}  // namespace fastopt

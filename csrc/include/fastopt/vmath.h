@@ -1,0 +1,82 @@
+// exp and log for float written as straight-line arithmetic, so loops that call them vectorize
+// (glibc's expf/logf do not without -ffast-math). Cephes' polynomials: about 1 ulp, which the
+// float32 tolerance (rtol 1e-5) leaves ample room for. Double math keeps using <cmath>.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "fastopt/common.h"
+
+namespace fastopt {
+
+FASTOPT_HD float bits_to_float(int32_t i) {
+  float f;
+  std::memcpy(&f, &i, sizeof f);
+  return f;
+}
+
+FASTOPT_HD int32_t float_to_bits(float f) {
+  int32_t i;
+  std::memcpy(&i, &f, sizeof i);
+  return i;
+}
+
+// e^x for finite or -inf x (x = -inf and anything below the normal range give 0; callers route
+// NaN and +inf elsewhere, see the row kernels).
+FASTOPT_HD float exp_f(float x) {
+  const float lo = -87.33654f, hi = 88.72283f;
+  const float xc = x < lo ? lo : (x > hi ? hi : x);
+  const float fx = std::floor(xc * 1.44269504088896341f + 0.5f);
+  float r = xc - fx * 0.693359375f;
+  r = r - fx * -2.12194440e-4f;
+  const float z = r * r;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * z + r + 1.0f;
+  const float scale = bits_to_float((int32_t(fx) + 127) << 23);
+  return x < lo ? 0.0f : y * scale;
+}
+
+// log(v) for v a positive normal float.
+FASTOPT_HD float log_f(float v) {
+  const int32_t bits = float_to_bits(v);
+  float e = float(((bits >> 23) & 0xff) - 126);
+  float m = bits_to_float((bits & 0x807fffff) | 0x3f000000);  // v = m * 2^e, m in [0.5, 1)
+  const bool small = m < 0.707106781186547524f;
+  e = small ? e - 1.0f : e;
+  m = small ? m + m - 1.0f : m - 1.0f;
+  const float z = m * m;
+  float y = 7.0376836292e-2f;
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  y = y + -2.12194440e-4f * e;
+  y = y - 0.5f * z;
+  return m + y + 0.693359375f * e;
+}
+
+// log(1 + u) for u in [0, 1], accurate for tiny u (Goldberg's trick: the rounding error of
+// 1 + u cancels in log(w) * u / (w - 1)).
+FASTOPT_HD float log1p_f(float u) {
+  const float w = 1.0f + u;
+  const float d = w - 1.0f;
+  return d == 0.0f ? u : log_f(w) * (u / d);
+}
+
+// The same names for double, through <cmath>, so templated kernels call one spelling.
+FASTOPT_HD double exp_f(double x) { return std::exp(x); }
+FASTOPT_HD double log_f(double x) { return std::log(x); }
+FASTOPT_HD double log1p_f(double x) { return std::log1p(x); }
+
+}  // namespace fastopt

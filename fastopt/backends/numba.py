@@ -1,0 +1,142 @@
+"""Numba CPU backend: the scalar rules of fastopt._numba_rules compiled with
+@njit(parallel=True, cache=True), each tensor split into fixed chunks spread over threads.
+
+Compiled kernels are cached on disk (Numba's cache, next to this file or in
+NUMBA_CACHE_DIR); `compile_times()` reports what the first call of each kernel cost in this
+process (compilation or cache load), for `fastopt bench`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from .. import _numba_rules as R
+from .._arrays import cpu_view
+from .._table import TensorTable
+
+# as csrc/cpu: partial sums per fixed chunk, so any thread count gives the same bits
+_CHUNK = 1 << 14
+_kernels: dict[str, Any] | None = None
+_compile_times: dict[str, float] = {}
+_error = ""
+
+
+def _get() -> dict[str, Any]:
+    global _kernels
+    if _kernels is None:
+        from .. import _numba_cpu
+
+        _kernels = _numba_cpu.KERNELS
+    return _kernels
+
+
+def _timed(name: str, fn: Any, *args: Any) -> Any:
+    key = f"{name}[{args[0].dtype.name}]"
+    if key in _compile_times:
+        return fn(*args)
+    t0 = time.perf_counter()
+    out = fn(*args)
+    _compile_times[key] = time.perf_counter() - t0
+    return out
+
+
+def compile_times() -> dict[str, float]:
+    """Seconds the first call of each (kernel, argument types) took in this process: Numba
+    compilation, or loading from its on-disk cache (cache=True) on later runs."""
+    return dict(_compile_times)
+
+
+def _fold(kind: int, x: np.ndarray) -> float:
+    x = x.copy()
+    n = x.size
+    if n == 0:
+        return 0.0
+    width = 1
+    while width < n:
+        a = x[0:n - width:2 * width]
+        b = x[width:n:2 * width]
+        k = min(a.size, b.size)
+        if kind == 2:
+            x[0:2 * width * k:2 * width] = np.where(np.isnan(a[:k]) | (a[:k] > b[:k]), a[:k],
+                                                    b[:k])
+        else:
+            x[0:2 * width * k:2 * width] = a[:k] + b[:k]
+        width *= 2
+    return float(x[0])
+
+
+_DUMMY: dict[str, np.ndarray] = {}
+
+
+def _dummy(dtype: str) -> np.ndarray:
+    if dtype not in _DUMMY:
+        _DUMMY[dtype] = np.zeros(1, dtype=dtype)
+    return _DUMMY[dtype]
+
+
+class NumbaBackend:
+    name = "numba"
+    devices = ("cpu",)
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            import numba
+        except ImportError as exc:
+            return False, f"numba is not installed ({exc})"
+        return True, f"Numba {numba.__version__} @njit(parallel), {numba.get_num_threads()} threads"
+
+    @staticmethod
+    def _tensors(t: TensorTable):
+        for k in range(len(t)):
+            n = int(t.numel[k])
+            if n == 0:
+                continue
+            yield [None if p == 0 else cpu_view(int(p), n, t.dtype) for p in t.ptrs[:, k]]
+
+    def _run(self, name: str, t: TensorTable, consts: Any) -> None:
+        fn = _get()[name]
+        extra = consts if isinstance(consts, tuple) else (consts,)
+        for views in self._tensors(t):
+            args = [v if v is not None else _dummy(t.dtype) for v in views]
+            _timed(name, fn, *args, *extra)
+
+    def sgd(self, t: TensorTable, **h: Any) -> None:
+        self._run("sgd", t, R.sgd_consts(np.dtype(t.dtype), **h))
+
+    def adam(self, t: TensorTable, **h: Any) -> None:
+        self._run("adam", t, R.adam_consts(np.dtype(t.dtype), **h))
+
+    def adagrad(self, t: TensorTable, **h: Any) -> None:
+        self._run("adagrad", t, R.adagrad_consts(np.dtype(t.dtype), **h))
+
+    def rmsprop(self, t: TensorTable, **h: Any) -> None:
+        self._run("rmsprop", t, R.rmsprop_consts(np.dtype(t.dtype), **h))
+
+    def lion(self, t: TensorTable, **h: Any) -> None:
+        self._run("lion", t, R.lion_consts(np.dtype(t.dtype), **h))
+
+    def norm_sum(self, t: TensorTable, norm_type: float) -> float:
+        kind = {2.0: 0, 1.0: 1, float("inf"): 2}.get(float(norm_type), 3)
+        fn = _get()["norm_partials"]
+        parts = []
+        for (x,) in ([v[0]] for v in self._tensors(t)):
+            out = np.empty((x.size + _CHUNK - 1) // _CHUNK, dtype=np.float64)
+            _timed("norm_partials", fn, x, kind, float(norm_type), out)
+            parts.append(out)
+        return _fold(kind, np.concatenate(parts)) if parts else 0.0
+
+    def scale(self, t: TensorTable, coef: float) -> None:
+        m = np.dtype(t.dtype).type(coef)
+        for views in self._tensors(t):
+            _timed("scale", _get()["scale"], views[0], m)
+
+    def clamp(self, t: TensorTable, clip_value: float) -> None:
+        m = np.dtype(t.dtype).type(clip_value)
+        for views in self._tensors(t):
+            _timed("clamp", _get()["clamp"], views[0], -m, m)
+
+
+BACKEND = NumbaBackend()

@@ -1,0 +1,184 @@
+"""Numba-CUDA backend: the scalar rules of fastopt._numba_rules compiled with numba.cuda.jit,
+for GPU support without a CUDA build of fastopt. One grid-stride launch per tensor, on the
+arrays' current stream; float32, float64 and float16 storage (float32 math for float16).
+
+Kernels are cached on disk (cache=True); `compile_times()` reports what the first call of each
+kernel cost in this process, for `fastopt bench`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from .. import _numba_rules as R
+from .._arrays import cpu_view, cuda_stream
+from .._table import TensorTable
+
+_DTYPES = ("float32", "float64", "float16")
+_MAX_BLOCKS = 65536
+_NORM_BLOCKS = 1024
+_kernels: dict[str, Any] | None = None
+_compile_times: dict[str, float] = {}
+
+
+def _cuda() -> Any:
+    from numba import cuda
+
+    return cuda
+
+
+def _simulated() -> bool:
+    return bool(_cuda().config.ENABLE_CUDASIM)
+
+
+def _get() -> dict[str, Any]:
+    global _kernels
+    if _kernels is None:
+        from .. import _numba_cuda
+
+        _kernels = _numba_cuda.KERNELS
+    return _kernels
+
+
+def compile_times() -> dict[str, float]:
+    """Seconds the first launch of each (kernel, dtype) took in this process: Numba-CUDA
+    compilation (NVVM + driver), or loading from the on-disk cache on later runs."""
+    return dict(_compile_times)
+
+
+def _math_dtype(dtype: str) -> np.dtype:
+    return np.dtype(np.float64 if dtype == "float64" else np.float32)
+
+
+class NumbaCudaBackend:
+    name = "numba_cuda"
+    devices = ("cuda",)
+
+    def __init__(self) -> None:
+        self._dummies: dict[tuple[str, int], Any] = {}
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            cuda = _cuda()
+        except ImportError as exc:
+            return False, f"numba-cuda is not installed ({exc})"
+        if _simulated():
+            return True, "Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1)"
+        try:
+            if not cuda.is_available():
+                return False, "numba.cuda finds no usable GPU/driver"
+            return True, f"Numba-CUDA on {cuda.get_current_device().name}"
+        except Exception as exc:  # driver errors surface here on GPU-less machines
+            return False, f"numba.cuda: {exc}"
+
+    # --- arrays from the pointer table ---------------------------------------------------
+    def _array(self, ptr: int, n: int, dtype: str) -> Any:
+        if _simulated():  # simulated "device" memory is host memory
+            return cpu_view(ptr, n, dtype)
+        desc = {"shape": (n,), "typestr": np.dtype(dtype).str, "data": (ptr, False),
+                "version": 3, "strides": None, "stream": None}
+        return _cuda().from_cuda_array_interface(desc, owner=None, sync=False)
+
+    def _dummy(self, dtype: str, device: int) -> Any:
+        key = (dtype, device)
+        if key not in self._dummies:
+            z = np.zeros(1, dtype=dtype)
+            self._dummies[key] = z if _simulated() else _cuda().to_device(z)
+        return self._dummies[key]
+
+    @staticmethod
+    def _device_consts(arr: np.ndarray) -> tuple:
+        # a tuple of NumPy scalars travels by value in the kernel arguments, in the math dtype:
+        # no host-to-device copy per step
+        return tuple(arr)
+
+    def _stream(self, t: TensorTable) -> Any:
+        cuda = _cuda()
+        if _simulated():
+            return 0
+        handle = cuda_stream(t.specs[t.slots[0]][0].obj, t.device[1])
+        return cuda.external_stream(handle) if handle else cuda.default_stream()
+
+    def _launch(self, name: str, t: TensorTable, consts: tuple) -> None:
+        if t.dtype not in _DTYPES:
+            raise TypeError(f"numba_cuda: {t.dtype} storage is not supported (float32, float64 "
+                            "and float16); the cuda backend takes bfloat16")
+        fn = _get()[name]
+        cuda = _cuda()
+        ctx = cuda.gpus[t.device[1]] if not _simulated() else None
+        if ctx is not None:
+            ctx.__enter__()
+        try:
+            stream = self._stream(t)
+            consts = tuple(self._device_consts(c) for c in consts)
+            for k in range(len(t)):
+                n = int(t.numel[k])
+                if n == 0:
+                    continue
+                arrays = [self._dummy(t.dtype, t.device[1]) if p == 0
+                          else self._array(int(p), n, t.dtype) for p in t.ptrs[:, k]]
+                blocks = min((n + 255) // 256, _MAX_BLOCKS)
+                key = f"{name}[{t.dtype}]"
+                t0 = time.perf_counter() if key not in _compile_times else None
+                fn[blocks, 256, stream](*arrays, *consts)
+                if t0 is not None:
+                    _compile_times[key] = time.perf_counter() - t0
+        finally:
+            if ctx is not None:
+                ctx.__exit__(None, None, None)
+
+    def sgd(self, t: TensorTable, **h: Any) -> None:
+        self._launch("sgd", t, (R.sgd_consts(_math_dtype(t.dtype), **h),))
+
+    def adam(self, t: TensorTable, **h: Any) -> None:
+        self._launch("adam", t, (R.adam_consts(_math_dtype(t.dtype), **h),))
+
+    def adagrad(self, t: TensorTable, **h: Any) -> None:
+        self._launch("adagrad", t, (R.adagrad_consts(_math_dtype(t.dtype), **h),))
+
+    def rmsprop(self, t: TensorTable, **h: Any) -> None:
+        self._launch("rmsprop", t, (R.rmsprop_consts(_math_dtype(t.dtype), **h),))
+
+    def lion(self, t: TensorTable, **h: Any) -> None:
+        self._launch("lion", t, R.lion_consts(_math_dtype(t.dtype), **h))
+
+    def scale(self, t: TensorTable, coef: float) -> None:
+        self._launch("scale", t, (np.array([coef], dtype=_math_dtype(t.dtype)),))
+
+    def clamp(self, t: TensorTable, clip_value: float) -> None:
+        c = np.array([-clip_value, clip_value, 1.0], dtype=_math_dtype(t.dtype))
+        self._launch("clamp", t, (c,))
+
+    def norm_sum(self, t: TensorTable, norm_type: float) -> float:
+        from .numba import _fold
+
+        if t.dtype not in _DTYPES:
+            raise TypeError(f"numba_cuda: {t.dtype} storage is not supported")
+        kind = {2.0: 0, 1.0: 1, float("inf"): 2}.get(float(norm_type), 3)
+        fn = _get()["norm_partials"]
+        cuda = _cuda()
+        stream = self._stream(t)
+        parts = []
+        for k in range(len(t)):
+            n = int(t.numel[k])
+            if n == 0:
+                continue
+            x = self._array(int(t.ptrs[0, k]), n, t.dtype)
+            blocks = min((n + 255) // 256, _NORM_BLOCKS)
+            out = np.zeros(blocks) if _simulated() else cuda.device_array(blocks, np.float64,
+                                                                          stream=stream)
+            key = f"norm_partials[{t.dtype}]"
+            t0 = time.perf_counter() if key not in _compile_times else None
+            fn[blocks, 256, stream](x, kind, float(norm_type), out)
+            if t0 is not None:
+                _compile_times[key] = time.perf_counter() - t0
+            parts.append(out if _simulated() else out.copy_to_host(stream=stream))
+        if not _simulated() and parts:
+            stream.synchronize()
+        return _fold(kind, np.concatenate(parts)) if parts else 0.0
+
+
+BACKEND = NumbaCudaBackend()

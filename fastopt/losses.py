@@ -1,0 +1,456 @@
+"""Fused loss kernels: each loss and its gradient with respect to the input in one pass, with
+no autograd, for any training loop (NumPy, PyTorch CPU tensors, any array on the host).
+
+    loss, grad = fastopt.losses.cross_entropy(logits, target)
+    loss = fastopt.losses.cross_entropy(logits, target, return_grad=False)   # forward only
+    loss, grad = fastopt.losses.cross_entropy(logits, target, inplace=True)  # grad over logits
+
+Arguments, defaults and results follow torch.nn.functional; fastopt's extras are keyword-only.
+Results: a reduced loss ('mean', 'sum', 'batchmean') is a Python float (computed in float64 from
+a fixed-order sum, then rounded to the input's dtype); reduction='none' gives an array of the
+input's framework and dtype. The gradient is a new array like the input (or the input itself
+with inplace=True). With reduction='none' it is d(sum of the element losses)/d input, which is
+what backward of loss.sum() gives in torch.
+
+Sums are deterministic: the same bits for any thread count. The formulas are those of
+fastopt.reference, the specification every backend is tested against.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import backends
+from ._arrays import ArraySpec, check_contiguous, check_writable, describe, empty_like
+
+_FLOATS = ("float32", "float64")
+_INDEX = ("int32", "int64")
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _float_spec(obj: Any, name: str) -> ArraySpec:
+    spec = describe(obj, name)
+    if spec.device[0] != "cpu":
+        raise ValueError(f"{name}: fastopt.losses runs on host arrays; got a {spec.device[0]} "
+                         "array")
+    if spec.dtype not in _FLOATS:
+        raise TypeError(f"{name}: dtype {spec.dtype} is not supported (expected float32 or "
+                        "float64)")
+    check_contiguous(spec, name, None)
+    return spec
+
+
+def _same_dtype(spec: ArraySpec, ref: ArraySpec, name: str, ref_name: str) -> None:
+    if spec.dtype != ref.dtype:
+        raise TypeError(f"{name}: dtype {spec.dtype} does not match {ref_name}'s {ref.dtype}")
+
+
+def _overlap(a: ArraySpec, b: ArraySpec) -> bool:
+    return a.ptr < b.ptr + b.nbytes and b.ptr < a.ptr + a.nbytes
+
+
+def _reduction(reduction: str, allowed: tuple[str, ...] = _REDUCTIONS) -> str:
+    if reduction not in allowed:
+        raise ValueError(f"reduction: expected one of {', '.join(allowed)}, got {reduction!r}")
+    return reduction
+
+
+def _round(value: float, dtype: str) -> float:
+    return float(np.asarray(value, dtype=np.float64).astype(dtype))
+
+
+def _rows_out(rows: np.ndarray, like: Any, shape: tuple[int, ...]) -> Any:
+    """Per-row or per-element losses (float64) as a new array like `like`."""
+    out = empty_like(like, shape)
+    cast = rows.astype(describe(like).dtype).reshape(shape)
+    if isinstance(out, np.ndarray):
+        return cast
+    module = type(out).__module__
+    if module.startswith("torch"):
+        import torch
+
+        return torch.from_numpy(cast)
+    out[...] = cast
+    return out
+
+
+# --- cross-entropy ----------------------------------------------------------------------
+
+
+def cross_entropy(logits: Any, target: Any, weight: Any | None = None, ignore_index: int = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0, *,
+                  z_loss: float = 0.0, softcap: float | None = None, inplace: bool = False,
+                  return_grad: bool = True, backend: str | None = None) -> Any:
+    """Softmax cross-entropy over the last axis and its gradient, fused in one pass per row.
+
+    logits [N, C] or [C]; target either class indices (int32/int64, shape [N] or []) or class
+    probabilities (the logits' dtype and shape). With s = logits (or cap tanh(logits / cap)),
+    logp = s - logsumexp(s):
+        index y:          loss_i = (1 - eps) (-w_y logp_y) + eps / C (-sum_c w_c logp_c)
+        probabilities q:  loss_i = -sum_c w_c ((1 - eps) q_c + eps / C) logp_c
+    as torch.nn.functional.cross_entropy (eps = label_smoothing, Szegedy et al. 2016), rows
+    whose index equals ignore_index contributing nothing. 'mean' divides by the sum of w_y over
+    the counted rows (N for probabilities): a batch whose every row is ignored gives NaN, as in
+    torch, and a zero gradient.
+
+    Keyword-only extras:
+      z_loss: adds z * logsumexp(s)^2 to every counted row (PaLM, Chowdhery et al. 2022).
+      softcap: replaces logits by cap * tanh(logits / cap) (Gemma 2 logit soft-capping).
+      inplace: writes the gradient over logits (which must be writable and C-contiguous) and
+        returns logits as the gradient: no memory beyond a few bytes per row.
+      return_grad: False returns the loss alone (forward only; logits are never written).
+
+    Returns (loss, grad), or loss alone with return_grad=False.
+    """
+    reduction = _reduction(reduction)
+    label_smoothing = float(label_smoothing)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing: must be in [0, 1], got {label_smoothing}")
+    z_loss = float(z_loss)
+    if not z_loss >= 0:
+        raise ValueError(f"z_loss: must be >= 0, got {z_loss}")
+    if softcap is not None and not float(softcap) > 0:
+        raise ValueError(f"softcap: must be > 0 (or None to disable), got {softcap}")
+    if inplace and not return_grad:
+        raise ValueError("inplace: there is no gradient to write with return_grad=False")
+    ls = _float_spec(logits, "logits")
+    if len(ls.shape) not in (1, 2):
+        raise ValueError(f"logits: expected shape [N, C] or [C], got {list(ls.shape)}")
+    n, c = (1, ls.shape[0]) if len(ls.shape) == 1 else ls.shape
+    if c < 1:
+        raise ValueError("logits: the class axis is empty")
+    ts = describe(target, "target")
+    if ts.device[0] != "cpu":
+        raise ValueError("target: expected a host array")
+    batch_shape = ls.shape[:-1]
+    if ts.dtype in _INDEX:
+        if ts.shape != batch_shape:
+            raise ValueError(f"target: class indices must have shape {list(batch_shape)} for "
+                             f"logits of shape {list(ls.shape)}, got {list(ts.shape)} (class "
+                             "probabilities are float arrays shaped like the logits)")
+    elif ts.dtype in _FLOATS:
+        if ts.shape != ls.shape:
+            raise ValueError(f"target: float targets are class probabilities and must have the "
+                             f"logits' shape {list(ls.shape)}, got {list(ts.shape)} (class "
+                             "indices must be int32 or int64)")
+        _same_dtype(ts, ls, "target", "logits")
+    else:
+        raise TypeError(f"target: dtype {ts.dtype} is neither class indices (int32, int64) "
+                        "nor class probabilities (float32, float64)")
+    check_contiguous(ts, "target", None)
+    ws = None
+    if weight is not None:
+        ws = _float_spec(weight, "weight")
+        _same_dtype(ws, ls, "weight", "logits")
+        if ws.shape != (c,):
+            raise ValueError(f"weight: expected one weight per class, shape [{c}], got "
+                             f"{list(ws.shape)}")
+    grad_obj = None
+    gs = None
+    if return_grad:
+        if inplace:
+            check_writable(ls, "logits", None)
+            for other, other_name in ((ts, "target"), (ws, "weight")):
+                if other is not None and _overlap(ls, other):
+                    raise ValueError(f"{other_name}: shares memory with logits, which "
+                                     "inplace=True overwrites")
+            grad_obj, gs = logits, ls
+        else:
+            grad_obj = empty_like(logits)
+            gs = describe(grad_obj, "grad")
+    b = backends.resolve(backend, "cpu")
+    loss = b.cross_entropy(ls, ts, ws, gs, n=n, c=c, ignore_index=int(ignore_index),
+                           label_smoothing=label_smoothing, z_loss=z_loss,
+                           softcap=float(softcap) if softcap else 0.0, reduction=reduction)
+    if reduction == "none":
+        loss = _rows_out(np.asarray(loss), logits, batch_shape)
+    else:
+        loss = _round(loss, ls.dtype)
+    return (loss, grad_obj) if return_grad else loss
+
+
+# --- element-wise losses ----------------------------------------------------------------
+
+
+def _period(spec: ArraySpec | None, input_shape: tuple[int, ...], name: str) -> int:
+    """weight / pos_weight broadcast over the leading axes: their shape (leading 1s dropped)
+    must be a trailing part of the input's; the kernel then repeats them every numel."""
+    if spec is None:
+        return 0
+    shape = list(spec.shape)
+    while shape and shape[0] == 1:
+        shape.pop(0)
+    if len(shape) > len(input_shape) or (shape and tuple(shape) != input_shape[-len(shape):]):
+        raise ValueError(f"{name}: shape {list(spec.shape)} must match the trailing axes of the "
+                         f"input's shape {list(input_shape)} (broadcast over the leading axes "
+                         "only; expand it explicitly otherwise)")
+    return max(spec.numel, 1)
+
+
+def _elementwise(kind: str, input: Any, target: Any, reduction: str, *, weight: Any = None,
+                 pos_weight: Any = None, param: float = 0.0, return_grad: bool = True,
+                 backend: str | None = None, allowed: tuple[str, ...] = _REDUCTIONS) -> Any:
+    reduction = _reduction(reduction, allowed)
+    xs = _float_spec(input, "input")
+    ts = _float_spec(target, "target")
+    _same_dtype(ts, xs, "target", "input")
+    if ts.shape != xs.shape:
+        raise ValueError(f"target: shape {list(ts.shape)} does not match input's "
+                         f"{list(xs.shape)}")
+    ws = ps = None
+    if weight is not None:
+        ws = _float_spec(weight, "weight")
+        _same_dtype(ws, xs, "weight", "input")
+    if pos_weight is not None:
+        ps = _float_spec(pos_weight, "pos_weight")
+        _same_dtype(ps, xs, "pos_weight", "input")
+    wp, pp = _period(ws, xs.shape, "weight"), _period(ps, xs.shape, "pos_weight")
+    grad_obj = empty_like(input) if return_grad else None
+    gs = describe(grad_obj, "grad") if return_grad else None
+    out = np.empty(xs.shape, dtype=xs.dtype) if reduction == "none" else None
+    b = backends.resolve(backend, "cpu")
+    n = xs.numel
+    if reduction == "mean":
+        scale = 1.0 / n if n else math.nan
+    elif reduction == "batchmean":
+        scale = 1.0 / (xs.shape[0] if xs.shape else 1)
+    else:
+        scale = 1.0
+    total = b.elementwise_loss(kind, xs, ts, ws, wp, ps, pp, gs, out, param=float(param),
+                               grad_scale=scale)
+    if reduction == "none":
+        loss = out if isinstance(input, np.ndarray) else _rows_out(out, input, xs.shape)
+    elif reduction == "sum":
+        loss = _round(total, xs.dtype)
+    elif n == 0:
+        loss = math.nan
+    else:
+        loss = _round(total * scale, xs.dtype)
+    return (loss, grad_obj) if return_grad else loss
+
+
+def mse_loss(input: Any, target: Any, reduction: str = "mean", *, return_grad: bool = True,
+             backend: str | None = None) -> Any:
+    """Mean squared error: loss = (x - y)^2, dloss/dx = 2 (x - y)."""
+    return _elementwise("mse", input, target, reduction, return_grad=return_grad,
+                        backend=backend)
+
+
+def l1_loss(input: Any, target: Any, reduction: str = "mean", *, return_grad: bool = True,
+            backend: str | None = None) -> Any:
+    """Mean absolute error: loss = |x - y|, dloss/dx = sign(x - y) (0 where x == y)."""
+    return _elementwise("l1", input, target, reduction, return_grad=return_grad,
+                        backend=backend)
+
+
+def huber_loss(input: Any, target: Any, reduction: str = "mean", delta: float = 1.0, *,
+               return_grad: bool = True, backend: str | None = None) -> Any:
+    """Huber loss (Huber 1964), d = x - y: d^2 / 2 where |d| < delta, else
+    delta (|d| - delta / 2); dloss/dx = clamp(d, -delta, delta)."""
+    if not float(delta) > 0:
+        raise ValueError(f"delta: must be > 0, got {delta}")
+    return _elementwise("huber", input, target, reduction, param=delta,
+                        return_grad=return_grad, backend=backend)
+
+
+def smooth_l1_loss(input: Any, target: Any, reduction: str = "mean", beta: float = 1.0, *,
+                   return_grad: bool = True, backend: str | None = None) -> Any:
+    """Smooth L1 (Girshick 2015), d = x - y: d^2 / (2 beta) where |d| < beta, else
+    |d| - beta / 2; beta = 0 is l1_loss."""
+    if float(beta) < 0:
+        raise ValueError(f"beta: must be >= 0, got {beta}")
+    kind = "smooth_l1" if float(beta) > 0 else "l1"
+    return _elementwise(kind, input, target, reduction, param=beta, return_grad=return_grad,
+                        backend=backend)
+
+
+def binary_cross_entropy(input: Any, target: Any, weight: Any | None = None,
+                         reduction: str = "mean", *, return_grad: bool = True,
+                         backend: str | None = None) -> Any:
+    """BCE on probabilities x in [0, 1]: loss = -w (y log x + (1 - y) log(1 - x)), each log
+    clamped at -100 and the gradient w (x - y) / max(x (1 - x), 1e-12), as torch. An input
+    outside [0, 1] raises ValueError."""
+    result = _elementwise("bce", input, target, reduction, weight=weight,
+                          return_grad=return_grad, backend=backend)
+    loss = result[0] if return_grad else result
+    if not np.all(np.isfinite(np.asarray(loss, dtype=np.float64))):
+        x = _host_numpy(input, "input")
+        if np.any((x < 0) | (x > 1)):
+            raise ValueError("input: binary_cross_entropy needs probabilities in [0, 1]")
+    return result
+
+
+def binary_cross_entropy_with_logits(input: Any, target: Any, weight: Any | None = None,
+                                     reduction: str = "mean", pos_weight: Any | None = None, *,
+                                     return_grad: bool = True,
+                                     backend: str | None = None) -> Any:
+    """Sigmoid + BCE in the stable form, l = (p - 1) y + 1 (p = pos_weight):
+        loss = w ((1 - y) x + l (log(1 + e^-|x|) + max(-x, 0)))
+        dloss/dx = w (l sigmoid(x) - p y)
+    weight and pos_weight broadcast over the input's leading axes (pos_weight: one per class,
+    the last axis)."""
+    return _elementwise("bce_logits", input, target, reduction, weight=weight,
+                        pos_weight=pos_weight, return_grad=return_grad, backend=backend)
+
+
+def kl_div(input: Any, target: Any, reduction: str = "mean", log_target: bool = False, *,
+           return_grad: bool = True, backend: str | None = None) -> Any:
+    """Kullback-Leibler divergence, input holding log-probabilities:
+        loss = xlogy(y, y) - y x,  dloss/dx = -y;  log_target: e^y (y - x), -e^y.
+    reduction 'batchmean' divides the sum by input.shape[0] (the mathematically correct KL
+    per sample); 'mean' divides by the number of elements, as torch."""
+    kind = "kl_div_log_target" if log_target else "kl_div"
+    return _elementwise(kind, input, target, reduction, return_grad=return_grad,
+                        backend=backend, allowed=_REDUCTIONS + ("batchmean",))
+
+
+# --- linear + cross-entropy ---------------------------------------------------------------
+
+
+def _host_numpy(obj: Any, name: str) -> np.ndarray:
+    """A zero-copy NumPy view of a host array (torch CPU tensors included)."""
+    if isinstance(obj, np.ndarray):
+        return obj
+    if type(obj).__module__.startswith("torch"):
+        if obj.device.type != "cpu":
+            raise ValueError(f"{name}: expected a CPU tensor")
+        return obj.detach().numpy()
+    return np.from_dlpack(obj)
+
+
+def _like(arr: np.ndarray, like: Any) -> Any:
+    if isinstance(like, np.ndarray):
+        return arr
+    if type(like).__module__.startswith("torch"):
+        import torch
+
+        return torch.from_numpy(arr)
+    return arr
+
+
+def linear_cross_entropy(hidden: Any, weight: Any, target: Any, bias: Any | None = None, *,
+                         class_weight: Any | None = None, ignore_index: int = -100,
+                         reduction: str = "mean", label_smoothing: float = 0.0,
+                         z_loss: float = 0.0, softcap: float | None = None,
+                         chunk_size: int | None = None,
+                         backend: str | None = None) -> tuple[Any, Any, Any, Any]:
+    """cross_entropy(hidden @ weight.T + bias, target) and its gradients, chunked over rows so
+    the [N, V] logits never exist at once.
+
+    hidden [N, H], weight [V, H] (the output projection, as torch.nn.Linear), target [N] class
+    indices, bias [V] or None. Per chunk of rows: logits = hidden_chunk @ weight.T + bias
+    (BLAS), the fused cross-entropy kernel writes dlogits over them, then
+        grad_hidden_chunk = dlogits @ weight,  grad_weight += dlogits.T @ hidden_chunk,
+        grad_bias += sum of dlogits over the chunk.
+    Peak extra memory is one [chunk_size, V] buffer (plus the gradients themselves);
+    chunk_size defaults to the rows that fit 4M logits. Other arguments as cross_entropy
+    (class_weight is its per-class `weight`); reduction 'mean' or 'sum'.
+
+    Returns (loss, grad_hidden, grad_weight, grad_bias or None).
+    """
+    reduction = _reduction(reduction, ("mean", "sum"))
+    h = _host_numpy(hidden, "hidden")
+    w = _host_numpy(weight, "weight")
+    t = _host_numpy(target, "target")
+    for name, a in (("hidden", h), ("weight", w)):
+        if a.dtype.name not in _FLOATS:
+            raise TypeError(f"{name}: dtype {a.dtype} is not supported (float32 or float64)")
+        if a.ndim != 2:
+            raise ValueError(f"{name}: expected a 2-D array, got shape {list(a.shape)}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name}: array is not C-contiguous")
+    if w.dtype != h.dtype:
+        raise TypeError(f"weight: dtype {w.dtype} does not match hidden's {h.dtype}")
+    n, hdim = h.shape
+    v = w.shape[0]
+    if w.shape[1] != hdim:
+        raise ValueError(f"weight: expected shape [V, {hdim}] for hidden of shape "
+                         f"{list(h.shape)}, got {list(w.shape)}")
+    if t.dtype.name not in _INDEX:
+        raise TypeError(f"target: linear_cross_entropy takes class indices (int32/int64), got "
+                        f"{t.dtype}")
+    if t.shape != (n,):
+        raise ValueError(f"target: expected shape [{n}], got {list(t.shape)}")
+    b = None
+    if bias is not None:
+        b = _host_numpy(bias, "bias")
+        if b.dtype != h.dtype or b.shape != (v,):
+            raise ValueError(f"bias: expected shape [{v}] and dtype {h.dtype}, got "
+                             f"{list(b.shape)} {b.dtype}")
+    cw = None
+    if class_weight is not None:
+        cw = _host_numpy(class_weight, "class_weight")
+        if cw.dtype != h.dtype or cw.shape != (v,):
+            raise ValueError(f"class_weight: expected shape [{v}] and dtype {h.dtype}, got "
+                             f"{list(cw.shape)} {cw.dtype}")
+    if chunk_size is None:
+        chunk_size = max(1, min(n, (1 << 22) // max(v, 1)))
+    chunk_size = int(chunk_size)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size: must be >= 1, got {chunk_size}")
+    counted = t != ignore_index
+    if np.any(counted & ((t < 0) | (t >= v))):
+        i = int(np.nonzero(counted & ((t < 0) | (t >= v)))[0][0])
+        raise ValueError(f"target: class index {int(t[i])} at row {i} is out of range "
+                         f"[0, {v})")
+    denom = float(np.sum(cw[t[counted]], dtype=np.float64)) if cw is not None else \
+        float(np.count_nonzero(counted))
+    gh = np.empty_like(h)
+    gw = np.zeros_like(w)
+    gb = None if b is None else np.zeros(v, dtype=np.float64)
+    buf = np.empty((min(chunk_size, n), v), dtype=h.dtype)
+    rows_loss = []
+    gemm = _accumulating_gemm(h.dtype)
+    for i0 in range(0, n, chunk_size):
+        i1 = min(n, i0 + chunk_size)
+        logits = buf[: i1 - i0]
+        np.matmul(h[i0:i1], w.T, out=logits)
+        if b is not None:
+            logits += b
+        rows, _ = cross_entropy(logits, t[i0:i1], cw, ignore_index, "none", label_smoothing,
+                                z_loss=z_loss, softcap=softcap, inplace=True, backend=backend)
+        rows_loss.append(np.asarray(rows, dtype=np.float64))
+        # as (weight.T @ dlogits.T).T: OpenBLAS is several times slower on the
+        # short-and-deep product dlogits @ weight (few rows, V-long inner axis); the [rows, H]
+        # temporary is small
+        gh[i0:i1] = (w.T @ logits.T).T
+        gemm(h[i0:i1], logits, gw)
+        if gb is not None:
+            gb += logits.sum(axis=0, dtype=np.float64)
+    total = math.fsum(np.concatenate(rows_loss)) if rows_loss else 0.0
+    if reduction == "mean":
+        scale = 1.0 / denom if denom else math.nan
+        loss = total * scale
+        gh *= h.dtype.type(scale)
+        gw *= h.dtype.type(scale)
+        if gb is not None:
+            gb *= scale
+    else:
+        loss = total
+    gb_out = None if gb is None else _like(gb.astype(h.dtype), bias)
+    return (_round(loss, h.dtype.name), _like(gh, hidden), _like(gw, weight), gb_out)
+
+
+def _accumulating_gemm(dtype: np.dtype):
+    """acc += dlogits.T @ hidden_chunk, in place through BLAS (beta = 1) where SciPy is
+    installed, so no [V, H] temporary exists; otherwise through a temporary."""
+    try:
+        from scipy.linalg import blas
+    except ImportError:  # pragma: no cover - SciPy comes with scikit-learn in the test extras
+        def add(hc: np.ndarray, dl: np.ndarray, acc: np.ndarray) -> None:
+            acc += dl.T @ hc
+        return add
+    fn = blas.sgemm if dtype == np.float32 else blas.dgemm
+
+    def add(hc: np.ndarray, dl: np.ndarray, acc: np.ndarray) -> None:
+        # acc.T (Fortran order [H, V]) += hc.T @ dl, every operand a Fortran view: no copies
+        fn(1.0, hc.T, dl.T, beta=1.0, c=acc.T, trans_b=True, overwrite_c=True)
+    return add
+
+
+__all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
+           "huber_loss", "kl_div", "l1_loss", "linear_cross_entropy", "mse_loss",
+           "smooth_l1_loss"]

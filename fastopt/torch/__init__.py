@@ -1,0 +1,30 @@
+"""PyTorch drop-ins: ``torch.optim`` optimizers and ``torch.nn.functional`` losses running
+fastopt's fused kernels on the tensors' own memory.
+
+    import fastopt.torch as fo
+    opt = fo.AdamW(model.parameters(), lr=1e-3)      # instead of torch.optim.AdamW
+    loss = fo.cross_entropy(logits, target)           # instead of F.cross_entropy
+    loss_fn = fo.nn.CrossEntropyLoss()                # instead of torch.nn.CrossEntropyLoss
+"""
+
+from __future__ import annotations
+
+from . import functional, nn
+from ._pointers import SparseGradError
+from .functional import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    fused_losses_available,
+    huber_loss,
+    kl_div,
+    l1_loss,
+    mse_loss,
+    smooth_l1_loss,
+)
+from .optim import SGD, Adagrad, Adam, AdamW, FusedOptimizer, Lion, RMSprop
+
+__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "FusedOptimizer", "Lion", "RMSprop",
+           "SparseGradError", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+           "cross_entropy", "functional", "fused_losses_available", "huber_loss", "kl_div",
+           "l1_loss", "mse_loss", "nn", "smooth_l1_loss"]

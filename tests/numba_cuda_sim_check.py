@@ -1,0 +1,80 @@
+"""Runs the numba_cuda backend's kernels in Numba's CUDA simulator against the reference.
+
+Started by tests/test_numba_cuda_sim.py in a fresh interpreter, because NUMBA_ENABLE_CUDASIM
+must be set before numba is first imported. The simulator executes every thread in Python
+(about 100 us per element), so sizes and step counts are tiny. Exits 1 on any mismatch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+from tolerances import assert_close  # noqa: E402
+from trajectories import CASES, case_id, run, run_clip  # noqa: E402
+
+import fastopt  # noqa: E402
+
+
+class SimArray:
+    """A host array presented as CUDA memory (the simulator's device memory is host memory)."""
+
+    def __init__(self, host: np.ndarray) -> None:
+        self.host = np.ascontiguousarray(host)
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        a = self.host
+        return {"shape": a.shape, "typestr": a.dtype.str, "data": (a.ctypes.data, False),
+                "version": 3, "strides": None, "stream": None}
+
+
+def to_host(x: SimArray) -> np.ndarray:
+    return x.host.copy()
+
+
+def main() -> int:
+    failures = []
+    checks = 0
+
+    def check(results, dtype, what):
+        nonlocal checks
+        for name, actual, expected in results:
+            checks += 1
+            try:
+                assert_close(actual, expected, dtype, f"{what} {name}")
+            except AssertionError as exc:
+                failures.append(str(exc))
+
+    # every case in float32; every other one in float64 and float16 (the simulator is slow)
+    for dtype, steps, cases in (("float32", 4, CASES), ("float64", 3, CASES[::2]),
+                                ("float16", 2, CASES[1::2])):
+        for case in cases:
+            check(run(*case, dtype, backend="numba_cuda", sizes=(1, 7, 33), steps=steps,
+                      to_device=SimArray, to_host=to_host), dtype, f"{case_id(case)} {dtype}")
+    for dtype in ("float32", "float64"):
+        check(run_clip(dtype, backend="numba_cuda", sizes=(1, 7, 300), to_device=SimArray,
+                       to_host=to_host), dtype, f"clip {dtype}")
+    # automatic choice for CUDA arrays falls back to numba_cuda when cuda cannot run
+    p, g = SimArray(np.ones(3, np.float32)), SimArray(np.ones(3, np.float32))
+    fastopt.functional.sgd_([p], [g], lr=0.5)
+    check([("auto", to_host(p), np.full(3, 0.5, np.float32))], "float32", "automatic backend")
+    try:
+        bad = SimArray(np.zeros(3, np.float32))
+        fastopt.functional.sgd_([bad], [np.zeros(3, np.float32)], lr=0.1)
+        failures.append("mixing a CUDA param and a host grad did not raise")
+    except ValueError as exc:
+        if "mixing devices" not in str(exc):
+            failures.append(f"unclear mixed-device error: {exc}")
+    for f in failures:
+        print(f, file=sys.stderr)
+    print(f"numba_cuda (simulator): {checks - len(failures)}/{checks} arrays match")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""fastopt.losses.cross_entropy against fastopt.reference and torch.nn.functional."""
+
+import numpy as np
+import pytest
+from tolerances import assert_close
+
+import fastopt
+from fastopt import losses
+from fastopt import reference as ref
+
+BACKENDS = ["cpu", "reference"]
+DTYPES = [np.float32, np.float64]
+SHAPES = [(1, 1), (4096, 1), (3, 7), (4096, 7), (3, 32000), (1, 50257), (3, 50257)]
+OPTIONS = {
+    "plain": {},
+    "weight": dict(weight=True),
+    "ignore": dict(ignore=True),
+    "smooth": dict(label_smoothing=0.1),
+    "smooth_weight_ignore": dict(weight=True, ignore=True, label_smoothing=0.2),
+    "z_loss": dict(z_loss=1e-4, ignore=True),
+    "softcap": dict(softcap=5.0, label_smoothing=0.1),
+    "probs": dict(probs=True),
+    "probs_weight_smooth": dict(probs=True, weight=True, label_smoothing=0.1),
+    "probs_softcap_z": dict(probs=True, softcap=3.0, z_loss=1e-3),
+    "everything": dict(weight=True, ignore=True, label_smoothing=0.3, z_loss=1e-3, softcap=4.0),
+}
+
+
+def make(shape, dtype, opts, seed=0, index_dtype=np.int64):
+    rng = np.random.default_rng(seed)
+    n, c = shape
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    if opts.get("probs"):
+        p = rng.random(shape)
+        t = (p / p.sum(axis=1, keepdims=True)).astype(dtype)
+    else:
+        t = rng.integers(0, c, n).astype(index_dtype)
+        if opts.get("ignore"):
+            t[::3] = -100
+    w = (rng.random(c) + 0.5).astype(dtype) if opts.get("weight") else None
+    kw = {k: v for k, v in opts.items() if k in ("label_smoothing", "z_loss", "softcap")}
+    return x, t, w, kw
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("option", list(OPTIONS))
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_matches_reference(backend, dtype, shape, option, reduction):
+    if backend == "reference" and shape[0] * shape[1] > 100000:
+        pytest.skip("the reference backend is the reference")
+    x, t, w, kw = make(shape, dtype, OPTIONS[option])
+    x0 = x.copy()
+    loss, grad = losses.cross_entropy(x, t, w, reduction=reduction, backend=backend, **kw)
+    rloss, rgrad = ref.cross_entropy(x, t, w, reduction=reduction, **kw)
+    assert grad.dtype == dtype and grad.shape == x.shape
+    np.testing.assert_array_equal(x, x0)  # the input is read only
+    assert_close(loss, rloss, dtype, "loss")
+    assert_close(grad, rgrad, dtype, "grad")
+    if reduction == "none":
+        assert loss.dtype == dtype and loss.shape == (shape[0],)
+    else:
+        assert isinstance(loss, float)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("option", [o for o in OPTIONS if "z" not in o and "softcap" not in o
+                                    and o != "everything"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_matches_torch(dtype, option, reduction):
+    torch = pytest.importorskip("torch")
+    x, t, w, kw = make((37, 11), dtype, OPTIONS[option], seed=1)
+    xt = torch.tensor(x, requires_grad=True)
+    tt = torch.tensor(t)
+    wt = None if w is None else torch.tensor(w)
+    out = torch.nn.functional.cross_entropy(xt, tt, wt, reduction=reduction, **kw)
+    out.sum().backward()
+    loss, grad = losses.cross_entropy(x, t, w, reduction=reduction, **kw)
+    assert_close(loss, out.detach().numpy(), dtype, "loss")
+    assert_close(grad, xt.grad.numpy(), dtype, "grad")
+
+
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_index_dtypes_and_1d_logits(index_dtype):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(13).astype(np.float32)
+    t = np.array(4, dtype=index_dtype)
+    for reduction in ("mean", "none"):
+        loss, grad = losses.cross_entropy(x, t, reduction=reduction)
+        xt = torch.tensor(x, requires_grad=True)
+        out = torch.nn.functional.cross_entropy(xt, torch.tensor(int(t)), reduction=reduction)
+        out.sum().backward()
+        assert_close(loss, out.detach().numpy(), np.float32)
+        assert_close(grad, xt.grad.numpy(), np.float32)
+    x2, t2, _, _ = make((9, 5), np.float64, {}, index_dtype=index_dtype)
+    assert_close(losses.cross_entropy(x2, t2)[1], ref.cross_entropy(x2, t2)[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("option", ["smooth_weight_ignore", "probs_softcap_z", "everything"])
+def test_inplace_and_forward_only(dtype, option):
+    x, t, w, kw = make((65, 4097), dtype, OPTIONS[option])
+    rloss, rgrad = ref.cross_entropy(x, t, w, **kw)
+    fwd = losses.cross_entropy(x, t, w, return_grad=False, **kw)
+    assert_close(fwd, rloss, dtype)
+    y = x.copy()
+    loss, grad = losses.cross_entropy(y, t, w, inplace=True, **kw)
+    assert grad is y
+    assert_close(loss, rloss, dtype)
+    assert_close(y, rgrad, dtype)
+    # soft-capping with no gradient buffer works on a scratch row
+    z = x.copy()
+    assert_close(losses.cross_entropy(z, t, softcap=2.0, return_grad=False),
+                 ref.cross_entropy(x, t, softcap=2.0)[0], dtype)
+    np.testing.assert_array_equal(z, x)
+
+
+def test_deterministic_across_threads():
+    x, t, w, kw = make((513, 1000), np.float32, OPTIONS["smooth_weight_ignore"], seed=3)
+    before = fastopt.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            fastopt.set_num_threads(n)
+            loss, grad = losses.cross_entropy(x, t, w, reduction="sum", **kw)
+            results.append((loss, grad))
+    finally:
+        fastopt.set_num_threads(before)
+    for loss, grad in results[1:]:
+        assert loss == results[0][0]
+        np.testing.assert_array_equal(grad, results[0][1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_logits_follow_reference(dtype, bad):
+    x, t, _, _ = make((6, 40), dtype, {}, seed=4)
+    x[1, 3] = bad
+    x[2, :] = -np.inf
+    x[4, t[4]] = bad
+    for smoothing in (0.0, 0.1):
+        loss, grad = losses.cross_entropy(x, t, reduction="none", label_smoothing=smoothing)
+        rloss, rgrad = ref.cross_entropy(x, t, reduction="none", label_smoothing=smoothing)
+        assert_close(loss, rloss, dtype)
+        assert_close(grad, rgrad, dtype)
+
+
+def test_all_ignored_mean_is_nan_like_torch():
+    torch = pytest.importorskip("torch")
+    x, _, _, _ = make((4, 5), np.float32, {})
+    t = np.full(4, -100)
+    loss, grad = losses.cross_entropy(x, t)
+    xt = torch.tensor(x, requires_grad=True)
+    out = torch.nn.functional.cross_entropy(xt, torch.tensor(t))
+    out.backward()
+    assert np.isnan(loss) and np.isnan(out.item())
+    np.testing.assert_array_equal(grad, xt.grad.numpy())
+    np.testing.assert_array_equal(grad, 0)
+
+
+def test_torch_tensors_in_torch_tensors_out():
+    torch = pytest.importorskip("torch")
+    x, t, w, kw = make((8, 6), np.float32, OPTIONS["weight"])
+    loss, grad = losses.cross_entropy(torch.tensor(x), torch.tensor(t), torch.tensor(w),
+                                      reduction="none")
+    assert isinstance(grad, torch.Tensor) and isinstance(loss, torch.Tensor)
+    rloss, rgrad = ref.cross_entropy(x, t, w, reduction="none")
+    assert_close(loss.numpy(), rloss, np.float32)
+    assert_close(grad.numpy(), rgrad, np.float32)
+
+
+def test_bad_input_raises_naming_the_argument():
+    x, t, w, _ = make((4, 5), np.float32, {"weight": True})
+    cases = [
+        (dict(target=np.array([0, 1, 5, 2])), ValueError, "target: class index 5"),
+        (dict(target=np.array([0, 1, -3, 2])), ValueError, "target: class index -3"),
+        (dict(target=np.zeros(3, dtype=np.int64)), ValueError, "target"),
+        (dict(target=np.zeros(4, dtype=np.float32)), ValueError, "target: float targets"),
+        (dict(target=np.zeros((4, 5), dtype=np.int64)), ValueError, "target: class indices"),
+        (dict(target=np.zeros(4, dtype=np.uint8)), TypeError, "target"),
+        (dict(target=np.zeros((4, 5), dtype=np.float64)), TypeError, "target"),
+        (dict(weight=np.ones(4, dtype=np.float32)), ValueError, "weight"),
+        (dict(weight=np.ones(5, dtype=np.float64)), TypeError, "weight"),
+        (dict(reduction="avg"), ValueError, "reduction"),
+        (dict(label_smoothing=-0.1), ValueError, "label_smoothing"),
+        (dict(logits=x.astype(np.int64)), TypeError, "logits"),
+        (dict(logits=x.astype(np.float16)), TypeError, "logits"),
+        (dict(logits=np.asfortranarray(np.ones((4, 5), np.float32))), ValueError, "logits"),
+        (dict(logits=np.ones((2, 2, 5), np.float32)), ValueError, "logits"),
+        (dict(softcap=-1.0), ValueError, "softcap"),
+        (dict(z_loss=-1.0), ValueError, "z_loss"),
+    ]
+    for change, exc, match in cases:
+        args = {**dict(logits=x, target=t, weight=None), **change}
+        with pytest.raises(exc, match=match):
+            losses.cross_entropy(**args)
+    readonly = x.copy()
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match="logits.*read-only"):
+        losses.cross_entropy(readonly, t, inplace=True)
+    strided = np.ones((4, 10), np.float32)[:, ::2]
+    with pytest.raises(ValueError, match="logits.*contiguous"):
+        losses.cross_entropy(strided, t, inplace=True)
+    probs = np.full((4, 5), 0.2, np.float32)
+    with pytest.raises(ValueError, match="target: shares memory with logits"):
+        losses.cross_entropy(probs, probs, inplace=True)
+    before = x.copy()
+    with pytest.raises(ValueError, match="target"):
+        losses.cross_entropy(x, np.array([0, 1, 9, 2]), inplace=True)
+    np.testing.assert_array_equal(x, before)  # refused before anything was written
+
+
+def test_inplace_peak_memory_under_one_percent_of_logits():
+    import tracemalloc
+
+    x, t, _, _ = make((512, 4000), np.float32, {}, seed=5)
+    losses.cross_entropy(x.copy(), t, inplace=True)  # warm-up: imports, caches
+    tracemalloc.start()
+    losses.cross_entropy(x, t, inplace=True)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 0.01 * x.nbytes, peak

@@ -1,0 +1,185 @@
+"""The element-wise losses of fastopt.losses against fastopt.reference and torch."""
+
+import numpy as np
+import pytest
+from tolerances import assert_close
+
+import fastopt
+from fastopt import losses
+from fastopt import reference as ref
+
+DTYPES = [np.float32, np.float64]
+SIZES = [(1,), (7,), (4097,), (65537,), (33, 17)]
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+def data(kind, shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape) * 2
+    y = rng.standard_normal(shape) * 2
+    if kind == "bce":
+        x = rng.random(shape)
+        x.flat[0] = 0.0  # log clamps at -100
+        y = rng.random(shape)
+    elif kind == "bce_logits":
+        x = x * 20  # large |logits|
+        y = rng.random(shape)
+    elif kind in ("kl_div", "kl_log"):
+        x = np.log(rng.random(shape) + 1e-3)
+        y = rng.random(shape)
+        y.flat[0] = 0.0  # xlogy(0, 0) = 0
+    elif kind in ("huber", "smooth_l1"):
+        y = x + rng.standard_normal(shape) * 1.5
+    return x.astype(dtype), y.astype(dtype)
+
+
+# name -> (fastopt function, reference function, kwargs, data kind)
+LOSSES = {
+    "mse": (losses.mse_loss, ref.mse_loss, {}, "mse"),
+    "l1": (losses.l1_loss, ref.l1_loss, {}, "l1"),
+    "huber": (losses.huber_loss, ref.huber_loss, dict(delta=0.7), "huber"),
+    "smooth_l1": (losses.smooth_l1_loss, ref.smooth_l1_loss, dict(beta=0.5), "smooth_l1"),
+    "smooth_l1_beta0": (losses.smooth_l1_loss, ref.smooth_l1_loss, dict(beta=0.0), "l1"),
+    "bce": (losses.binary_cross_entropy, ref.binary_cross_entropy, {}, "bce"),
+    "bce_logits": (losses.binary_cross_entropy_with_logits,
+                   ref.binary_cross_entropy_with_logits, {}, "bce_logits"),
+    "kl_div": (losses.kl_div, ref.kl_div, {}, "kl_div"),
+    "kl_div_log_target": (losses.kl_div, ref.kl_div, dict(log_target=True), "kl_log"),
+}
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SIZES, ids=str)
+@pytest.mark.parametrize("name", list(LOSSES))
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_matches_reference(backend, dtype, shape, name, reduction):
+    fn, rfn, kw, kind = LOSSES[name]
+    x, y = data(kind, shape, dtype)
+    loss, grad = fn(x, y, reduction=reduction, backend=backend, **kw)
+    rloss, rgrad = rfn(x, y, reduction=reduction, **kw)
+    assert grad.dtype == dtype and grad.shape == x.shape
+    assert_close(loss, rloss, dtype, "loss")
+    assert_close(grad, rgrad, dtype, "grad")
+    assert_close(fn(x, y, reduction=reduction, return_grad=False, **kw), rloss, dtype)
+
+
+def test_kl_div_batchmean():
+    x, y = data("kl_div", (8, 5), np.float64)
+    for log_target in (False, True):
+        loss, grad = losses.kl_div(x, y, "batchmean", log_target)
+        rloss, rgrad = ref.kl_div(x, y, "batchmean", log_target)
+        assert_close(loss, rloss)
+        assert_close(grad, rgrad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(7,), (13, 9), (3, 4, 5)], ids=str)
+def test_bce_weights_broadcast(dtype, shape):
+    rng = np.random.default_rng(5)
+    x, y = data("bce_logits", shape, dtype)
+    p, _ = data("bce", shape, dtype)
+    w = (rng.random(shape[-1:]) + 0.5).astype(dtype)
+    pw = (rng.random(shape[-1:]) * 3).astype(dtype)
+    wfull = (rng.random(shape) + 0.5).astype(dtype)
+    for weight in (w, wfull):
+        for reduction in REDUCTIONS:
+            got = losses.binary_cross_entropy_with_logits(x, y, weight, reduction, pw)
+            want = ref.binary_cross_entropy_with_logits(x, y, weight, reduction, pw)
+            assert_close(got[0], want[0], dtype)
+            assert_close(got[1], want[1], dtype)
+            got = losses.binary_cross_entropy(p, y, weight, reduction)
+            want = ref.binary_cross_entropy(p, y, weight, reduction)
+            assert_close(got[0], want[0], dtype)
+            assert_close(got[1], want[1], dtype)
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(LOSSES))
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_matches_torch(dtype, name, reduction):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    fn, _, kw, kind = LOSSES[name]
+    x, y = data(kind, (31, 7), dtype, seed=1)
+    # torch's semantics in float64 on the same inputs: its float32 kernels round more than
+    # the tolerance table allows (e.g. (1 - y) x + max(-x, 0) cancels for large |x|)
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    yt = torch.tensor(y, dtype=torch.float64)
+    tfn = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": F.huber_loss,
+           "smooth_l1": F.smooth_l1_loss, "smooth_l1_beta0": F.smooth_l1_loss,
+           "bce": F.binary_cross_entropy, "bce_logits": F.binary_cross_entropy_with_logits,
+           "kl_div": F.kl_div, "kl_div_log_target": F.kl_div}[name]
+    out = tfn(xt, yt, reduction=reduction, **kw)
+    out.sum().backward()
+    loss, grad = fn(x, y, reduction=reduction, **kw)
+    assert_close(loss, out.detach().numpy(), dtype, "loss")
+    assert_close(grad, xt.grad.numpy(), dtype, "grad")
+
+
+def test_bce_with_logits_pos_weight_matches_torch():
+    torch = pytest.importorskip("torch")
+    x, y = data("bce_logits", (40, 6), np.float64, seed=2)
+    w = np.linspace(0.5, 2, 6)
+    pw = np.linspace(0.1, 4, 6)
+    xt = torch.tensor(x, requires_grad=True)
+    out = torch.nn.functional.binary_cross_entropy_with_logits(
+        xt, torch.tensor(y), torch.tensor(w), pos_weight=torch.tensor(pw))
+    out.backward()
+    loss, grad = losses.binary_cross_entropy_with_logits(x, y, w, pos_weight=pw)
+    assert_close(loss, out.item())
+    assert_close(grad, xt.grad.numpy())
+
+
+def test_torch_in_torch_out_and_determinism():
+    torch = pytest.importorskip("torch")
+    x, y = data("mse", (70001,), np.float32, seed=3)
+    loss, grad = losses.mse_loss(torch.tensor(x), torch.tensor(y), reduction="none")
+    assert isinstance(loss, torch.Tensor) and isinstance(grad, torch.Tensor)
+    before = fastopt.get_num_threads()
+    try:
+        sums = []
+        for n in (1, 2, 3):
+            fastopt.set_num_threads(n)
+            sums.append(losses.huber_loss(x, y, "sum")[0])
+    finally:
+        fastopt.set_num_threads(before)
+    assert sums[0] == sums[1] == sums[2]
+
+
+def test_nan_propagates():
+    x, y = data("mse", (100,), np.float32)
+    x[5] = np.nan
+    for fn, rfn, kw, _ in LOSSES.values():
+        if fn is losses.binary_cross_entropy:
+            continue
+        got, want = fn(x, y, reduction="none", **kw), rfn(x, y, reduction="none", **kw)
+        assert_close(got[0], want[0], np.float32)
+        assert_close(got[1], want[1], np.float32)
+
+
+def test_bad_input():
+    x, y = data("mse", (4, 3), np.float32)
+    with pytest.raises(ValueError, match="target: shape"):
+        losses.mse_loss(x, y[:2])
+    with pytest.raises(TypeError, match="target: dtype"):
+        losses.mse_loss(x, y.astype(np.float64))
+    with pytest.raises(TypeError, match="input: dtype"):
+        losses.l1_loss(x.astype(np.int32), y)
+    with pytest.raises(ValueError, match="reduction"):
+        losses.mse_loss(x, y, reduction="batchmean")
+    with pytest.raises(ValueError, match="reduction"):
+        losses.kl_div(x, y, reduction="avg")
+    with pytest.raises(ValueError, match="input.*contiguous"):
+        losses.mse_loss(np.ones((4, 6), np.float32)[:, ::2], y)
+    with pytest.raises(ValueError, match="weight: shape"):
+        losses.binary_cross_entropy_with_logits(x, y, np.ones(4, np.float32))
+    with pytest.raises(ValueError, match="pos_weight: shape"):
+        losses.binary_cross_entropy_with_logits(x, y, pos_weight=np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match="input: binary_cross_entropy needs probabilities"):
+        losses.binary_cross_entropy(x, np.abs(y) / 10)
+    with pytest.raises(ValueError, match="delta"):
+        losses.huber_loss(x, y, delta=0.0)
+    with pytest.raises(ValueError, match="beta"):
+        losses.smooth_l1_loss(x, y, beta=-1.0)

@@ -1,0 +1,48 @@
+"""The `numba` CPU backend beyond the shared op tests (which run every available CPU backend,
+numba included, through tests/conftest.py): clipping, thread determinism, dtypes, config."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+from tolerances import assert_close  # noqa: E402
+from trajectories import run_clip  # noqa: E402
+
+import fastopt  # noqa: E402
+from fastopt import functional  # noqa: E402
+from fastopt.backends import numba as numba_backend  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_clip_matches_reference(dtype):
+    for name, actual, expected in run_clip(dtype, backend="numba"):
+        assert_close(actual, expected, dtype, name)
+
+
+def test_norm_is_deterministic_across_thread_counts():
+    import numba
+
+    rng = np.random.default_rng(1)
+    grads = [rng.standard_normal(n).astype(np.float32) for n in (70001, 3, 40000)]
+    results = set()
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        g = [x.copy() for x in grads]
+        results.add(fastopt.clip.clip_grad_norm_(g, 1e9, backend="numba"))
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert len(results) == 1
+
+
+def test_rejects_unsupported_dtype_and_reports_compile_times():
+    p = [np.zeros(3, np.float16)]
+    with pytest.raises(TypeError, match="float16"):
+        functional.sgd_(p, [np.zeros(3, np.float16)], lr=0.1, backend="numba")
+    functional.sgd_([np.zeros(3)], [np.ones(3)], lr=0.1, backend="numba")
+    times = numba_backend.compile_times()
+    assert any(k.startswith("sgd") for k in times) and all(t >= 0 for t in times.values())
+
+
+def test_listed_by_show_config(capsys):
+    fastopt.show_config()
+    assert "numba" in capsys.readouterr().out

@@ -1,0 +1,600 @@
+"""fastopt.torch optimizers against torch.optim: trajectories, state layout, checkpoints both
+ways, LR schedulers, GradScaler, closures, missing/sparse grads, no_grad and torch.compile."""
+
+import io
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tolerances import assert_close  # noqa: E402
+
+import fastopt.torch as fo  # noqa: E402
+from fastopt import reference  # noqa: E402
+
+SHAPES = [(1,), (7,), (4097,), (3, 5)]
+
+CASES = [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.1, momentum=0.9)),
+    ("SGD", dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=0.01)),
+    ("SGD", dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.1, maximize=True)),
+    ("Adam", dict()),
+    ("Adam", dict(lr=1e-2, weight_decay=0.1, amsgrad=True)),
+    ("Adam", dict(lr=1e-2, betas=(0.8, 0.9), eps=1e-6, maximize=True)),
+    ("Adam", dict(lr=1e-2, weight_decay=0.05, decoupled_weight_decay=True)),
+    ("AdamW", dict()),
+    ("AdamW", dict(lr=1e-2, weight_decay=0.1, amsgrad=True, maximize=True)),
+    ("Adagrad", dict()),
+    ("Adagrad", dict(lr=0.1, lr_decay=0.01, weight_decay=0.1, initial_accumulator_value=0.5,
+                     eps=1e-8, maximize=True)),
+    ("RMSprop", dict()),
+    ("RMSprop", dict(lr=1e-3, alpha=0.9, momentum=0.5, centered=True, weight_decay=0.1)),
+    ("RMSprop", dict(lr=1e-3, centered=True, maximize=True)),
+    ("RMSprop", dict(lr=1e-3, alpha=0.9, momentum=0.9)),
+]
+
+
+def _params(shapes, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=g, dtype=dtype).requires_grad_() for s in shapes]
+
+
+def _twin(params):
+    return [p.detach().clone().requires_grad_() for p in params]
+
+
+def _set_grads(pairs, gen, scale=1.0):
+    """Fresh .grad tensors every step (as zero_grad(set_to_none=True) + backward)."""
+    for ps in zip(*pairs, strict=True):
+        g = torch.randn(ps[0].shape, generator=gen, dtype=ps[0].dtype) * scale
+        for p in ps:
+            p.grad = g.clone()
+
+
+def _assert_same(ours, theirs, what=""):
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        assert_close(a.detach().numpy(), b.detach().numpy(), str(a.dtype).split(".")[1],
+                     f"{what} param {i}")
+
+
+def _assert_state_same(opt_a, opt_b, params_a, params_b):
+    for pa, pb in zip(params_a, params_b, strict=True):
+        sa, sb = opt_a.state[pa], opt_b.state[pb]
+        assert sorted(sa) == sorted(sb)
+        for k in sb:
+            if k == "step":
+                assert sa[k].dtype == sb[k].dtype and sa[k].dim() == 0
+                assert float(sa[k]) == float(sb[k])
+            else:
+                assert_close(sa[k].numpy(), sb[k].numpy(), str(sb[k].dtype).split(".")[1], k)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name,kw", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
+def test_trajectory_matches_torch(name, kw, dtype):
+    ours = _params(SHAPES, dtype)
+    theirs = _twin(ours)
+    a = getattr(fo, name)(ours, **kw)
+    b = getattr(torch.optim, name)(theirs, **kw)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(25):
+        _set_grads([ours, theirs], gen)
+        a.step()
+        b.step()
+    _assert_same(ours, theirs, name)
+    _assert_state_same(a, b, ours, theirs)
+
+
+@pytest.mark.parametrize("flags", [dict(foreach=True), dict(fused=True), dict(foreach=False),
+                                   dict(fused=False, foreach=None)])
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "Adagrad"])
+def test_foreach_fused_flags_accepted(name, flags):
+    kw = dict(lr=0.05, momentum=0.9) if name == "SGD" else dict(lr=0.05)
+    ours = _params([(7,), (2, 3)], torch.float32)
+    theirs = _twin(ours)
+    a = getattr(fo, name)(ours, **kw, **flags)
+    b = getattr(torch.optim, name)(theirs, **kw, **flags)
+    assert a.param_groups[0].keys() == b.param_groups[0].keys()
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(5):
+        _set_grads([ours, theirs], gen)
+        a.step()
+        b.step()
+    _assert_same(ours, theirs)
+
+
+def test_rmsprop_capturable_flag_accepted():
+    ours = _params([(5,)], torch.float32)
+    theirs = _twin(ours)
+    # torch's capturable path wants an accelerator; on CPU the plain step is the reference
+    a, b = fo.RMSprop(ours, capturable=True), torch.optim.RMSprop(theirs)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(4):
+        _set_grads([ours, theirs], gen)
+        a.step()
+        b.step()
+    _assert_same(ours, theirs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kw", [dict(), dict(lr=1e-3, betas=(0.95, 0.98), weight_decay=0.1),
+                                dict(lr=3e-4, maximize=True, weight_decay=0.01)])
+def test_lion_matches_reference(kw, dtype):
+    ps = _params(SHAPES, dtype)
+    opt = fo.Lion(ps, **kw)
+    ref_p = [p.detach().numpy().astype(np.float64) for p in ps]
+    ref_m = [np.zeros_like(r) for r in ref_p]
+    beta1, beta2 = kw.get("betas", (0.9, 0.99))
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(20):
+        _set_grads([ps], gen)
+        opt.step()
+        for p, rp, rm in zip(ps, ref_p, ref_m, strict=True):
+            reference.lion(rp, p.grad.numpy().astype(np.float64), rm, lr=kw.get("lr", 1e-4),
+                           beta1=beta1, beta2=beta2, weight_decay=kw.get("weight_decay", 0.0),
+                           maximize=kw.get("maximize", False))
+    for p, rp, rm in zip(ps, ref_p, ref_m, strict=True):
+        name = str(dtype).split(".")[1]
+        assert_close(p.detach().numpy(), rp.astype(p.detach().numpy().dtype), name)
+        assert_close(opt.state[p]["exp_avg"].numpy(), rm.astype(rp.dtype), name)
+    assert sorted(opt.state[ps[0]]) == ["exp_avg"]
+
+
+def test_defaults_and_signatures_match_torch():
+    import inspect
+
+    for name in ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop"]:
+        ours = inspect.signature(getattr(fo, name).__init__).parameters
+        theirs = inspect.signature(getattr(torch.optim, name).__init__).parameters
+        assert list(ours) == list(theirs), name
+        for k, prm in theirs.items():
+            assert ours[k].default == prm.default, (name, k)
+            assert ours[k].kind == prm.kind, (name, k)
+        p = [torch.zeros(2, requires_grad=True)]
+        assert getattr(fo, name)(p).defaults == getattr(torch.optim, name)(p).defaults, name
+    lion = fo.Lion([torch.zeros(2, requires_grad=True)])
+    assert lion.defaults["lr"] == 1e-4 and lion.defaults["betas"] == (0.9, 0.99)
+
+
+BAD = [
+    ("SGD", dict(lr=-1.0)), ("SGD", dict(momentum=-0.1)), ("SGD", dict(weight_decay=-1.0)),
+    ("SGD", dict(nesterov=True)), ("SGD", dict(nesterov=True, momentum=0.9, dampening=0.1)),
+    ("Adam", dict(lr=-1e-3)), ("Adam", dict(eps=-1.0)), ("Adam", dict(betas=(1.0, 0.9))),
+    ("Adam", dict(betas=(0.9, -0.1))), ("Adam", dict(weight_decay=-0.1)),
+    ("Adam", dict(betas=(0.9, 1))), ("AdamW", dict(betas=(0.9, 1.5))),
+    ("Adagrad", dict(lr_decay=-1.0)), ("Adagrad", dict(initial_accumulator_value=-1.0)),
+    ("Adagrad", dict(eps=-1.0)), ("RMSprop", dict(alpha=-0.5)), ("RMSprop", dict(momentum=-1)),
+    ("RMSprop", dict(eps=-1.0)), ("RMSprop", dict(weight_decay=-1.0)),
+    ("Adam", dict(lr=torch.tensor([1.0, 2.0]))),
+]
+
+
+@pytest.mark.parametrize("name,kw", BAD, ids=[f"{n}-{i}" for i, (n, _) in enumerate(BAD)])
+def test_validation_errors_match_torch(name, kw):
+    p = [torch.zeros(2, requires_grad=True)]
+    with pytest.raises(ValueError) as theirs:
+        getattr(torch.optim, name)(p, **kw)
+    with pytest.raises(ValueError) as ours:
+        getattr(fo, name)(p, **kw)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_fused_and_foreach_together_refused():
+    p = [torch.zeros(2, requires_grad=True)]
+    with pytest.raises(RuntimeError, match="cannot be `True` together"):
+        fo.AdamW(p, fused=True, foreach=True)
+
+
+def test_differentiable_refused():
+    with pytest.raises(ValueError, match="differentiable"):
+        fo.Adam([torch.zeros(2, requires_grad=True)], differentiable=True)
+
+
+def test_lion_validation():
+    p = [torch.zeros(2, requires_grad=True)]
+    for kw in [dict(lr=-1.0), dict(betas=(1.5, 0.9)), dict(betas=(0.9, -0.1)),
+               dict(weight_decay=-1.0)]:
+        with pytest.raises(ValueError, match="Invalid"):
+            fo.Lion(p, **kw)
+
+
+def _save_load(sd):
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize("name,kw", [("AdamW", dict(lr=1e-2, amsgrad=True)),
+                                     ("Adam", dict(lr=1e-2)),
+                                     ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True)),
+                                     ("Adagrad", dict(lr=0.1, lr_decay=0.1)),
+                                     ("RMSprop", dict(momentum=0.5, centered=True))])
+@pytest.mark.parametrize("direction", ["torch->fastopt", "fastopt->torch"])
+def test_state_dict_cross_loading(name, kw, direction):
+    shapes = [(7,), (3, 4), (1,)]
+    first = _params(shapes, torch.float32)
+    src_cls, dst_cls = getattr(torch.optim, name), getattr(fo, name)
+    if direction == "fastopt->torch":
+        src_cls, dst_cls = dst_cls, src_cls
+    src = src_cls(first, **kw)
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(5):
+        _set_grads([first], gen)
+        src.step()
+    sd = _save_load(src.state_dict())
+    # continue: the source optimizer and a fresh destination loaded from the checkpoint
+    second = _twin(first)
+    dst = dst_cls(second, **kw)
+    dst.load_state_dict(sd)
+    for _ in range(5):
+        _set_grads([first, second], gen)
+        src.step()
+        dst.step()
+    _assert_same(second, first, direction)
+    _assert_state_same(dst, src, second, first)
+    again = src_cls(_twin(first), **kw)
+    again.load_state_dict(_save_load(dst.state_dict()))  # and back again
+
+
+def test_state_dict_layout_is_torch_layout():
+    ps = _params([(3,), (2, 2)], torch.float32)
+    opt = fo.AdamW(ps, lr=1e-2)
+    ref = torch.optim.AdamW(_twin(ps), lr=1e-2)
+    for o, params in [(opt, ps), (ref, ref.param_groups[0]["params"])]:
+        for p in params:
+            p.grad = torch.ones_like(p)
+        o.step()
+    a, b = opt.state_dict(), ref.state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    assert a["state"].keys() == b["state"].keys()
+    for k in b["state"]:
+        assert a["state"][k].keys() == b["state"][k].keys()
+        assert a["state"][k]["step"].dtype == torch.float32
+        assert float(a["state"][k]["step"]) == 1.0
+
+
+def _schedulers():
+    S = torch.optim.lr_scheduler
+    return {
+        "LambdaLR": lambda o: S.LambdaLR(o, lambda e: 0.9**e),
+        "MultiplicativeLR": lambda o: S.MultiplicativeLR(o, lambda e: 0.95),
+        "StepLR": lambda o: S.StepLR(o, step_size=3, gamma=0.5),
+        "MultiStepLR": lambda o: S.MultiStepLR(o, milestones=[2, 5], gamma=0.3),
+        "ConstantLR": lambda o: S.ConstantLR(o, factor=0.5, total_iters=4),
+        "LinearLR": lambda o: S.LinearLR(o, start_factor=0.2, total_iters=5),
+        "ExponentialLR": lambda o: S.ExponentialLR(o, gamma=0.9),
+        "PolynomialLR": lambda o: S.PolynomialLR(o, total_iters=6, power=2.0),
+        "CosineAnnealingLR": lambda o: S.CosineAnnealingLR(o, T_max=5),
+        "CosineAnnealingWarmRestarts": lambda o: S.CosineAnnealingWarmRestarts(o, T_0=3),
+        "CyclicLR": lambda o: S.CyclicLR(o, base_lr=1e-3, max_lr=1e-2, step_size_up=3),
+        "OneCycleLR": lambda o: S.OneCycleLR(o, max_lr=1e-2, total_steps=20),
+        "SequentialLR": lambda o: S.SequentialLR(
+            o, [S.ConstantLR(o, factor=0.5, total_iters=2), S.ExponentialLR(o, gamma=0.9)],
+            milestones=[3]),
+        "ChainedScheduler": lambda o: S.ChainedScheduler(
+            [S.ConstantLR(o, factor=0.5, total_iters=2), S.ExponentialLR(o, gamma=0.9)]),
+        "ReduceLROnPlateau": lambda o: S.ReduceLROnPlateau(o, patience=1, factor=0.5),
+    }
+
+
+def test_every_lr_scheduler_class_is_covered():
+    S = torch.optim.lr_scheduler
+    public = {n for n in S.__all__ if isinstance(getattr(S, n), type)
+              and issubclass(getattr(S, n), (S.LRScheduler, S.ReduceLROnPlateau))
+              and n not in ("LRScheduler", "_LRScheduler")}
+    assert public <= set(_schedulers())
+
+
+@pytest.mark.parametrize("optname", ["SGD", "AdamW"])
+@pytest.mark.parametrize("sched", list(_schedulers()))
+def test_lr_schedulers(sched, optname):
+    kw = dict(lr=1e-2, momentum=0.9) if optname == "SGD" else dict(lr=1e-2)
+    ours = _params([(6,), (2, 3)], torch.float32)
+    theirs = _twin(ours)
+    a, b = getattr(fo, optname)(ours, **kw), getattr(torch.optim, optname)(theirs, **kw)
+    sa, sb = _schedulers()[sched](a), _schedulers()[sched](b)
+    gen = torch.Generator().manual_seed(6)
+    for i in range(12):
+        _set_grads([ours, theirs], gen)
+        a.step()
+        b.step()
+        if sched == "ReduceLROnPlateau":
+            sa.step(1.0)
+            sb.step(1.0)
+        else:
+            sa.step()
+            sb.step()
+        assert a.param_groups[0]["lr"] == b.param_groups[0]["lr"], i
+    _assert_same(ours, theirs, sched)
+
+
+@pytest.mark.parametrize("name", ["AdamW", "SGD"])
+def test_grad_scaler_with_injected_infs(name):
+    kw = dict(lr=1e-2, momentum=0.9) if name == "SGD" else dict(lr=1e-2)
+    torch.manual_seed(7)
+    model_a = torch.nn.Linear(5, 3)
+    model_b = torch.nn.Linear(5, 3)
+    model_b.load_state_dict(model_a.state_dict())
+    a = getattr(fo, name)(model_a.parameters(), **kw)
+    b = getattr(torch.optim, name)(model_b.parameters(), **kw)
+    sc_a = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2)
+    sc_b = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2)
+    x = torch.randn(8, 5)
+    for i in range(8):
+        before = [p.detach().clone() for p in model_a.parameters()]
+        for model, opt, sc in [(model_a, a, sc_a), (model_b, b, sc_b)]:
+            opt.zero_grad()
+            sc.scale(model(x).square().mean()).backward()
+            if i in (2, 5):
+                model.weight.grad[0, 0] = math.inf if i == 2 else math.nan
+            if i == 5:
+                sc.unscale_(opt)  # explicit unscale_ before step, as for gradient clipping
+            sc.step(opt)
+            sc.update()
+        if i in (2, 5):
+            for p, q in zip(model_a.parameters(), before, strict=True):
+                assert torch.equal(p.detach(), q)  # the step was skipped
+        assert sc_a.get_scale() == sc_b.get_scale()
+    assert sc_a.get_scale() < 2.0**10 * 4
+    _assert_same(list(model_a.parameters()), list(model_b.parameters()), "GradScaler")
+
+
+def test_closure():
+    torch.manual_seed(8)
+    model_a = torch.nn.Linear(4, 1)
+    model_b = torch.nn.Linear(4, 1)
+    model_b.load_state_dict(model_a.state_dict())
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    a = fo.SGD(model_a.parameters(), lr=0.1, momentum=0.5)
+    b = torch.optim.SGD(model_b.parameters(), lr=0.1, momentum=0.5)
+
+    def closure_for(model, opt):
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            return loss
+        return closure
+
+    for _ in range(5):
+        la = a.step(closure_for(model_a, a))
+        lb = b.step(closure_for(model_b, b))
+        assert float(la) == pytest.approx(float(lb), rel=1e-5)
+    _assert_same(list(model_a.parameters()), list(model_b.parameters()))
+
+
+@pytest.mark.parametrize("name", ["Adam", "SGD", "Adagrad", "RMSprop"])
+def test_params_without_grad_skipped_and_joining_later(name):
+    kw = dict(lr=0.1, momentum=0.9, dampening=0.2) if name == "SGD" else dict(lr=0.1)
+    ours = _params([(3,), (4,), (2, 2)], torch.float32)
+    theirs = _twin(ours)
+    a, b = getattr(fo, name)(ours, **kw), getattr(torch.optim, name)(theirs, **kw)
+    gen = torch.Generator().manual_seed(9)
+    frozen = ours[1].detach().clone()
+    for i in range(9):
+        # param 1 has no grad for 3 steps, then joins (at another step count); later, param 0
+        # skips a step: the group mixes step counts and new and old momentum buffers
+        for ps in (ours, theirs):
+            for p in ps:
+                p.grad = None
+        live = [0, 2] if i < 3 else [1, 2] if i == 6 else [0, 1, 2]
+        for k in live:
+            g = torch.randn(ours[k].shape, generator=gen)
+            ours[k].grad, theirs[k].grad = g.clone(), g.clone()
+        a.step()
+        b.step()
+        if i < 3:
+            assert torch.equal(ours[1].detach(), frozen)
+            if name != "Adagrad":  # torch.optim.Adagrad creates its state up front
+                assert len(a.state[ours[1]]) == 0
+    _assert_same(ours, theirs, name)
+    _assert_state_same(a, b, ours, theirs)
+
+
+def test_no_grads_at_all_is_a_no_op():
+    ps = _params([(3,)], torch.float32)
+    before = ps[0].detach().clone()
+    opt = fo.AdamW(ps)
+    opt.step()
+    assert torch.equal(ps[0].detach(), before) and len(opt.state) == 0
+
+
+def test_sparse_grad_rejected():
+    emb = torch.nn.Embedding(10, 3, sparse=True)
+    opt = fo.Adam(emb.parameters())
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(fo.SparseGradError, match="sparse gradients") as err:
+        opt.step()
+    assert isinstance(err.value, TypeError) and isinstance(err.value, RuntimeError)
+    # after a dense step, a sparse grad is still caught by the cached path
+    dense = torch.nn.Embedding(10, 3)
+    opt = fo.Adam(dense.parameters())
+    dense.weight.grad = torch.ones(10, 3)
+    opt.step()
+    dense.weight.grad = torch.sparse_coo_tensor([[0]], [[1.0, 1.0, 1.0]], (10, 3))
+    with pytest.raises(fo.SparseGradError):
+        opt.step()
+
+
+def test_step_under_no_grad_and_with_grad_enabled():
+    ours = _params([(5,)], torch.float32)
+    theirs = _twin(ours)
+    a, b = fo.AdamW(ours, lr=0.1), torch.optim.AdamW(theirs, lr=0.1)
+    gen = torch.Generator().manual_seed(10)
+    for i in range(4):
+        _set_grads([ours, theirs], gen)
+        if i % 2:
+            with torch.no_grad():
+                a.step()
+        else:
+            a.step()
+        b.step()
+    assert ours[0].is_leaf and ours[0].grad_fn is None
+    _assert_same(ours, theirs)
+
+
+def test_torch_compiled_model():
+    torch.manual_seed(11)
+    model_a = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    model_b = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    model_b.load_state_dict(model_a.state_dict())
+    compiled = torch.compile(model_a, backend="eager")
+    a = fo.AdamW(model_a.parameters(), lr=1e-2)
+    b = torch.optim.AdamW(model_b.parameters(), lr=1e-2)
+    x = torch.randn(10, 6)
+
+    @torch.compile(backend="eager")
+    def train_step():  # the optimizer step inside a compiled function runs eagerly
+        a.zero_grad()
+        compiled(x).square().mean().backward()
+        a.step()
+
+    for _ in range(4):
+        train_step()
+        b.zero_grad()
+        model_b(x).square().mean().backward()
+        b.step()
+    _assert_same(list(model_a.parameters()), list(model_b.parameters()), "compile")
+
+
+def test_cache_follows_grads_params_and_state_changes():
+    ours = _params([(4,), (3,)], torch.float32)
+    theirs = _twin(ours)
+    a, b = fo.Adam(ours, lr=0.1), torch.optim.Adam(theirs, lr=0.1)
+    gen = torch.Generator().manual_seed(12)
+    for i in range(10):
+        if i in (0, 1, 2, 3):  # same .grad tensors, zeroed in place and accumulated into
+            for ps in (ours, theirs):
+                for p in ps:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    p.grad.zero_()
+            for k in range(2):
+                g = torch.randn(ours[k].shape, generator=gen)
+                ours[k].grad.add_(g)
+                theirs[k].grad.add_(g)
+        else:
+            _set_grads([ours, theirs], gen)
+        if i == 5:  # parameter memory replaced: the cached table must not write the old one
+            for p in ours:
+                p.data = p.data.clone()
+        a.step()
+        b.step()
+    _assert_same(ours, theirs)
+    _assert_state_same(a, b, ours, theirs)
+
+
+def test_add_param_group_and_multiple_groups():
+    ours = _params([(4,), (3,), (2,)], torch.float64)
+    theirs = _twin(ours)
+    a = fo.SGD([{"params": ours[:1]}, {"params": ours[1:2], "lr": 0.5}], lr=0.1, momentum=0.9)
+    b = torch.optim.SGD([{"params": theirs[:1]}, {"params": theirs[1:2], "lr": 0.5}], lr=0.1,
+                        momentum=0.9)
+    gen = torch.Generator().manual_seed(13)
+    for i in range(6):
+        if i == 3:
+            a.add_param_group({"params": ours[2:], "momentum": 0.5})
+            b.add_param_group({"params": theirs[2:], "momentum": 0.5})
+        _set_grads([ours, theirs], gen)
+        a.step()
+        b.step()
+    _assert_same(ours, theirs)
+
+
+def test_mixed_dtypes_in_one_group_and_tensor_lr():
+    ours = _params([(5,), (3,)], torch.float32) + _params([(4,)], torch.float64)
+    theirs = _twin(ours)
+    lr = torch.tensor(0.01, dtype=torch.float64)  # float32 would round torch's float64 math
+    a, b = fo.AdamW(ours, lr=lr), torch.optim.AdamW(theirs, lr=lr)
+    gen = torch.Generator().manual_seed(14)
+    for _ in range(5):
+        _set_grads([ours, theirs], gen)
+        a.step()
+        b.step()
+    _assert_same(ours, theirs)
+
+
+def test_unsupported_and_invalid_tensors_raise_clearly():
+    half = [torch.zeros(3, dtype=torch.float16, requires_grad=True)]
+    opt = fo.AdamW(half)
+    half[0].grad = torch.ones(3, dtype=torch.float16)
+    with pytest.raises(TypeError, match=r"param\[0\].*float16"):
+        opt.step()
+    square = [torch.zeros(3, 3, requires_grad=True)]
+    opt = fo.SGD(square, lr=0.1)
+    square[0].grad = torch.ones(3, 3)
+    opt.step()
+    square[0].grad = torch.arange(9.0).reshape(3, 3).t()  # not contiguous
+    with pytest.raises(ValueError, match=r"grad\[0\].*contiguous"):
+        opt.step()
+
+
+def test_many_tensors_one_table():
+    ours = _params([(3,)] * 300 + [(1,)] * 5, torch.float32)
+    theirs = _twin(ours)
+    a, b = fo.RMSprop(ours, lr=1e-2), torch.optim.RMSprop(theirs, lr=1e-2)
+    gen = torch.Generator().manual_seed(15)
+    for _ in range(3):
+        _set_grads([ours, theirs], gen)
+        a.step()
+        b.step()
+    assert len(a._fo_cache[0].tables.tables) == 1
+    _assert_same(ours, theirs)
+
+
+def test_tables_are_reused_across_steps_with_new_grads():
+    ps = _params([(5,), (2, 3), (1,)], torch.float32)
+    opt = fo.AdamW(ps)
+    gen = torch.Generator().manual_seed(16)
+    _set_grads([ps], gen)
+    opt.step()
+    entry = opt._fo_cache[0]
+    for _ in range(3):
+        _set_grads([ps], gen)  # new .grad tensors at new addresses
+        opt.step()
+        assert opt._fo_cache[0] is entry
+    # one buffer counts the group's steps; state['step'] are views of it
+    assert all(opt.state[p]["step"]._base is entry.steps for p in ps)
+    assert float(opt.state[ps[0]]["step"]) == 4.0
+
+
+def test_lion_state_dict_resume():
+    ps = _params([(6,), (2, 2)], torch.float64)
+    twin = _twin(ps)
+    a = fo.Lion(ps, lr=1e-3, weight_decay=0.1)
+    gen_a, gen_b = torch.Generator().manual_seed(17), torch.Generator().manual_seed(17)
+    for _ in range(3):
+        _set_grads([ps], gen_a)
+        a.step()
+    b = fo.Lion(twin, lr=1e-3, weight_decay=0.1)
+    for _ in range(3):  # b replays the same steps, then resumes from a's checkpoint
+        _set_grads([twin], gen_b)
+        b.step()
+    b.load_state_dict(_save_load(a.state_dict()))
+    for _ in range(3):
+        _set_grads([ps], gen_a)
+        _set_grads([twin], gen_b)
+        a.step()
+        b.step()
+    _assert_same(twin, ps)
+
+
+@pytest.mark.parametrize("name", ["AdamW", "SGD"])
+def test_optimizer_keeps_no_reference_to_grads(name):
+    import gc
+    import weakref
+
+    ps = _params([(5,), (3,)], torch.float32)
+    opt = getattr(fo, name)(ps, lr=0.1)
+    for _ in range(2):  # first step builds the tables, the second refreshes them
+        for p in ps:
+            p.grad = torch.ones_like(p)
+        refs = [weakref.ref(p.grad) for p in ps]
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        gc.collect()
+        assert all(r() is None for r in refs)  # set_to_none frees the gradients' memory
