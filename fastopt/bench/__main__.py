@@ -360,6 +360,13 @@ def _measure_and_report(args: argparse.Namespace, argv: list[str], cases: list[C
                         loaded: Report | None, threads: int) -> int:
     if loaded is not None:
         report = loaded
+        # --op / --backend select rows of the saved run (the limit row of each case stays)
+        ops = set(_split(args.op)) - {"all"}
+        keep = set(backends or ())
+        report.rows = [r for r in report.rows
+                       if (not ops or r.op in ops)
+                       and (not keep or r.backend == LIMIT or r.backend in keep
+                            or ("torch" in keep and r.backend.startswith("torch")))]
         meta = report.meta
         threads = meta.get("threads")
     else:
