@@ -5,6 +5,8 @@
 
 #if defined(__CUDACC__)
 #define FASTOPT_HD __host__ __device__ __forceinline__
+#elif defined(_MSC_VER)
+#define FASTOPT_HD __forceinline
 #else
 #define FASTOPT_HD inline __attribute__((always_inline))
 #endif
