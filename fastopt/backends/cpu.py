@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from .._table import TensorTable
+from ._losses import cross_entropy_result
 
 _NORM_KIND = {2.0: 0, 1.0: 1, math.inf: 2}
 # Numbered as csrc/include/fastopt/rules/{cross_entropy,elementwise_loss}.h
@@ -85,16 +86,7 @@ class CpuBackend:
             _DTYPE_CODE[logits.dtype], logits.ptr, grad.ptr if grad else 0, target.ptr, kind,
             weight.ptr if weight else 0, rows.ctypes.data, n, c, ignore_index, label_smoothing,
             z_loss, softcap, _REDUCTION[reduction])
-        if bad >= 0:
-            value = int(np.asarray(target.obj).reshape(-1)[bad]) if isinstance(
-                target.obj, np.ndarray) else int(target.obj.reshape(-1)[bad])
-            raise ValueError(f"target: class index {value} at row {bad} is out of range "
-                             f"[0, {c}) (and is not ignore_index={ignore_index})")
-        if reduction == "none":
-            return rows
-        if reduction == "sum":
-            return total
-        return total / denom if denom else math.nan
+        return cross_entropy_result(bad, target, c, ignore_index, reduction, rows, total, denom)
 
     def elementwise_loss(self, kind: str, input: Any, target: Any, weight: Any,
                          weight_period: int, pos_weight: Any, pos_weight_period: int, grad: Any,

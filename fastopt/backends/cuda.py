@@ -14,6 +14,7 @@ from typing import Any
 
 from .._arrays import cuda_stream
 from .._table import TensorTable
+from ._losses import cross_entropy_result
 
 _NORM_KIND = {2.0: 0, 1.0: 1, math.inf: 2}
 
@@ -130,15 +131,7 @@ class CudaBackend:
             _DTYPE_CODE[logits.dtype], dev, stream, logits.ptr, grad.ptr if grad else 0,
             target.ptr, kind, weight.ptr if weight else 0, rows.ctypes.data, n, c, ignore_index,
             label_smoothing, z_loss, softcap, _REDUCTION[reduction])
-        if bad >= 0:
-            value = int(target.obj.reshape(-1)[bad])
-            raise ValueError(f"target: class index {value} at row {bad} is out of range "
-                             f"[0, {c}) (and is not ignore_index={ignore_index})")
-        if reduction == "none":
-            return rows
-        if reduction == "sum":
-            return total
-        return total / denom if denom else math.nan
+        return cross_entropy_result(bad, target, c, ignore_index, reduction, rows, total, denom)
 
     def add_scalar(self, ptr: int, value: float, device: int, stream: int) -> None:
         """x[0] += value for a float64 scalar in device memory, on `stream` (no host sync)."""
