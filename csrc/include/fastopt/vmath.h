@@ -22,11 +22,12 @@ FASTOPT_HD int32_t float_to_bits(float f) {
   return i;
 }
 
-// e^x for finite or -inf x (x = -inf and anything below the normal range give 0; callers route
-// NaN and +inf elsewhere, see the row kernels).
+// e^x for finite or -inf x (x = -inf and anything below the normal range give 0); NaN gives
+// NaN. The row kernels route +inf elsewhere.
 FASTOPT_HD float exp_f(float x) {
   const float lo = -87.33654f, hi = 88.72283f;
-  const float xc = x < lo ? lo : (x > hi ? hi : x);
+  // written so NaN clamps to lo: the int conversion below must never see NaN (UB)
+  const float xc = x > lo ? (x < hi ? x : hi) : lo;
   const float fx = std::floor(xc * 1.44269504088896341f + 0.5f);
   float r = xc - fx * 0.693359375f;
   r = r - fx * -2.12194440e-4f;
@@ -39,7 +40,7 @@ FASTOPT_HD float exp_f(float x) {
   y = y * r + 5.0000001201e-1f;
   y = y * z + r + 1.0f;
   const float scale = bits_to_float((int32_t(fx) + 127) << 23);
-  return x < lo ? 0.0f : y * scale;
+  return x < lo ? 0.0f : (x != x ? x : y * scale);
 }
 
 // log(v) for v a positive normal float.
