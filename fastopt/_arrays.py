@@ -32,7 +32,33 @@ class ArraySpec:
     dtype: str  # "float32", "float64", "float16", "bfloat16", "int32", "int64", ...
     device: tuple[str, int]  # ("cpu", 0) or ("cuda", index)
     readonly: bool
-    contiguous: bool
+    contiguous: bool  # C-contiguous
+    strides: tuple[int, ...] | None = None  # in elements; None when C-contiguous
+
+    @property
+    def layout(self) -> tuple[int, ...] | None:
+        """The strides of the dimensions longer than 1 (None: C-contiguous). Two arrays of one
+        shape and one layout map every index to the same offset, so an elementwise kernel may
+        walk both flat."""
+        if self.contiguous or self.strides is None:
+            return None
+        return tuple(st for d, st in zip(self.shape, self.strides, strict=True) if d != 1)
+
+    @property
+    def dense(self) -> bool:
+        """True when the array covers exactly numel consecutive elements (C-contiguous, or a
+        permutation of it such as a transpose or channels_last): a kernel may walk it flat."""
+        if self.contiguous:
+            return True
+        if self.strides is None:
+            return False
+        expected = 1
+        for st, d in sorted((st, d) for d, st in zip(self.shape, self.strides, strict=True)
+                            if d != 1):
+            if st != expected:
+                return False
+            expected *= d
+        return True
 
     @property
     def numel(self) -> int:
@@ -67,7 +93,9 @@ def _torch_spec(t: Any) -> ArraySpec:
     device = ("cpu", 0) if dev.type == "cpu" else (dev.type, dev.index or 0)
     if str(getattr(t, "layout", "torch.strided")) != "torch.strided":
         raise TypeError(f"{t.layout} tensors are not supported (dense tensors only)")
-    return ArraySpec(t, t.data_ptr(), tuple(t.shape), dtype, device, False, t.is_contiguous())
+    contiguous = t.is_contiguous()
+    return ArraySpec(t, t.data_ptr(), tuple(t.shape), dtype, device, False, contiguous,
+                     None if contiguous else tuple(t.stride()))
 
 
 def _interface_spec(obj: Any, iface: dict, device: tuple[str, int]) -> ArraySpec:
@@ -79,8 +107,13 @@ def _interface_spec(obj: Any, iface: dict, device: tuple[str, int]) -> ArraySpec
     if dtype is None:
         dtype = typestr
     ptr, readonly = iface["data"]
-    contiguous = _c_contiguous(shape, iface.get("strides"), ITEMSIZE.get(dtype, 1))
-    return ArraySpec(obj, int(ptr or 0), shape, dtype, device, bool(readonly), contiguous)
+    itemsize = ITEMSIZE.get(dtype, 1)
+    strides = iface.get("strides")
+    contiguous = _c_contiguous(shape, strides, itemsize)
+    elems = None if contiguous or any(st % itemsize for st in strides) \
+        else tuple(st // itemsize for st in strides)
+    return ArraySpec(obj, int(ptr or 0), shape, dtype, device, bool(readonly), contiguous,
+                     elems)
 
 
 def _numpy_dtype_name(dt: np.dtype) -> str:
@@ -93,8 +126,12 @@ def describe(obj: Any, name: str = "array", index: int | None = None) -> ArraySp
     """Read pointer, shape, dtype, device and flags of any supported array, without copying."""
     if isinstance(obj, np.ndarray):
         flags = obj.flags
+        contiguous = flags.c_contiguous
+        strides = None
+        if not contiguous and all(st % obj.itemsize == 0 for st in obj.strides):
+            strides = tuple(st // obj.itemsize for st in obj.strides)
         return ArraySpec(obj, obj.ctypes.data, obj.shape, _numpy_dtype_name(obj.dtype),
-                         ("cpu", 0), not flags.writeable, flags.c_contiguous)
+                         ("cpu", 0), not flags.writeable, contiguous, strides)
     module = type(obj).__module__
     if module.startswith("torch") and hasattr(obj, "data_ptr"):
         return _torch_spec(obj)
@@ -181,6 +218,26 @@ def check_contiguous(spec: ArraySpec, name: str, index: int | None) -> None:
                          "place and never copies (pass a contiguous array)")
 
 
+def check_dense(spec: ArraySpec, name: str, index: int | None) -> None:
+    """Params may be any dense layout (C order, transposed, channels_last): the kernels walk
+    memory flat, and their grads and state share the layout (check_same_layout)."""
+    if not spec.dense:
+        raise ValueError(f"{_where(name, index)}: array is not C-contiguous (nor a dense "
+                         "permutation of it, such as a transpose or channels_last); fastopt "
+                         "works in place and never copies (pass a contiguous array)")
+
+
+def check_same_layout(spec: ArraySpec, ref: ArraySpec, name: str, index: int | None,
+                      ref_name: str) -> None:
+    if spec.layout == ref.layout:
+        return
+    if ref.contiguous:
+        check_contiguous(spec, name, index)
+    raise ValueError(f"{_where(name, index)}: memory layout (strides {spec.strides}) differs "
+                     f"from {_where(ref_name, index)}'s (strides {ref.strides}); an "
+                     "elementwise in-place step needs one layout")
+
+
 def first_overlap(starts: np.ndarray, ends: np.ndarray) -> tuple[int, int] | None:
     """Indices (i, j) of two intervals [start, end) that overlap, or None. O(n log n)."""
     keep = np.nonzero(ends > starts)[0]  # empty arrays cannot alias anything
@@ -200,14 +257,16 @@ def first_overlap(starts: np.ndarray, ends: np.ndarray) -> tuple[int, int] | Non
 
 
 def zeros_like(obj: Any) -> Any:
-    """A new zero-filled, C-contiguous array of obj's framework, dtype, shape and device."""
+    """A new zero-filled array of obj's framework, dtype, shape and device, laid out as obj
+    when obj is dense (transposed, channels_last), else C-contiguous: optimizer state shares
+    its param's layout, so a kernel walks both flat."""
     if isinstance(obj, np.ndarray):
-        return np.zeros(obj.shape, dtype=obj.dtype)
+        return np.zeros_like(obj, order="K", subok=False)
     module = type(obj).__module__
     if module.startswith("torch"):
         import torch
 
-        return torch.zeros_like(obj, memory_format=torch.contiguous_format)
+        return torch.zeros_like(obj, memory_format=torch.preserve_format)
     if module.startswith("cupy"):
         import cupy
 

@@ -1,14 +1,27 @@
 """Pointer tables: the (slot x tensor) grid of data pointers a multi-tensor kernel walks.
 
-A table is built (and every array validated) once; an optimizer keeps its tables and, on each
-step, only swaps in the new gradients' pointers through a C++ fast path, so the Python work per
-step does not grow with the number of tensors.
+A table is built (and every array validated) once and kept by its optimizer (TableCache).
+A cached pointer is the most dangerous thing in this library: the memory it names can move
+(``p.data = ...``, ``Module.to()``), be freed (a replaced state entry, a pickled copy) or change
+shape. So a cached table is used only under this invariant (TableCache.tables):
+
+    A table reaches a kernel only if, in the same call and after the caller's last chance to
+    change anything, every one of its rows was re-read from the arrays the caller holds now
+    and each entry's data pointer, byte size, dtype, layout and device found equal to what was
+    validated when the table was built (a new gradient is validated in full instead). Anything
+    else rebuilds the table from scratch with full validation (aliasing included).
+
+The re-read costs C speed per tensor, not Python work: one C++ pass per row for NumPy arrays
+(fastopt._C.gather_pointers), a few map() passes over torch's C getters for tensors, and the
+generic describe() only for other array types.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -17,18 +30,52 @@ from ._arrays import (
     DTYPE_CODES,
     ITEMSIZE,
     ArraySpec,
-    check_contiguous,
+    check_dense,
     check_float,
+    check_same_layout,
     check_writable,
     describe,
     first_overlap,
 )
 
 _NUMPY_TYPE_NUM = {name: np.dtype(name).num for name in ("float32", "float64", "float16")}
+_is = operator.is_
 
 
 class MissingGrad(ValueError):
     """A None where an array was expected (a parameter without a gradient this step)."""
+
+
+def _framework(obj: Any) -> str:
+    if isinstance(obj, np.ndarray):
+        return "numpy"
+    return "torch" if type(obj).__module__.startswith("torch") else "other"
+
+
+class _TorchRow:
+    """C-speed re-reads of a list of torch tensors (torch's own getters through map())."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.torch = torch
+        T = torch.Tensor
+        self.data_ptr, self.contiguous, self.stride = T.data_ptr, T.is_contiguous, T.stride
+        self.get_device = T.get_device
+        self.nbytes = operator.attrgetter("nbytes")
+        self.dtype = operator.attrgetter("dtype")
+        self.shape = operator.attrgetter("shape")
+        self.increment_version = torch._C._increment_version
+
+
+_torch_row: _TorchRow | None = None
+
+
+def _torch() -> _TorchRow:
+    global _torch_row
+    if _torch_row is None:
+        _torch_row = _TorchRow()
+    return _torch_row
 
 
 @dataclass
@@ -39,7 +86,8 @@ class TensorTable:
     dtype: str
     device: tuple[str, int]
     index: np.ndarray  # positions of these tensors in the caller's lists
-    specs: dict[str, list[ArraySpec | None]]
+    specs: dict[str, list[ArraySpec] | None]
+    written: frozenset[str] = frozenset()  # rows the kernel writes
     ptrs: np.ndarray = field(init=False)  # uint64 [n_slots, n]
     numel: np.ndarray = field(init=False)  # int64 [n]
 
@@ -56,8 +104,19 @@ class TensorTable:
         self.shape_offsets = np.cumsum([0] + [len(s) for s in shapes], dtype=np.int64)
         self.shape_dims = np.array([d for s in shapes for d in s], dtype=np.int64)
         self.dtype_code = DTYPE_CODES[self.dtype]
+        self.framework = _framework(first[0].obj) if first else "other"
+        # NumPy's C++ gather checks C order only; other layouts take the generic path
+        self._all_contiguous = all(s.contiguous for s in first)
         self._span = _as_range(self.index)
         self._others_sorted: tuple | None = None  # (starts, ends, row, ids, rows) cache
+        if self.framework == "torch":
+            tr = _torch()
+            self._torch_dtype = first[0].obj.dtype
+            self._shapes = [tr.torch.Size(s.shape) for s in first]
+            self._strides = None if self._all_contiguous else \
+                [tuple(s.obj.stride()) for s in first]
+            self._device = -1 if self.device[0] == "cpu" else self.device[1]
+            self._nbytes = list(map(tr.nbytes, (s.obj for s in first)))
 
     def __len__(self) -> int:
         return len(self.index)
@@ -68,17 +127,58 @@ class TensorTable:
     def nbytes(self) -> np.ndarray:
         return self.numel * ITEMSIZE[self.dtype]
 
-    def replace(self, slot: str, arrays: Sequence[Any], *, writeable: bool = False) -> None:
-        """Point `slot` at new arrays (taken at this table's positions of the full list),
-        validated against the first slot's shapes, dtype and device, and refused if any of
-        them shares memory with another array of the table. Raises MissingGrad for a None."""
+    def _pick(self, arrays: Sequence[Any]) -> list[Any]:
         picked = (arrays[self._span.start:self._span.stop] if self._span is not None
                   else [arrays[i] for i in self.index])
-        if not isinstance(picked, list):
-            picked = list(picked)
+        return picked if isinstance(picked, list) else list(picked)
+
+    def objects(self, slot: str) -> list[Any] | None:
+        specs = self.specs.get(slot)
+        return None if specs is None else [s.obj for s in specs]
+
+    # --- the per-call re-reads ---------------------------------------------------------
+    def current(self, slot: str, arrays: Sequence[Any], writeable: bool) -> bool:
+        """True when `arrays` (taken at this table's positions of the full list) are the very
+        arrays this row was built from, at the same addresses, with the same byte size, dtype,
+        shape and layout. False means the table no longer describes them: rebuild it."""
+        picked = self._pick(arrays)
+        specs = self.specs[slot]
+        row = self.row(slot)
+        if self.framework == "numpy" and self._all_contiguous:
+            out = np.empty(len(picked), np.uint64)
+            return (self._gather_numpy(picked, out, writeable)
+                    and np.array_equal(out, self.ptrs[row]))
+        if not all(map(_is, picked, (s.obj for s in specs))):
+            return False
+        if self.framework == "torch":
+            # the same tensor objects: only their storage can have moved (p.data = ...,
+            # set_, resize_); a pointer and a byte size equal to the validated ones mean the
+            # same memory. The dtype too: a reinterpreting .data = p.view(dtype) keeps both.
+            tr = _torch()
+            try:
+                return (list(map(tr.data_ptr, picked)) == self.ptrs[row].tolist()
+                        and list(map(tr.nbytes, picked)) == self._nbytes
+                        and all(map(_is, map(tr.dtype, picked), repeat(self._torch_dtype))))
+            except RuntimeError:  # e.g. a storage swapped for a sparse or meta tensor
+                return False
+        try:
+            now = [describe(a, slot, int(i)) for a, i in zip(picked, self.index, strict=True)]
+        except (TypeError, ValueError):
+            return False
+        return all(a.ptr == b.ptr and a.shape == b.shape and a.dtype == b.dtype
+                   and a.device == b.device and a.layout == b.layout
+                   and (a.readonly == b.readonly or not writeable)
+                   for a, b in zip(now, specs, strict=True))
+
+    def replace(self, slot: str, arrays: Sequence[Any], *, writeable: bool = False) -> None:
+        """Point `slot` at new arrays (taken at this table's positions of the full list),
+        validated against the first slot's shapes, dtype, layout and device, and refused if
+        any of them shares memory with another array of the table. Raises MissingGrad for a
+        None. The table keeps no reference to these arrays."""
+        picked = self._pick(arrays)
         row = self.row(slot)
         old = self.ptrs[row].copy()
-        if not self._gather_numpy(picked, row, writeable):
+        if not self._gather(picked, row, writeable):
             self.ptrs[row] = old
             if any(a is None for a in picked):
                 raise MissingGrad(f"{slot}: some entries are None")
@@ -92,15 +192,47 @@ class TensorTable:
                 self._others_sorted = None  # it holds this row's old pointers
             self._check_row_overlap(row)
 
-    def _gather_numpy(self, picked: list[Any], row: int, writeable: bool) -> bool:
-        """The C++ fast path: True if every entry is a valid NumPy array for this row."""
+    def _gather(self, picked: list[Any], row: int, writeable: bool) -> bool:
+        """The fast paths: True (and the row's pointers filled) if every entry is a valid
+        array for this row; False sends the caller to the generic path, which explains."""
+        if self.framework == "numpy" and self._all_contiguous:
+            return self._gather_numpy(picked, self.ptrs[row], writeable)
+        if self.framework == "torch":
+            return self._gather_torch(picked, row)
+        return False
+
+    def _gather_numpy(self, picked: list[Any], out: np.ndarray, writeable: bool) -> bool:
         type_num = _NUMPY_TYPE_NUM.get(self.dtype)
         if type_num is None or self.device[0] != "cpu":
             return False
         from . import _C
 
-        return _C.gather_pointers(picked, self.ptrs[row], type_num, self.shape_dims,
+        return _C.gather_pointers(picked, out, type_num, self.shape_dims,
                                   self.shape_offsets, writeable) < 0
+
+    def _gather_torch(self, picked: list[Any], row: int) -> bool:
+        tr = _torch()
+        try:
+            ptrs = list(map(tr.data_ptr, picked))  # TypeError for None, RuntimeError: sparse
+            # a new tensor may sit at an old address: the checks run whatever the pointers
+            ok = (all(map(_is, map(tr.dtype, picked), repeat(self._torch_dtype)))
+                  and list(map(tr.shape, picked)) == self._shapes
+                  and list(map(tr.get_device, picked)) == [self._device] * len(picked)
+                  and (all(map(tr.contiguous, picked)) if self._strides is None
+                       else list(map(tuple, map(tr.stride, picked))) == self._strides))
+        except (TypeError, RuntimeError):
+            return False
+        if ok:
+            self.ptrs[row] = ptrs
+        return ok
+
+    def bump_versions(self) -> None:
+        """Tell autograd that the written torch tensors changed (as an in-place torch op
+        would), so a graph that saved their old values raises instead of using new ones."""
+        if self.framework != "torch":
+            return
+        _torch().increment_version([s.obj for slot in self.written
+                                    for s in (self.specs.get(slot) or ())])
 
     def _check_row_overlap(self, row: int) -> None:
         n = len(self)
@@ -162,7 +294,7 @@ def _check_like(s: ArraySpec, ref: ArraySpec, name: str, i: int, ref_name: str,
     if s.device != ref.device:
         raise ValueError(f"{name}[{i}]: on {s.device[0]}:{s.device[1]} but {ref_name}[{i}] is "
                          f"on {ref.device[0]}:{ref.device[1]} (mixing devices is not supported)")
-    check_contiguous(s, name, i)
+    check_same_layout(s, ref, name, i, ref_name)
     if writeable:
         check_writable(s, name, i)
 
@@ -201,7 +333,7 @@ def build_tables(slots: Sequence[str], arrays: Mapping[str, Sequence[Any] | None
         specs[slot] = [describe(a, slot, i) for i, a in enumerate(lst)]
     for i, r in enumerate(specs[ref_name]):
         check_float(r, ref_name, i, allowed.get(r.device[0], ()))
-        check_contiguous(r, ref_name, i)
+        check_dense(r, ref_name, i)
         if ref_name in written:
             check_writable(r, ref_name, i)
         for slot in slots[1:]:
@@ -214,7 +346,8 @@ def build_tables(slots: Sequence[str], arrays: Mapping[str, Sequence[Any] | None
     tables = []
     for (dtype, device), idx in groups.items():
         sub = {slot: (None if sp is None else [sp[i] for i in idx]) for slot, sp in specs.items()}
-        tables.append(TensorTable(tuple(slots), dtype, device, np.array(idx, np.int64), sub))
+        tables.append(TensorTable(tuple(slots), dtype, device, np.array(idx, np.int64), sub,
+                                  frozenset(written)))
     return tables
 
 
@@ -229,3 +362,70 @@ def _check_no_aliasing(slots: Sequence[str], specs: Mapping[str, list[ArraySpec]
     if hit is not None:
         (a, i), (b, j) = names[hit[0]], names[hit[1]]
         raise _alias_error(a, i, b, j)
+
+
+class TableCache:
+    """The tables of one param group (or one repeated stateless call), kept across calls and
+    used only under the invariant of this module's docstring.
+
+    `tables(arrays)` takes every row as the caller holds it now ("grad" may be None when
+    checking params alone). Rows other than "grad" are the long-lived arrays (params, state):
+    each is re-read and must be current, else every table is rebuilt. The "grad" row is new
+    every call: validated in full (shape, dtype, layout, device, aliasing) and never kept.
+    """
+
+    def __init__(self, slots: Sequence[str], written: set[str], *,
+                 allowed: Mapping[str, Sequence[str]] = SUPPORTED_DTYPES,
+                 keep: str = "grad") -> None:
+        self.slots = tuple(slots)
+        self.written = set(written)
+        self.allowed = allowed
+        self.keep = keep  # the row never kept (and re-validated in full)
+        self._tables: list[TensorTable] | None = None
+        self._key: tuple | None = None
+        self.builds = 0  # how often the tables were (re)built, for tests and benchmarks
+
+    @property
+    def built(self) -> list[TensorTable] | None:
+        """The tables of the last call (None before the first), for tests and benchmarks."""
+        return self._tables
+
+    def clear(self) -> None:
+        self._tables = None
+        self._key = None
+
+    def tables(self, arrays: Mapping[str, Sequence[Any] | None]) -> list[TensorTable]:
+        lists = {s: arrays.get(s) for s in self.slots}
+        key = tuple(None if v is None else len(v) for v in lists.values())
+        tables = self._tables
+        if tables is None or key != self._key or not all(
+                t.current(s, lists[s], s in self.written)
+                for t in tables for s in self.slots
+                if s != self.keep and lists[s] is not None):
+            self._tables = None  # nothing stale survives a failed build
+            tables = self._build(lists)
+            self._key = key
+            self._tables = tables
+            return tables
+        fresh = lists.get(self.keep)
+        if fresh is not None:
+            for t in tables:
+                t.replace(self.keep, fresh, writeable=self.keep in self.written)
+        return tables
+
+    def _build(self, lists: Mapping[str, Sequence[Any] | None]) -> list[TensorTable]:
+        tables = build_tables(self.slots, lists, self.written, self.allowed)
+        self.builds += 1
+        for t in tables:
+            if self.keep in t.specs and t.specs[self.keep] is not None:
+                t.specs[self.keep] = None  # keep no reference: e.g. zero_grad(set_to_none)
+        return tables
+
+    def __getstate__(self) -> dict[str, Any]:
+        # pointers never travel: a copy re-validates against its own arrays
+        return {**self.__dict__, "_tables": None, "_key": None}
+
+    def __deepcopy__(self, memo: dict) -> TableCache:
+        new = TableCache(self.slots, self.written, allowed=self.allowed, keep=self.keep)
+        memo[id(self)] = new
+        return new

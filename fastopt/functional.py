@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import backends
-from ._table import TensorTable, build_tables
+from ._table import TableCache, TensorTable, build_tables
 
 Arrays = Sequence[Any]
 
@@ -40,8 +40,14 @@ def _beta(name: str, value: float, closed: bool = False) -> None:
 
 
 def _step(step: int) -> None:
-    if not step >= 1:
-        raise ValueError(f"Invalid step: {step} (the first step is 1)")
+    """A step count: a whole number >= 1 (the bias corrections divide by 1 - beta^step)."""
+    try:
+        ok = not isinstance(step, bool) and step >= 1 and math.isfinite(step) \
+            and step == int(step)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"Invalid step: {step!r} (a whole number >= 1; the first step is 1)")
 
 
 def check_sgd(lr: float, momentum: float, dampening: float, weight_decay: float,
@@ -88,6 +94,19 @@ def check_lion(lr: float, beta1: float, beta2: float, weight_decay: float, **_: 
     _nonneg("weight_decay value", weight_decay)
 
 
+def check_step_count(value: Any, where: str) -> float:
+    """A saved step count (a number or a one-element tensor): a whole number >= 0 (0: state
+    made before any step, as torch.optim.Adagrad's). A negative or fractional count would turn
+    the next step's bias corrections into NaN or nonsense, so it is refused at load."""
+    try:
+        step = float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{where}: step {value!r} is not a number") from None
+    if not (math.isfinite(step) and step >= 0 and step == int(step)):
+        raise ValueError(f"{where}: step {step} is not a whole number >= 0")
+    return step
+
+
 def tables_for(op: str, arrays: dict[str, Arrays | None]) -> list[TensorTable]:
     """Validated pointer tables for one call of optimizer `op`."""
     slots = SLOTS[op]
@@ -95,10 +114,19 @@ def tables_for(op: str, arrays: dict[str, Arrays | None]) -> list[TensorTable]:
     return build_tables(slots, arrays, written)
 
 
+def table_cache(op: str) -> TableCache:
+    """A TableCache for repeated calls of optimizer `op` over the same params and state."""
+    slots = SLOTS[op]
+    return TableCache(slots, {s for s in slots if s not in READ_ONLY})
+
+
 def run(op: str, tables: Sequence[TensorTable], backend: str | None, **hyper: Any) -> None:
-    """Run optimizer `op` over validated tables, each on the backend for its device."""
+    """Run optimizer `op` over validated tables, each on the backend for its device, then
+    bump the autograd version of every torch tensor written (as torch's in-place ops do)."""
     for t in tables:
         getattr(backends.resolve(backend, t.device[0]), op)(t, **hyper)
+    for t in tables:
+        t.bump_versions()
 
 
 def sgd_(params: Arrays, grads: Arrays, momentum_buffers: Arrays | None = None, *,

@@ -19,6 +19,7 @@ class Adam(Optimizer):
 
     op = "adam"
     decoupled = False
+    torch_keys = frozenset({"decoupled_weight_decay"})
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -35,6 +36,11 @@ class Adam(Optimizer):
         if len(betas) != 2:
             raise ValueError(f"Invalid betas: {betas} (expected two values)")
         F.check_adam(group["lr"], betas[0], betas[1], group["eps"], group["weight_decay"])
+        # torch.optim.Adam's checkpoints carry this flag: refuse one for the other variant
+        if bool(group.get("decoupled_weight_decay", self.decoupled)) != self.decoupled:
+            raise ValueError(f"decoupled_weight_decay={group['decoupled_weight_decay']} does "
+                             f"not match {type(self).__name__} (use "
+                             f"{'AdamW' if not self.decoupled else 'Adam'})")
 
     def _state_slots(self, group: dict[str, Any]) -> tuple[str, ...]:
         base = ("exp_avg", "exp_avg_sq")

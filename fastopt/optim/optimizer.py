@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -10,7 +11,13 @@ import numpy as np
 
 from .. import _arrays, backends
 from .. import functional as F
-from .._table import MissingGrad, TensorTable
+from .._table import MissingGrad, TableCache, TensorTable
+
+#: keys torch.optim keeps in its param groups that are no hyperparameter of fastopt.optim:
+#: loading a torch.optim checkpoint ignores them
+TORCH_FLAGS = frozenset({"foreach", "fused", "capturable", "differentiable"})
+#: keys a learning-rate schedule keeps in each param group (fastopt.schedules, torch's)
+SCHEDULE_KEYS = frozenset({"initial_lr"})
 
 
 def _clone(obj: Any) -> Any:
@@ -22,11 +29,15 @@ class Optimizer:
 
     `step(grads)` takes one gradient per parameter, in param-group order (None skips a
     parameter, as a missing .grad does in torch). The pointer tables of each group are built
-    and validated once; later steps only read the new gradients' pointers, so the cost of a
-    step does not grow with Python work per tensor.
+    and validated once and re-checked at C speed on every step (fastopt._table: a table is
+    used only while every pointer in it is current), so the cost of a step does not grow with
+    Python work per tensor, and params, state entries or whole groups changed between steps
+    are noticed. Copies (copy.deepcopy, pickle) carry no pointers: they rebuild their own.
     """
 
     op: ClassVar[str]
+    #: torch.optim options of the same algorithm that this class fixes (checked by _check)
+    torch_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], *,
                  backend: str | None = None) -> None:
@@ -34,7 +45,8 @@ class Optimizer:
         self.backend = backend
         self.param_groups: list[dict[str, Any]] = []
         self.state: list[list[dict[str, Any]]] = []  # [group][param] -> state arrays
-        self._tables: list[tuple[tuple, list[TensorTable]] | None] = []
+        self._caches: list[TableCache | None] = []  # [group]
+        self._known: list[list[Any]] = []  # [group] -> the params the state lists follow
         self._steps: list[np.ndarray] = []  # [group] -> step count of each param
         self._fresh: list[dict[str, np.ndarray]] = []  # [group][slot] -> not yet stepped
         if backend is not None:
@@ -73,20 +85,49 @@ class Optimizer:
         params = [params] if not isinstance(params, (list, tuple)) else list(params)
         if not params:
             raise ValueError("param group has an empty 'params' list")
-        unknown = set(group) - set(self.defaults) - {"params"}
+        unknown = set(group) - set(self.defaults) - {"params"} - TORCH_FLAGS
         if unknown:
             raise TypeError(f"unknown hyperparameters for {type(self).__name__}: "
                             f"{', '.join(sorted(unknown))}")
-        full = {**self.defaults, **group, "params": params}
+        full = {k: v for k, v in {**self.defaults, **group}.items() if k not in TORCH_FLAGS}
+        full["params"] = params
         self._check(full)
-        # every param valid (dtype, contiguity, writability) and no memory shared by two
-        every = [p for g in self.param_groups for p in g["params"]] + params
-        F.tables_for(self.op, {"param": every, "grad": None})
+        self._check_params(params)
         self.param_groups.append(full)
         self.state.append([{} for _ in params])
         self._steps.append(np.zeros(len(params), dtype=np.int64))
         self._fresh.append({})
-        self._tables.append(None)
+        self._caches.append(None)
+        self._known.append(list(params))
+
+    def _check_params(self, extra: Sequence[Any] = ()) -> None:
+        """Every param valid (dtype, layout, writability) and no memory shared by two, across
+        all groups."""
+        every = [p for g in self.param_groups for p in g["params"]] + list(extra)
+        F.tables_for(self.op, {"param": every, "grad": None})
+
+    def _sync_params(self, gi: int) -> None:
+        """Follow params added to, removed from or replaced in a group's list since the last
+        step: state entries and step counts move with their param (by identity, as torch keys
+        its state), new params start fresh, and every param is validated again."""
+        group = self.param_groups[gi]
+        params, known = group["params"], self._known[gi]
+        if (isinstance(params, list) and len(params) == len(known)
+                and all(map(operator.is_, params, known))):
+            return
+        params = [params] if not isinstance(params, (list, tuple)) else list(params)
+        if not params:
+            raise ValueError(f"param group {gi} has an empty 'params' list")
+        group["params"] = params
+        self._check_params()
+        where = {id(p): k for k, p in enumerate(known)}
+        old = [where.get(id(p), -1) for p in params]
+        self.state[gi] = [self.state[gi][k] if k >= 0 else {} for k in old]
+        self._steps[gi] = np.array([self._steps[gi][k] if k >= 0 else 0 for k in old],
+                                   dtype=np.int64)
+        for slot, mask in self._fresh[gi].items():
+            self._fresh[gi][slot] = np.array([bool(mask[k]) if k >= 0 else False for k in old])
+        self._known[gi] = list(params)
 
     # --- stepping ----------------------------------------------------------------------
     def _ensure_state(self, gi: int) -> tuple[str, ...]:
@@ -95,9 +136,6 @@ class Optimizer:
         update, as torch does."""
         group = self.param_groups[gi]
         slots = self._state_slots(group)
-        cached = self._tables[gi]
-        if cached is not None and cached[0] == slots:
-            return slots  # allocated when these tables were built
         for slot in slots:
             missing = [k for k, st in enumerate(self.state[gi]) if st.get(slot) is None]
             for k in missing:
@@ -108,17 +146,17 @@ class Optimizer:
                 fresh[missing] = True
         return slots
 
-    def _group_tables(self, gi: int, slots: tuple[str, ...]) -> list[TensorTable]:
-        cached = self._tables[gi]
-        if cached is not None and cached[0] == slots:
-            return cached[1]
-        group = self.param_groups[gi]
-        arrays: dict[str, Any] = {"param": group["params"], "grad": None}
+    def _group_tables(self, gi: int, slots: tuple[str, ...],
+                      grads: Sequence[Any]) -> list[TensorTable]:
+        """The group's cached tables, current for its params and state as they are now (see
+        fastopt._table.TableCache), with `grads` validated and swapped in."""
+        cache = self._caches[gi]
+        if cache is None:
+            cache = self._caches[gi] = F.table_cache(self.op)
+        arrays: dict[str, Any] = {"param": self.param_groups[gi]["params"], "grad": grads}
         for slot in slots:
             arrays[slot] = [st[slot] for st in self.state[gi]]
-        tables = F.tables_for(self.op, arrays)
-        self._tables[gi] = (slots, tables)
-        return tables
+        return cache.tables(arrays)
 
     def _uniform(self, gi: int) -> tuple[int, frozenset[str]] | None:
         """(step, fresh slots) shared by every param of the group, or None if they differ."""
@@ -150,14 +188,13 @@ class Optimizer:
             gs = grads[start:start + count]
             start += count
             self._check(group)
+            self._sync_params(gi)
             slots = self._ensure_state(gi)
             shared = self._uniform(gi)
             calls = None
-            if shared is not None:
-                tables = self._group_tables(gi, slots)
+            if shared is not None and all(g is not None for g in gs):
                 try:
-                    for t in tables:
-                        t.replace("grad", gs)
+                    tables = self._group_tables(gi, slots, gs)
                     calls = [(tables, shared[0] + 1, shared[1], slice(None))]
                 except MissingGrad:
                     pass
@@ -226,8 +263,8 @@ class Optimizer:
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError(f"param group {gi}: state_dict has {len(saved['params'])} "
                                  f"parameters, this optimizer has {len(group['params'])}")
-            hyper = {k: v for k, v in saved.items() if k != "params"}
-            unknown = set(hyper) - set(self.defaults)
+            hyper = {k: v for k, v in saved.items() if k != "params" and k not in TORCH_FLAGS}
+            unknown = set(hyper) - set(self.defaults) - SCHEDULE_KEYS - self.torch_keys
             if unknown:
                 raise ValueError(f"param group {gi}: unknown hyperparameters "
                                  f"{sorted(unknown)} for {type(self).__name__}")
@@ -242,13 +279,19 @@ class Optimizer:
                     raise ValueError(f"state of parameter {idx}: keys {sorted(bad)} do not "
                                      f"belong to {type(self).__name__}")
                 p = group["params"][k]
+                if "step" in entry:
+                    F.check_step_count(entry["step"], f"state of parameter {idx}")
                 for key, value in entry.items():
                     if key != "step" and value is not None and tuple(value.shape) != tuple(p.shape):
                         raise ValueError(f"state of parameter {idx}: {key} has shape "
                                          f"{tuple(value.shape)}, parameter has {tuple(p.shape)}")
         # everything checked: now change nothing but contents
         for gi, (saved, group) in enumerate(zip(groups, self.param_groups, strict=True)):
-            group.update({k: copy.deepcopy(v) for k, v in saved.items() if k != "params"})
+            # hyperparameters and any other key a scheduler keeps there (initial_lr, ...)
+            group.update({k: copy.deepcopy(v) for k, v in saved.items()
+                          if k != "params" and k not in TORCH_FLAGS})
+            if isinstance(group.get("betas"), list):
+                group["betas"] = tuple(group["betas"])
             for k, idx in enumerate(saved["params"]):
                 st = self.state[gi][k]
                 for key, value in saved_state.get(idx, {}).items():
@@ -260,7 +303,11 @@ class Optimizer:
                         _arrays.copy_into(st[key], value)
                         if key in self._fresh[gi]:
                             self._fresh[gi][key][k] = False
-            self._tables[gi] = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # pointer tables never travel with a copy (pickle, deepcopy): they name the
+        # original's memory; the copy rebuilds and validates its own at its first step
+        return {**self.__dict__, "_caches": [None] * len(self._caches)}
 
     def _all_state_slots(self) -> tuple[str, ...]:
         return F.SLOTS[self.op][2:]

@@ -9,24 +9,29 @@ unchanged. ``foreach``/``fused``/``capturable`` are accepted and have no effect:
 always the fused kernel (host-side scalars, so ``capturable`` buys nothing here).
 ``differentiable=True`` is refused: the kernels update memory in place outside autograd.
 
-The pointer tables of each group are cached (see ``fastopt.torch._pointers``); a step re-reads
-only the params' and grads' data pointers. ``state[p]['step']`` of the params stepped together
-are views into one buffer of the group, so counting a step is one tensor op; a loaded
-checkpoint's step tensors are copied into such a buffer the first time they are stepped.
+The pointer tables of each group are cached and used only while provably current (see
+``fastopt._table``): every step re-reads the params, their state entries and the grads at C
+speed, so a storage swap (``p.data = ...``, ``Module.to()``), a replaced or cleared state
+entry, a param appended to a group or a loaded checkpoint is noticed, never written through.
+Every tensor written gets its autograd version bumped, as torch's in-place ops do.
+``state[p]['step']`` of the params stepped together are views into one buffer of the group,
+so counting a step is one tensor op; a loaded checkpoint's step tensors are copied into such
+a buffer the first time they are stepped.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from .. import backends
 from .. import functional as F
-from ._pointers import GroupTables, check_grads
+from .._table import TableCache
+from ._pointers import check_grads
 
 __all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Lion", "RMSprop"]
 
@@ -59,15 +64,29 @@ def _check_flags(fused: Any, foreach: Any, differentiable: Any) -> None:
 
 
 class _Entry:
-    """What one param group's steps reuse: pointer tables, step buffer, first-step flags."""
+    """What one param group's steps reuse: the table cache, the step buffer, first-step flags.
 
-    def __init__(self, tables: GroupTables, steps: Tensor | None, fresh: list[bool],
-                 key: tuple) -> None:
-        self.tables = tables
+    Valid only for the tensors it was made from: `current` re-checks, every step, that the
+    group's active params, their state entries and their ``state[p]['step']`` tensors are the
+    very objects it holds (the table cache then re-checks their memory, see fastopt._table)."""
+
+    def __init__(self, slots: tuple[str, ...], active: list[int], params: list[Tensor],
+                 cache: TableCache, steps: Tensor | None, step_views: list[Tensor],
+                 fresh: list[bool]) -> None:
+        self.slots = slots
+        self.active = active
+        self.params = params
+        self.cache = cache
         self.steps = steps
+        self.step_views = step_views
         self.fresh = fresh  # per active param: state created at this step (SGD first step)
         self.mixed_fresh = len(set(fresh)) > 1
-        self.key = key
+
+    def current(self, slots: tuple[str, ...], params: list[Tensor],
+                step_row: list[Any] | None) -> bool:
+        return (slots == self.slots and len(params) == len(self.params)
+                and all(map(operator.is_, params, self.params))
+                and (step_row is None or all(map(operator.is_, step_row, self.step_views))))
 
 
 class FusedOptimizer(torch.optim.Optimizer):
@@ -79,7 +98,6 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self._fo_cache: dict[int, _Entry] = {}
-        self._fo_version = 0
         super().__init__(params, defaults)
 
     # --- subclass interface -------------------------------------------------------------
@@ -99,12 +117,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         self._invalidate()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)  # load_state_dict comes through here
+        super().__setstate__(state)  # load_state_dict and copies come through here
         self._invalidate()
 
     def _invalidate(self) -> None:
         self._fo_cache = {}
-        self._fo_version = getattr(self, "_fo_version", 0) + 1
 
     @torch._disable_dynamo
     @torch.no_grad()
@@ -123,14 +140,27 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _step_group(self, gi: int, group: dict[str, Any]) -> None:
         params = group["params"]
         grads = [p.grad for p in params]
+        active = [i for i, g in enumerate(grads) if g is not None]
+        if not active:
+            return
+        if len(active) != len(params):
+            params = [params[i] for i in active]
+            grads = [grads[i] for i in active]
         slots = self._slots(group)
-        key = (slots, id(self.state), self._fo_version)
+        states = list(map(self.state.__getitem__, params))
+        rows = {slot: [st.get(_STATE_KEY.get(slot, slot)) for st in states] for slot in slots}
+        step_row = [st.get("step") for st in states] if self.has_step else None
         entry = self._fo_cache.get(gi)
-        if entry is None or entry.key != key or not entry.tables.refresh(params, grads):
-            entry = self._build(group, params, grads, slots, key)
-            if entry is None:
-                return  # no param of this group has a gradient
+        if entry is None or not entry.current(slots, params, step_row) or any(
+                None in row for row in rows.values()):
+            entry = self._build(group, active, params, slots)
             self._fo_cache[gi] = entry
+            rows = {slot: [st[_STATE_KEY.get(slot, slot)] for st in states] for slot in slots}
+        try:
+            tables = entry.cache.tables({"param": params, "grad": grads, **rows})
+        except (TypeError, ValueError):
+            check_grads(type(self).__name__, grads, active)  # a clearer error for sparse
+            raise
         if entry.steps is not None:
             lo, hi = torch.aminmax(entry.steps)
             step_lo, step_hi = float(lo) + 1, float(hi) + 1
@@ -139,74 +169,65 @@ class FusedOptimizer(torch.optim.Optimizer):
         fresh0 = entry.fresh[0]
         uniform = step_lo == step_hi and not entry.mixed_fresh
         if uniform:
-            hyper = self._hyper(group, step_hi, fresh0)
-            for t in entry.tables.tables:
-                getattr(backends.resolve(None, t.device[0]), self.op)(t, **hyper)
+            F.run(self.op, tables, None, **self._hyper(group, step_hi, fresh0))
         else:
-            self._step_mixed(group, entry, entry.tables.pick(grads))
+            self._step_mixed(group, entry, grads, rows)
         if entry.steps is not None:
             entry.steps.add_(1)
         if fresh0 or not uniform:
             entry.fresh = [False] * len(entry.fresh)
             entry.mixed_fresh = False
 
-    def _step_mixed(self, group: dict[str, Any], entry: _Entry, grads: list[Tensor]) -> None:
+    def _step_mixed(self, group: dict[str, Any], entry: _Entry, grads: list[Tensor],
+                    rows: dict[str, list[Tensor]]) -> None:
         """Params of one group at different step counts (some got gradients later than
         others) or with new and old momentum buffers: one kernel call per kind."""
         steps = entry.steps.tolist() if entry.steps is not None else [0.0] * len(entry.fresh)
         kinds: dict[tuple[float, bool], list[int]] = {}
         for k, (s, fr) in enumerate(zip(steps, entry.fresh, strict=True)):
             kinds.setdefault((s + 1, fr), []).append(k)
-        written = self._written()
         for (step, fr), keep in sorted(kinds.items()):
-            hyper = self._hyper(group, step, fr)
-            for t in entry.tables.subset(keep, grads, written):
-                getattr(backends.resolve(None, t.device[0]), self.op)(t, **hyper)
+            arrays: dict[str, Any] = {"param": [entry.params[k] for k in keep],
+                                      "grad": [grads[k] for k in keep]}
+            for slot in F.SLOTS[self.op][2:]:
+                arrays[slot] = [rows[slot][k] for k in keep] if slot in rows else None
+            F.run(self.op, F.tables_for(self.op, arrays), None,
+                  **self._hyper(group, step, fr))
 
-    def _written(self) -> set[str]:
-        return {s for s in F.SLOTS[self.op] if s not in F.READ_ONLY}
-
-    def _build(self, group: dict[str, Any], params: list[Tensor], grads: list[Any],
-               slots: tuple[str, ...], key: tuple) -> _Entry | None:
-        active = [i for i, g in enumerate(grads) if g is not None]
-        if not active:
-            return None
-        aparams = [params[i] for i in active]
-        agrads = [grads[i] for i in active]
-        check_grads(type(self).__name__, agrads, active)
+    def _build(self, group: dict[str, Any], active: list[int], params: list[Tensor],
+               slots: tuple[str, ...]) -> _Entry:
+        """Create missing state (as torch.optim does: a param whose state was cleared starts
+        again at step 0) and a new entry for the group's params with a gradient."""
         fresh = []
-        states: dict[str, list[Tensor] | None] = {s: None for s in F.SLOTS[self.op][2:]}
-        for slot in slots:
-            states[slot] = []
         sdtype = _scalar_dtype()
         step_values = []
-        for p in aparams:
+        for i, p in zip(active, params, strict=True):
             if not slots and not self.has_step:
                 fresh.append(False)  # as torch: no state entry at all (SGD without momentum)
                 continue
             st = self.state[p]
             new = False
-            if self.has_step and "step" not in st:
-                st["step"] = torch.tensor(0.0, dtype=sdtype)
+            if self.has_step:
+                if "step" not in st:
+                    st["step"] = torch.tensor(0.0, dtype=sdtype)
+                step_values.append(F.check_step_count(
+                    st["step"], f"{type(self).__name__}: state of param {i}"))
             for slot in slots:
                 name = _STATE_KEY.get(slot, slot)
                 if st.get(name) is None:
                     st[name] = torch.full_like(p, self._init_value(slot, group),
                                                memory_format=torch.preserve_format)
                     new = True
-                states[slot].append(st[name])
             fresh.append(new and self.first_step_flag)
-            if self.has_step:
-                step_values.append(_f(st["step"]))
-        written = self._written()
-        tables = GroupTables(F.SLOTS[self.op], None if len(active) == len(params) else active,
-                             aparams, agrads, states, written)
-        steps = None
+        steps, step_views = None, []
         if self.has_step:
+            # one buffer counts the group's steps: counting a step is one tensor op
             steps = torch.tensor(step_values, dtype=sdtype)
-            for k, p in enumerate(aparams):
-                self.state[p]["step"] = steps[k]
-        return _Entry(tables, steps, fresh, key)
+            step_views = [steps[k] for k in range(len(params))]
+            for p, view in zip(params, step_views, strict=True):
+                self.state[p]["step"] = view
+        return _Entry(slots, active, list(params), F.table_cache(self.op), steps, step_views,
+                      fresh)
 
 
 # --- the optimizers ---------------------------------------------------------------------
