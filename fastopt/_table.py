@@ -109,6 +109,7 @@ class TensorTable:
         self._all_contiguous = all(s.contiguous for s in first)
         self._span = _as_range(self.index)
         self._others_sorted: tuple | None = None  # (starts, ends, row, ids, rows) cache
+        self._objects: dict[str, list[Any]] = {}
         if self.framework == "torch":
             tr = _torch()
             self._torch_dtype = first[0].obj.dtype
@@ -132,9 +133,12 @@ class TensorTable:
                   else [arrays[i] for i in self.index])
         return picked if isinstance(picked, list) else list(picked)
 
-    def objects(self, slot: str) -> list[Any] | None:
-        specs = self.specs.get(slot)
-        return None if specs is None else [s.obj for s in specs]
+    def objects(self, slot: str) -> list[Any]:
+        """The arrays of a kept row (cached: compared by identity every call)."""
+        objs = self._objects.get(slot)
+        if objs is None:
+            objs = self._objects[slot] = [s.obj for s in self.specs[slot]]
+        return objs
 
     # --- the per-call re-reads ---------------------------------------------------------
     def current(self, slot: str, arrays: Sequence[Any], writeable: bool) -> bool:
@@ -142,23 +146,23 @@ class TensorTable:
         arrays this row was built from, at the same addresses, with the same byte size, dtype,
         shape and layout. False means the table no longer describes them: rebuild it."""
         picked = self._pick(arrays)
-        specs = self.specs[slot]
         row = self.row(slot)
         if self.framework == "numpy" and self._all_contiguous:
             out = np.empty(len(picked), np.uint64)
             return (self._gather_numpy(picked, out, writeable)
                     and np.array_equal(out, self.ptrs[row]))
-        if not all(map(_is, picked, (s.obj for s in specs))):
+        if not all(map(_is, picked, self.objects(slot))):
             return False
         if self.framework == "torch":
             # the same tensor objects: only their storage can have moved (p.data = ...,
             # set_, resize_); a pointer and a byte size equal to the validated ones mean the
-            # same memory. The dtype too: a reinterpreting .data = p.view(dtype) keeps both.
+            # same, live memory (the tensor holds it). Only a reinterpreting view of that very
+            # memory (.data = p.view(dtype)) could keep both: memory-safe, and its next grad
+            # is refused for its dtype.
             tr = _torch()
             try:
                 return (list(map(tr.data_ptr, picked)) == self.ptrs[row].tolist()
-                        and list(map(tr.nbytes, picked)) == self._nbytes
-                        and all(map(_is, map(tr.dtype, picked), repeat(self._torch_dtype))))
+                        and list(map(tr.nbytes, picked)) == self._nbytes)
             except RuntimeError:  # e.g. a storage swapped for a sparse or meta tensor
                 return False
         try:
@@ -168,7 +172,7 @@ class TensorTable:
         return all(a.ptr == b.ptr and a.shape == b.shape and a.dtype == b.dtype
                    and a.device == b.device and a.layout == b.layout
                    and (a.readonly == b.readonly or not writeable)
-                   for a, b in zip(now, specs, strict=True))
+                   for a, b in zip(now, self.specs[slot], strict=True))
 
     def replace(self, slot: str, arrays: Sequence[Any], *, writeable: bool = False) -> None:
         """Point `slot` at new arrays (taken at this table's positions of the full list),
@@ -231,8 +235,8 @@ class TensorTable:
         would), so a graph that saved their old values raises instead of using new ones."""
         if self.framework != "torch":
             return
-        _torch().increment_version([s.obj for slot in self.written
-                                    for s in (self.specs.get(slot) or ())])
+        _torch().increment_version([a for slot in self.written if self.specs.get(slot)
+                                    for a in self.objects(slot)])
 
     def _check_row_overlap(self, row: int) -> None:
         n = len(self)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any, ClassVar
 
 import torch
@@ -140,10 +141,12 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _step_group(self, gi: int, group: dict[str, Any]) -> None:
         params = group["params"]
         grads = [p.grad for p in params]
-        active = [i for i, g in enumerate(grads) if g is not None]
-        if not active:
-            return
-        if len(active) != len(params):
+        if all(map(operator.is_not, grads, repeat(None))):
+            active = range(len(params))
+        else:
+            active = [i for i, g in enumerate(grads) if g is not None]
+            if not active:
+                return
             params = [params[i] for i in active]
             grads = [grads[i] for i in active]
         slots = self._slots(group)
@@ -151,8 +154,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         rows = {slot: [st.get(_STATE_KEY.get(slot, slot)) for st in states] for slot in slots}
         step_row = [st.get("step") for st in states] if self.has_step else None
         entry = self._fo_cache.get(gi)
-        if entry is None or not entry.current(slots, params, step_row) or any(
-                None in row for row in rows.values()):
+        if entry is None or not entry.current(slots, params, step_row) or not all(
+                all(map(operator.is_not, row, repeat(None))) for row in rows.values()):
             entry = self._build(group, active, params, slots)
             self._fo_cache[gi] = entry
             rows = {slot: [st[_STATE_KEY.get(slot, slot)] for st in states] for slot in slots}
