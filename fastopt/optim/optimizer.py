@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import operator
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 from typing import Any, ClassVar
 
 import numpy as np
@@ -130,33 +131,33 @@ class Optimizer:
         self._known[gi] = list(params)
 
     # --- stepping ----------------------------------------------------------------------
-    def _ensure_state(self, gi: int) -> tuple[str, ...]:
-        """Allocate the state arrays the group's options need. A new array is marked fresh
-        until a step has run on it: SGD starts its momentum buffer as a copy of the first
-        update, as torch does."""
+    def _ensure_state(self, gi: int) -> dict[str, list[Any]]:
+        """The state rows the group's options need ({slot: one array per param}), allocating
+        missing arrays. A new array is marked fresh until a step has run on it: SGD starts
+        its momentum buffer as a copy of the first update, as torch does."""
         group = self.param_groups[gi]
-        slots = self._state_slots(group)
-        for slot in slots:
-            missing = [k for k, st in enumerate(self.state[gi]) if st.get(slot) is None]
-            for k in missing:
-                p = group["params"][k]
-                self.state[gi][k][slot] = _arrays.full_like(p, self._init_value(slot, group))
-            if missing:
-                fresh = self._fresh[gi].setdefault(slot, np.zeros(len(group["params"]), bool))
+        states = self.state[gi]
+        rows = {}
+        for slot in self._state_slots(group):
+            row = [st.get(slot) for st in states]
+            if not all(map(operator.is_not, row, repeat(None))):
+                missing = [k for k, a in enumerate(row) if a is None]
+                for k in missing:
+                    p = group["params"][k]
+                    row[k] = states[k][slot] = _arrays.full_like(p, self._init_value(slot, group))
+                fresh = self._fresh[gi].setdefault(slot, np.zeros(len(row), bool))
                 fresh[missing] = True
-        return slots
+            rows[slot] = row
+        return rows
 
-    def _group_tables(self, gi: int, slots: tuple[str, ...],
+    def _group_tables(self, gi: int, rows: dict[str, list[Any]],
                       grads: Sequence[Any]) -> list[TensorTable]:
         """The group's cached tables, current for its params and state as they are now (see
         fastopt._table.TableCache), with `grads` validated and swapped in."""
         cache = self._caches[gi]
         if cache is None:
             cache = self._caches[gi] = F.table_cache(self.op)
-        arrays: dict[str, Any] = {"param": self.param_groups[gi]["params"], "grad": grads}
-        for slot in slots:
-            arrays[slot] = [st[slot] for st in self.state[gi]]
-        return cache.tables(arrays)
+        return cache.tables({"param": self.param_groups[gi]["params"], "grad": grads, **rows})
 
     def _uniform(self, gi: int) -> tuple[int, frozenset[str]] | None:
         """(step, fresh slots) shared by every param of the group, or None if they differ."""
@@ -189,12 +190,13 @@ class Optimizer:
             start += count
             self._check(group)
             self._sync_params(gi)
-            slots = self._ensure_state(gi)
+            rows = self._ensure_state(gi)
+            slots = tuple(rows)
             shared = self._uniform(gi)
             calls = None
-            if shared is not None and all(g is not None for g in gs):
+            if shared is not None and all(map(operator.is_not, gs, repeat(None))):
                 try:
-                    tables = self._group_tables(gi, slots, gs)
+                    tables = self._group_tables(gi, rows, gs)
                     calls = [(tables, shared[0] + 1, shared[1], slice(None))]
                 except MissingGrad:
                     pass
