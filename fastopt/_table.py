@@ -110,6 +110,8 @@ class TensorTable:
         self._span = _as_range(self.index)
         self._others_sorted: tuple | None = None  # (starts, ends, row, ids, rows) cache
         self._objects: dict[str, list[Any]] = {}
+        self._ptr_lists: dict[int, tuple[np.ndarray, list[int]]] = {}
+        self.trusted_shapes = False  # see _gather_torch
         if self.framework == "torch":
             tr = _torch()
             self._torch_dtype = first[0].obj.dtype
@@ -161,7 +163,7 @@ class TensorTable:
             # is refused for its dtype.
             tr = _torch()
             try:
-                return (list(map(tr.data_ptr, picked)) == self.ptrs[row].tolist()
+                return (list(map(tr.data_ptr, picked)) == self._ptr_list(row)
                         and list(map(tr.nbytes, picked)) == self._nbytes)
             except RuntimeError:  # e.g. a storage swapped for a sparse or meta tensor
                 return False
@@ -192,6 +194,7 @@ class TensorTable:
                 _check_like(s, ref, slot, int(i), self.slots[0], writeable, (self.dtype,))
             self.ptrs[row] = [s.ptr for s in specs]
         if not np.array_equal(old, self.ptrs[row]):
+            self._ptr_lists.pop(row, None)
             if self._others_sorted is not None and self._others_sorted[2] != row:
                 self._others_sorted = None  # it holds this row's old pointers
             self._check_row_overlap(row)
@@ -214,13 +217,23 @@ class TensorTable:
         return _C.gather_pointers(picked, out, type_num, self.shape_dims,
                                   self.shape_offsets, writeable) < 0
 
+    def _ptr_list(self, row: int) -> list[int]:
+        """The row's pointers as Python ints (cached: compared with fresh reads each call)."""
+        cached = self._ptr_lists.get(row)
+        if cached is None or cached[0] is not self.ptrs:
+            cached = self._ptr_lists[row] = (self.ptrs, self.ptrs[row].tolist())
+        return cached[1]
+
     def _gather_torch(self, picked: list[Any], row: int) -> bool:
         tr = _torch()
         try:
             ptrs = list(map(tr.data_ptr, picked))  # TypeError for None, RuntimeError: sparse
-            # a new tensor may sit at an old address: the checks run whatever the pointers
+            # a new tensor may sit at an old address: the checks run whatever the pointers.
+            # The shape pass is the dearest (a torch.Size per tensor): where torch's .grad
+            # setter already enforced the param's shape, the byte size proves the extent.
             ok = (all(map(_is, map(tr.dtype, picked), repeat(self._torch_dtype)))
-                  and list(map(tr.shape, picked)) == self._shapes
+                  and (list(map(tr.nbytes, picked)) == self._nbytes if self.trusted_shapes
+                       else list(map(tr.shape, picked)) == self._shapes)
                   and list(map(tr.get_device, picked)) == [self._device] * len(picked)
                   and (all(map(tr.contiguous, picked)) if self._strides is None
                        else list(map(tuple, map(tr.stride, picked))) == self._strides))
@@ -380,7 +393,8 @@ class TableCache:
 
     def __init__(self, slots: Sequence[str], written: set[str], *,
                  allowed: Mapping[str, Sequence[str]] = SUPPORTED_DTYPES,
-                 keep: str = "grad") -> None:
+                 keep: str = "grad", trusted_shapes: bool = False) -> None:
+        self.trusted_shapes = trusted_shapes  # torch .grad tensors: shapes enforced by torch
         self.slots = tuple(slots)
         self.written = set(written)
         self.allowed = allowed
@@ -421,6 +435,7 @@ class TableCache:
         tables = build_tables(self.slots, lists, self.written, self.allowed)
         self.builds += 1
         for t in tables:
+            t.trusted_shapes = self.trusted_shapes
             if self.keep in t.specs and t.specs[self.keep] is not None:
                 t.specs[self.keep] = None  # keep no reference: e.g. zero_grad(set_to_none)
         return tables
@@ -430,6 +445,7 @@ class TableCache:
         return {**self.__dict__, "_tables": None, "_key": None}
 
     def __deepcopy__(self, memo: dict) -> TableCache:
-        new = TableCache(self.slots, self.written, allowed=self.allowed, keep=self.keep)
+        new = TableCache(self.slots, self.written, allowed=self.allowed, keep=self.keep,
+                         trusted_shapes=self.trusted_shapes)
         memo[id(self)] = new
         return new

@@ -114,10 +114,12 @@ def tables_for(op: str, arrays: dict[str, Arrays | None]) -> list[TensorTable]:
     return build_tables(slots, arrays, written)
 
 
-def table_cache(op: str) -> TableCache:
-    """A TableCache for repeated calls of optimizer `op` over the same params and state."""
+def table_cache(op: str, *, trusted_shapes: bool = False) -> TableCache:
+    """A TableCache for repeated calls of optimizer `op` over the same params and state
+    (trusted_shapes: the grads are torch .grad tensors, whose shapes torch enforces)."""
     slots = SLOTS[op]
-    return TableCache(slots, {s for s in slots if s not in READ_ONLY})
+    return TableCache(slots, {s for s in slots if s not in READ_ONLY},
+                      trusted_shapes=trusted_shapes)
 
 
 def run(op: str, tables: Sequence[TensorTable], backend: str | None, **hyper: Any) -> None:

@@ -229,7 +229,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             step_views = [steps[k] for k in range(len(params))]
             for p, view in zip(params, step_views, strict=True):
                 self.state[p]["step"] = view
-        return _Entry(slots, active, list(params), F.table_cache(self.op), steps, step_views,
+        return _Entry(slots, active, list(params), F.table_cache(self.op, trusted_shapes=True), steps, step_views,
                       fresh)
 
 
