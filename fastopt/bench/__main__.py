@@ -386,6 +386,7 @@ def bench_main(argv: Sequence[str] | None = None, prog: str = "fastopt bench") -
             parser.error(f"--compare: cannot read {args.compare}: {exc}")
     if args.plot:
         try:
+            import matplotlib  # noqa: F401
             from matplotlib.backend_bases import FigureCanvasBase
         except ImportError:
             parser.error("--plot needs matplotlib: pip install 'fastopt[plot]'")
