@@ -106,8 +106,10 @@ def build_parser(prog: str = "fastopt bench") -> argparse.ArgumentParser:
                    help="largest total size the slow NumPy reference runs at (default 1M)")
     p.add_argument("--json", metavar="PATH", help="write machine, versions, ISA, commit and "
                    "every sample as JSON")
-    p.add_argument("--plot", metavar="PATH", help="PNG of GB/s against size, one line per "
-                   "backend, the limit drawn (needs matplotlib: pip install 'fastopt[plot]')")
+    p.add_argument("--plot", metavar="PATH", help="figure of GB/s per backend (PNG, or the "
+                   "format PATH's extension names: .svg, .pdf, ...): sizes swept as lines, "
+                   "one-size cases such as 20000x256 as bars, the limit dashed (needs "
+                   "matplotlib: pip install 'fastopt[plot]')")
     p.add_argument("--compare", metavar="OLD.json", help="ratios against an earlier --json run")
     p.add_argument("--threshold", type=float, default=0.10, metavar="FRACTION",
                    help="--compare flags a regression when a median grew by more than this "
