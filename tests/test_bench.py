@@ -149,6 +149,12 @@ def test_cli_json_and_compare(tmp_path, capsys):
     # a saved run reported again, as Markdown (the README's Performance table)
     out = _bench(capsys, "--load", str(path), "--markdown")
     assert "| sgd | cpu | float32 | 1K |" in out and "saved run of" in out
+    # ... and saved again (the rows --op/--backend select), its machine and samples kept
+    again = tmp_path / "again.json"
+    _bench(capsys, "--load", str(path), "--backend", "cpu", "--json", str(again))
+    saved = json.loads(again.read_text())
+    assert saved["machine"] == data["machine"] and saved["created"] == data["created"]
+    assert saved["results"] == data["results"]
     # an earlier run 10x faster than any machine: every row is flagged as a regression
     for r in data["results"]:
         r["median_s"] /= 10

@@ -104,8 +104,8 @@ def build_parser(prog: str = "fastopt bench") -> argparse.ArgumentParser:
                    help="untimed calls before timing (default 2)")
     p.add_argument("--reference-max", default=format_size(REFERENCE_MAX), metavar="N",
                    help="largest total size the slow NumPy reference runs at (default 1M)")
-    p.add_argument("--json", metavar="PATH", help="write machine, versions, ISA, commit and "
-                   "every sample as JSON")
+    p.add_argument("--json", metavar="PATH", help="write machine, versions, ISA, commit, load "
+                   "average and every sample as JSON (with --load: the rows selected)")
     p.add_argument("--plot", metavar="PATH", help="figure of GB/s per backend (PNG, or the "
                    "format PATH's extension names: .svg, .pdf, ...): sizes swept as lines, "
                    "one-size cases such as 20000x256 as bars, the limit dashed (needs "
