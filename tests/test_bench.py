@@ -2,6 +2,7 @@
 here; it belongs in benchmarks/), and bad options fail with a clear message."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -9,8 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from fastopt.bench import LIMIT, Case, run
-from fastopt.bench.__main__ import bench_main, main, parse_case_size, parse_size
+import fastopt.bench.__main__ as cli
+from fastopt.bench import LIMIT, Case, Report, Row, busy_warning, run
+from fastopt.bench.__main__ import bench_main, figure, main, parse_case_size, parse_size
 from fastopt.bench.ops import REGISTRY
 from fastopt.bench.probe import Probe, Streams
 from fastopt.bench.timing import calibrate, gbps, interleaved, median
@@ -21,6 +23,10 @@ TINY = ["--sizes", "1K", "--repeat", "2", "--warmup", "1"]
 def _bench(capsys, *argv):
     assert bench_main(list(argv)) == 0
     return capsys.readouterr().out
+
+
+def _no_measuring(*args, **kwargs):
+    raise AssertionError("measured before checking the options")
 
 
 def test_parse_size():
@@ -80,10 +86,19 @@ def test_run_api_counts_bytes_and_speedups():
     report = run([Case("adamw", "float32", 1000)], ["cpu", "reference"], repeat=2, warmup=1)
     rows = {r.backend: r for r in report.rows}
     assert set(rows) == {"cpu", "reference", LIMIT}
-    assert rows["cpu"].nbytes == 28 * 1000  # DESIGN.md: Adam fp32 moves 28 bytes/element
+    assert rows["cpu"].nbytes == 28 * 1000  # docs/architecture.md: Adam fp32 moves 28 bytes/element
     assert rows["cpu"].speedup["reference"] == pytest.approx(
         rows["reference"].median_s / rows["cpu"].median_s)
     assert rows[LIMIT].pct_limit == pytest.approx(100.0)
+    assert "torch" not in report.unavailable  # not asked for
+
+
+def test_run_without_torch_says_what_is_skipped(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    report = run([Case("sgd", "float32", 64)], ["cpu", "torch"], repeat=1, warmup=0)
+    assert {r.backend for r in report.rows} == {"cpu", LIMIT}
+    why = report.unavailable["torch"]
+    assert "no torch-fused or torch-foreach rows" in why and "whl/cpu" in why
 
 
 def test_registry_bytes_follow_design_table():
@@ -134,6 +149,12 @@ def test_cli_json_and_compare(tmp_path, capsys):
     # a saved run reported again, as Markdown (the README's Performance table)
     out = _bench(capsys, "--load", str(path), "--markdown")
     assert "| sgd | cpu | float32 | 1K |" in out and "saved run of" in out
+    # ... and saved again (the rows --op/--backend select), its machine and samples kept
+    again = tmp_path / "again.json"
+    _bench(capsys, "--load", str(path), "--backend", "cpu", "--json", str(again))
+    saved = json.loads(again.read_text())
+    assert saved["machine"] == data["machine"] and saved["created"] == data["created"]
+    assert saved["results"] == data["results"]
     # an earlier run 10x faster than any machine: every row is flagged as a regression
     for r in data["results"]:
         r["median_s"] /= 10
@@ -147,12 +168,69 @@ def test_cli_json_and_compare(tmp_path, capsys):
     assert "no case in common" in out
 
 
-def test_cli_plot(tmp_path, capsys):
+def test_cli_plot(tmp_path, capsys, monkeypatch):
     pytest.importorskip("matplotlib")
+    figures = []
+    real_figure = cli.figure
+    monkeypatch.setattr(cli, "figure", lambda *a, **k: figures.append(real_figure(*a, **k))
+                        or figures[-1])
     path = tmp_path / "plot.png"
-    _bench(capsys, "--op", "sgd", "--sizes", "1K,4K", "--backend", "cpu", "--repeat", "2",
-           "--plot", str(path))
+    out = _bench(capsys, "--op", "sgd", "--sizes", "1K,4K,3x1K", "--backend", "cpu",
+                 "--repeat", "2", "--plot", str(path))
+    assert f"wrote {path}" in out
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (fig,) = figures
+    sweep, bars = [ax for ax in fig.axes if ax.get_visible()]
+    assert sweep.get_xscale() == "log" and bars.containers
+    assert [t.get_text() for t in bars.get_xticklabels()] == ["3x1K"]
+
+
+def _row(op, backend, size, tensors, gbps, limit_gbps):
+    return Row(op, backend, "float32", size, tensors, 28 * size * tensors, [1e-3], 1, 1e-3,
+               1e-3, gbps, 100.0 * gbps / limit_gbps)
+
+
+def test_plot_figure_sweep_and_many_tensor_bars():
+    pytest.importorskip("matplotlib")
+    from matplotlib.collections import LineCollection
+
+    rows = []
+    for size, lim in ((1 << 10, 8.0), (1 << 20, 12.0), (1 << 24, 6.0)):
+        rows += [_row("adamw", "cpu", size, 1, 0.8 * lim, lim),
+                 _row("adamw", "torch-fused", size, 1, 0.5 * lim, lim),
+                 _row("adamw", LIMIT, size, 1, lim, lim)]
+    rows += [_row("adamw", "cpu", 256, 20000, 5.0, 7.5),
+             _row("adamw", "torch-fused", 256, 20000, 0.1, 7.5),
+             _row("adamw", LIMIT, 256, 20000, 7.5, 7.5)]
+    fig = figure(Report(rows, {}, {}), title="machine")
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 2
+    sweep, bars = axes
+    # the sweep: one line per backend over the three sizes on a log axis, the limit dashed
+    assert sweep.get_xscale() == "log"
+    lines = {ln.get_label(): ln for ln in sweep.get_lines()}
+    assert set(lines) == {"cpu", "torch-fused", LIMIT}
+    assert list(lines["cpu"].get_xdata()) == [1 << 10, 1 << 20, 1 << 24]
+    assert lines[LIMIT].get_linestyle() == "--"
+    # beside it, the 20,000-tensor case as bars (one per backend, labelled with % of the
+    # limit), the limit a dashed segment over them
+    assert sweep.get_position().y0 == pytest.approx(bars.get_position().y0)
+    assert bars.get_xscale() == "linear"
+    assert [t.get_text() for t in bars.get_xticklabels()] == ["20000x256"]
+    heights = {c.get_label(): [p.get_height() for p in c] for c in bars.containers}
+    assert heights == {"cpu": [5.0], "torch-fused": [0.1]}
+    assert {"67%", "1%"} <= {t.get_text() for t in bars.texts}
+    (limit,) = [c for c in bars.collections if isinstance(c, LineCollection)]
+    (segment,) = limit.get_segments()
+    assert segment[0][1] == segment[1][1] == 7.5
+    # one legend for the figure, below the panels: it covers no line of any panel
+    assert all(ax.get_legend() is None for ax in axes)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["cpu", "torch-fused", LIMIT]
+    fig.draw_without_rendering()
+    box = legend.get_window_extent()
+    for ax in axes:
+        assert box.y1 <= ax.get_window_extent().y0
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -174,8 +252,90 @@ def test_cli_bad_options(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, name, message", [
+    ("--json", "missing/x.json", "no folder"),
+    ("--json", ".", "it is a folder"),
+    ("--json", "file.txt/x.json", "is not a folder"),
+    ("--plot", "missing/plot.png", "no folder"),
+    ("--plot", "plot.foo", "matplotlib cannot write .foo files"),
+])
+def test_cli_output_paths_checked_before_measuring(option, name, message, tmp_path,
+                                                   monkeypatch, capsys):
+    if option == "--plot":
+        pytest.importorskip("matplotlib")
+    (tmp_path / "file.txt").write_text("")
+    path = str(tmp_path / name)
+    monkeypatch.setattr(cli, "run", _no_measuring)
+    with pytest.raises(SystemExit) as exc:
+        bench_main([option, path])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{option}: " in err and message in err
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="file permissions do not bind root (or are not POSIX)")
+def test_cli_output_folder_without_write_permission(tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    with pytest.raises(SystemExit):
+        bench_main(["--json", str(folder / "x.json")])
+    assert "--json: cannot write" in capsys.readouterr().err
+
+
+def test_cli_write_error_after_measuring(tmp_path, monkeypatch, capsys):
+    # a write that fails anyway (disk full, the folder removed meanwhile) keeps the table
+    monkeypatch.setattr(cli, "_unwritable", lambda path: None)
+    path = tmp_path / "gone" / "x.json"
+    assert bench_main(["--op", "sgd", "--backend", "cpu", "--json", str(path), *TINY]) == 1
+    captured = capsys.readouterr()
+    assert "sgd" in captured.out and "fastopt bench: error:" in captured.err
+
+
+def test_busy_warning():
+    assert busy_warning(None, 2, "now") is None
+    assert busy_warning([2.0, 9.0, 9.0], 2, "now") is None  # load at the core count: not busy
+    warning = busy_warning([2.01, 0.1, 0.1], 2, "at the start of the run")
+    assert "busy at the start of the run" in warning and "2.01" in warning
+    assert "2 cores" in warning
+
+
+@pytest.mark.parametrize("load", [(0.0, 0.0, 0.0), "busy", None])
+def test_cli_records_load_average(load, tmp_path, monkeypatch, capsys):
+    cores = os.cpu_count()
+    if load == "busy":
+        load = (cores + 1.5, cores + 1.0, 0.5)
+    if load is None:
+        def getloadavg():
+            raise OSError("no load average here")
+    else:
+        def getloadavg():
+            return load
+    monkeypatch.setattr(os, "getloadavg", getloadavg, raising=False)
+    path = tmp_path / "run.json"
+    assert bench_main(["--op", "sgd", "--backend", "cpu", "--json", str(path), *TINY]) == 0
+    captured = capsys.readouterr()
+    saved = json.loads(path.read_text())
+    busy = load is not None and load[0] > cores
+    if load is None:
+        assert saved["load"] == {"start": None, "end": None}
+        assert "load average: not recorded" in captured.out
+    else:
+        assert saved["load"] == {"start": list(load), "end": list(load)}
+        assert f"load average (1 minute): {load[0]:.2f} at the start" in captured.out
+    assert saved["machine"]["cpu_count"] == cores
+    assert ("warning: the machine is busy at the start of the run" in captured.err) == busy
+    assert ("warning: the machine is busy at the end of the run" in captured.err) == busy
+    assert ("BUSY" in captured.out) == busy
+    # the saved run reported again (the README's table) says the same, idle or not
+    out = _bench(capsys, "--load", str(path), "--markdown")
+    assert ("BUSY" in out) == busy
+    assert ("not recorded" in out) == (load is None)
+
+
 def test_cli_plot_without_matplotlib(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setattr(cli, "run", _no_measuring)
     with pytest.raises(SystemExit):
         bench_main(["--plot", "x.png"])
     assert "pip install 'fastopt[plot]'" in capsys.readouterr().err

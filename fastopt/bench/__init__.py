@@ -3,8 +3,10 @@ machine's own limit.
 
 Every case (op, dtype, size, number of tensors) times each fastopt backend, torch's fused and
 foreach implementations and a one-pass bandwidth probe shaped like the op (fastopt.bench.probe)
-in interleaved rounds, and reports medians, GB/s from the op's counted bytes (DESIGN.md's
-performance model), the percentage of the probe's bandwidth, and speedups.
+in interleaved rounds, and reports medians, GB/s from the op's counted bytes (the performance
+model of docs/architecture.md), the percentage of the probe's bandwidth, and speedups. The load
+average is recorded at the start and end of a run: on a busy machine (load above the core
+count) every process gets a fraction of a core and the absolute numbers mean little.
 
     from fastopt.bench import Case, run
     report = run([Case("adamw", "float32", 1 << 20)])
@@ -114,6 +116,25 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def load_average() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages (None where the OS keeps none, e.g. Windows)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def busy_warning(load: Sequence[float] | None, cores: int | None, when: str) -> str | None:
+    """A warning when the last minute's load is above the core count: more runnable processes
+    than cores, so each timed process gets a fraction of one and waits for the rest."""
+    if not load or not cores or load[0] <= cores:
+        return None
+    return (f"warning: the machine is busy {when} (load average {load[0]:.2f} over the last "
+            f"minute, {cores} cores): times are slow and noisy; the interleaved ratios are "
+            "fairer than the absolute numbers, but re-run on an idle machine before relying "
+            "on them")
+
+
 def versions() -> dict[str, str | None]:
     import numpy
 
@@ -178,7 +199,9 @@ def run(cases: Sequence[Case], backends: Sequence[str] | None = None, *, repeat:
         try:
             import torch  # noqa: F401
         except ImportError as exc:
-            unavailable["torch"] = f"not installed ({exc})"
+            unavailable["torch"] = (f"not installed ({exc}): no torch-fused or torch-foreach "
+                                    "rows; pip install torch (the CPU build: --index-url "
+                                    "https://download.pytorch.org/whl/cpu)")
             use_torch = False
     rows: list[Row] = []
     for case in cases:
@@ -243,10 +266,10 @@ def metadata(argv: Sequence[str], repeat: int) -> dict[str, Any]:
             "command": ["fastopt", "bench", *argv], "commit": git_commit(),
             "machine": machine_info(), "versions": versions(), "isa": cfg["isa"],
             "widest_isa": cfg["widest_isa"], "threads": cfg["threads"], "repeat": repeat,
-            "config": cfg}
+            "load": {"start": load_average(), "end": None}, "config": cfg}
 
 
 __all__ = ["DEFAULT_CASES", "LIMIT", "REGISTRY", "TORCH_AUTOGRAD", "TORCH_FOREACH", "TORCH_FUSED",
            "Case", "Op",
-           "Probe", "Report", "Row", "Streams", "git_commit", "machine_info", "metadata", "run",
-           "versions"]
+           "Probe", "Report", "Row", "Streams", "busy_warning", "git_commit", "load_average",
+           "machine_info", "metadata", "run", "versions"]

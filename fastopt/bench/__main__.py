@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -23,7 +24,10 @@ from . import (
     TORCH_FUSED,
     Case,
     Report,
+    Row,
+    busy_warning,
     fastopt_backends,
+    load_average,
     metadata,
     run,
 )
@@ -100,10 +104,12 @@ def build_parser(prog: str = "fastopt bench") -> argparse.ArgumentParser:
                    help="untimed calls before timing (default 2)")
     p.add_argument("--reference-max", default=format_size(REFERENCE_MAX), metavar="N",
                    help="largest total size the slow NumPy reference runs at (default 1M)")
-    p.add_argument("--json", metavar="PATH", help="write machine, versions, ISA, commit and "
-                   "every sample as JSON")
-    p.add_argument("--plot", metavar="PATH", help="PNG of GB/s against size, one line per "
-                   "backend, the limit drawn (needs matplotlib: pip install 'fastopt[plot]')")
+    p.add_argument("--json", metavar="PATH", help="write machine, versions, ISA, commit, load "
+                   "average and every sample as JSON (with --load: the rows selected)")
+    p.add_argument("--plot", metavar="PATH", help="figure of GB/s per backend (PNG, or the "
+                   "format PATH's extension names: .svg, .pdf, ...): sizes swept as lines, "
+                   "one-size cases such as 20000x256 as bars, the limit dashed (needs "
+                   "matplotlib: pip install 'fastopt[plot]')")
     p.add_argument("--compare", metavar="OLD.json", help="ratios against an earlier --json run")
     p.add_argument("--threshold", type=float, default=0.10, metavar="FRACTION",
                    help="--compare flags a regression when a median grew by more than this "
@@ -169,9 +175,9 @@ def print_table(report: Report, out: Any = None, markdown: bool = False) -> None
               file=out)
         if k == 0:
             print("  ".join("-" * w for w in widths), file=out)
-    print("\nGB/s: the bytes each op must move (DESIGN.md) / median time. limit: a one-pass "
-          "loop over the same bytes, timed in the same rounds. vs X: X's time / this time.",
-          file=out)
+    print("\nGB/s: the bytes each op must move (docs/architecture.md) / median time. limit: a "
+          "one-pass loop over the same bytes, timed in the same rounds. vs X: X's time / this "
+          "time.", file=out)
 
 
 def print_unavailable(report: Report, out: Any = None) -> None:
@@ -215,49 +221,115 @@ def compare(report: Report, old: dict[str, Any], threshold: float,
     return regressions
 
 
-def plot(report: Report, path: str, title: str = "") -> None:
-    """GB/s against total size, one subplot per (op, dtype, tensor count), one line per
-    backend, the probe's limit dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups: dict[tuple, dict[str, list[tuple[int, float]]]] = {}
+def _panels(report: Report) -> list[list[tuple[str, str, str, dict]]]:
+    """The panels of each (op, dtype), in the rows' order, as (kind, op, dtype, data). A case
+    timed at two or more sizes is a 'sweep' (data: {tensors: {backend: [(elements, GB/s)]}});
+    the cases of an (op, dtype) timed at one size each, such as the many-tensor ones, share a
+    'bars' panel (data: {case label: {backend: row}}): one point on a log axis says nothing."""
+    groups: dict[tuple[str, str], dict[int, dict[int, dict[str, Row]]]] = {}
     for r in report.rows:
-        g = groups.setdefault((r.op, r.dtype, r.tensors), {})
-        g.setdefault(r.backend, []).append((r.size * r.tensors, r.gbps))
-    # one colour per backend across every subplot
+        groups.setdefault((r.op, r.dtype), {}).setdefault(r.tensors, {}).setdefault(
+            r.size, {})[r.backend] = r
+    out = []
+    for (op, dtype), by_tensors in groups.items():
+        panels = []
+        bars: dict[str, dict[str, Row]] = {}
+        for tensors, by_size in by_tensors.items():
+            if len(by_size) == 1:
+                size, rows = next(iter(by_size.items()))
+                label = format_size(size) if tensors == 1 else f"{tensors}x{format_size(size)}"
+                bars[label] = rows
+                continue
+            lines: dict[str, list[tuple[int, float]]] = {}
+            for size, rows in sorted(by_size.items()):
+                for backend, r in rows.items():
+                    lines.setdefault(backend, []).append((size * tensors, r.gbps))
+            panels.append(("sweep", op, dtype, {tensors: lines}))
+        if bars:
+            panels.append(("bars", op, dtype, bars))
+        out.append(panels)
+    return out
+
+
+def figure(report: Report, title: str = "") -> Any:
+    """The --plot figure (a matplotlib Figure): per (op, dtype), GB/s against size on a log
+    axis where a case was timed at several sizes (one line per backend, the probe's limit
+    dashed), and a bar chart of the cases timed at one size, such as 20,000 tensors of 256
+    (one bar per backend labelled with its % of the limit, the limit a dashed segment over
+    each case). One legend for the whole figure, below the panels, so it hides no line."""
+    from matplotlib.figure import Figure
+
+    # one colour per backend across every panel
     order = ["cpu", "numba", "reference", TORCH_FUSED, TORCH_FOREACH, TORCH_AUTOGRAD]
     order += sorted({r.backend for r in report.rows} - set(order) - {LIMIT})
     colours = {b: f"C{i % 10}" for i, b in enumerate(order)}
-    n = len(groups)
-    cols = min(n, 3)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    for ax, ((op, dtype, tensors), lines) in zip(axes.flat, groups.items(), strict=False):
-        for backend, pts in sorted(lines.items(), key=lambda kv: kv[0] == LIMIT):
-            pts.sort()
-            xs, ys = zip(*pts, strict=True)
-            style = (dict(color="black", linestyle="--") if backend == LIMIT
-                     else dict(color=colours[backend]))
-            ax.plot(xs, ys, marker="o", label=backend, **style)
-        ax.set_xscale("log", base=2)
-        ax.set_title(f"{op} {dtype}" + (f" ({tensors} tensors)" if tensors > 1 else ""),
-                     fontsize=9)
-        ax.set_xlabel("elements", fontsize=8)
+    # panels flow left to right, up to 4 a row; an (op, dtype)'s panels stay side by side
+    groups = _panels(report)
+    cols = max(1, min(4, sum(map(len, groups))), *map(len, groups))
+    slots: list[tuple[int, int]] = []
+    row = col = 0
+    for panels in groups:
+        if col + len(panels) > cols:
+            row, col = row + 1, 0
+        slots += [(row, col + i) for i in range(len(panels))]
+        col += len(panels)
+    rows = row + 1
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows + 0.6), layout="constrained")
+    grid = fig.subplots(rows, cols, squeeze=False)
+    placed = list(zip((grid[rc] for rc in slots), (p for g in groups for p in g), strict=True))
+    limit_style = dict(color="black", linestyle="--", label=LIMIT)
+    for ax, (kind, op, dtype, data) in placed:
+        if kind == "sweep":
+            (tensors, lines), = data.items()
+            for backend, pts in sorted(lines.items(), key=lambda kv: kv[0] == LIMIT):
+                xs, ys = zip(*pts, strict=True)
+                style = limit_style if backend == LIMIT else dict(color=colours[backend],
+                                                                  label=backend)
+                ax.plot(xs, ys, marker="o", **style)
+            ax.set_xscale("log", base=2)
+            ax.set_title(f"{op} {dtype}" + (f" ({tensors} tensors)" if tensors > 1 else ""),
+                         fontsize=9)
+            ax.set_xlabel("elements", fontsize=8)
+        else:
+            present = [b for b in order if any(b in case for case in data.values())]
+            width = 0.8 / max(1, len(present))
+            for i, backend in enumerate(present):
+                xs = [j for j, case in enumerate(data.values()) if backend in case]
+                cases = [case[backend] for case in data.values() if backend in case]
+                bars = ax.bar([j - 0.4 + (i + 0.5) * width for j in xs],
+                              [r.gbps for r in cases], width, color=colours[backend],
+                              label=backend)
+                ax.bar_label(bars, [f"{r.pct_limit:.0f}%" for r in cases], fontsize=6)
+            for j, case in enumerate(data.values()):
+                if LIMIT in case:
+                    ax.hlines(case[LIMIT].gbps, j - 0.45, j + 0.45, **limit_style)
+            ax.set_xticks(range(len(data)), list(data), fontsize=7)
+            ax.set_xlim(-0.6, len(data) - 0.4)
+            many = all("x" in k for k in data)
+            ax.set_title(f"{op} {dtype}" + (", many tensors" if many else ""), fontsize=9)
+            ax.set_xlabel("tensors x elements" if many else "elements", fontsize=8)
         ax.set_ylabel("GB/s", fontsize=8)
         ax.set_ylim(bottom=0)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[n:]:
-        ax.set_visible(False)
+    used = {id(ax) for ax, _ in placed}
+    for ax in grid.flat:
+        ax.set_visible(id(ax) in used)
+    legend: dict[str, Any] = {}
+    for ax, _ in placed:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    labels = sorted(legend, key=lambda b: order.index(b) if b in order else len(order))
+    fig.legend([legend[b] for b in labels], labels, loc="outside lower center",
+               ncols=min(len(labels), 7), fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    return fig
+
+
+def plot(report: Report, path: str, title: str = "") -> None:
+    """Save figure(report, title) to path (the format from its extension; PNG without one)."""
+    figure(report, title).savefig(path, dpi=80)
 
 
 def list_all(out: Any = None) -> None:
@@ -317,13 +389,39 @@ def bench_main(argv: Sequence[str] | None = None, prog: str = "fastopt bench") -
     if args.plot:
         try:
             import matplotlib  # noqa: F401
+            from matplotlib.backend_bases import FigureCanvasBase
         except ImportError:
             parser.error("--plot needs matplotlib: pip install 'fastopt[plot]'")
+        kinds = FigureCanvasBase.get_supported_filetypes()
+        ext = Path(args.plot).suffix[1:].lower()
+        if ext and ext not in kinds:
+            parser.error(f"--plot: matplotlib cannot write .{ext} files (it writes "
+                         f"{', '.join(sorted(kinds))})")
+    # a path that cannot be written fails now, not after minutes of measuring
+    for option, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            why = _unwritable(Path(path))
+            if why:
+                parser.error(f"{option}: cannot write {path}: {why}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads: must be >= 1, got {args.threads}")
     with _threads(args.threads) as threads:
         return _measure_and_report(args, argv, cases, backends, reference_max, old, loaded,
                                    threads)
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why `path` cannot be written as a file, or None if it can."""
+    if path.is_dir():
+        return "it is a folder"
+    folder = path.parent
+    if not folder.exists():
+        return f"no folder {folder}"
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        return "permission denied"
+    return None
 
 
 @contextlib.contextmanager
@@ -377,7 +475,9 @@ def _measure_and_report(args: argparse.Namespace, argv: list[str], cases: list[C
           f"torch {meta['versions'].get('torch')}"
           + (f" (saved run of {meta.get('created')}, commit {meta.get('commit')})"
              if args.load else ""))
+    load = meta.setdefault("load", {})
     if not args.load:
+        _warn_busy(load.get("start"), m.get("cpu_count"), "at the start of the run")
         from tqdm import tqdm
 
         # delay: no bar for a run that is over within a couple of seconds; disable=None:
@@ -387,18 +487,45 @@ def _measure_and_report(args: argparse.Namespace, argv: list[str], cases: list[C
             report = run(cases, backends, repeat=args.repeat, warmup=args.warmup,
                          reference_max=reference_max, progress=bar)
         report.meta = meta
+        load["end"] = load_average()
+        _warn_busy(load["end"], m.get("cpu_count"), "at the end of the run")
     print()
     print_table(report, markdown=args.markdown)
+    print(f"\n{describe_load(load, m.get('cpu_count'))}")
     print_unavailable(report)
     if old is not None:
         compare(report, old, args.threshold)
-    if args.json and not args.load:
-        Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n")
-        print(f"wrote {args.json}")
-    if args.plot:
-        plot(report, args.plot, title=f"{m.get('cpu')}, {threads} threads, ISA {meta['isa']}")
-        print(f"wrote {args.plot}")
+    try:
+        if args.json:
+            Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n")
+            print(f"wrote {args.json}")
+        if args.plot:
+            plot(report, args.plot,
+                 title=f"{m.get('cpu')}, {threads} threads, ISA {meta['isa']}")
+            print(f"wrote {args.plot}")
+    except OSError as exc:
+        print(f"fastopt bench: error: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _warn_busy(load: list[float] | None, cores: int | None, when: str) -> None:
+    message = busy_warning(load, cores, when)
+    if message:
+        print(message, file=sys.stderr)
+
+
+def describe_load(load: dict[str, Any], cores: int | None) -> str:
+    """One line on the machine's load during a run: the 1-minute load average at its start
+    and end against the core count."""
+    seen = [(when, load.get(when)) for when in ("start", "end")]
+    seen = [(when, avg) for when, avg in seen if avg]
+    if not seen:
+        return "load average: not recorded"
+    text = ", ".join(f"{avg[0]:.2f} at the {when}" for when, avg in seen)
+    busy = any(busy_warning(avg, cores, when) for when, avg in seen)
+    return (f"load average (1 minute): {text}; {cores} cores"
+            + ("; BUSY: times are slow and noisy, re-run on an idle machine" if busy else ""))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

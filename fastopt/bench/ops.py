@@ -1,10 +1,10 @@
 """The registry of benchmarkable ops: what each one moves, and how to run it on every backend.
 
-An entry names the op's streams (so its counted bytes follow DESIGN.md's table: Adam in fp32
-reads p, g, m, v and writes p, m, v, 28 bytes per element) and a `setup` that, for one case,
-returns a callable per variant: each fastopt backend, torch's fused and foreach
-implementations where torch has the op. Adding an op (a loss, say) is one `register(...)`
-call with its streams and setup function.
+An entry names the op's streams (so its counted bytes follow the table in
+docs/architecture.md: Adam in fp32 reads p, g, m, v and writes p, m, v, 28 bytes per element)
+and a `setup` that, for one case, returns a callable per variant: each fastopt backend,
+torch's fused and foreach implementations where torch has the op. Adding an op (a loss, say) is
+one `register(...)` call with its streams and setup function.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class Op:
     tags: tuple[str, ...] = field(default=())
 
     def nbytes(self, case: Case) -> int:
-        """Bytes the op must move (DESIGN.md's performance model)."""
+        """Bytes the op must move (the performance model in docs/architecture.md)."""
         return self.streams.nbytes(case.numel, case.itemsize)
 
 
@@ -226,7 +226,7 @@ def _register_losses() -> None:
 
     if importlib.util.find_spec("fastopt.losses") is None:
         return
-    # read logits, write the gradient: 8 bytes per float32 element (DESIGN.md)
+    # read logits, write the gradient: 8 bytes per float32 element (docs/architecture.md)
     register(Op("cross_entropy", Streams(0, 1, 1), _cross_entropy_setup(False),
                 "softmax cross-entropy forward + gradient, logits (size/4096, 4096)",
                 (TORCH_AUTOGRAD,), tags=("loss",)))
