@@ -22,6 +22,7 @@ fastopt.reference, the specification every backend is tested against.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -146,6 +147,8 @@ def cross_entropy(logits: Any, target: Any, weight: Any | None = None, ignore_in
                          f"{ls.device[0]} move the class axis last (shape [..., C]), got "
                          f"{list(ls.shape)}")
     ts = describe(target, "target")
+    if ts.dtype[:1] in "<>|=":  # an array-interface typestr the spec did not name
+        ts = replace(ts, dtype=np.dtype(ts.dtype).name)
     if ts.device != ls.device:
         where = "a host array" if ls.device[0] == "cpu" else \
             f"an array on {ls.device[0]}:{ls.device[1]} like logits"
@@ -364,6 +367,8 @@ def _host_numpy(obj: Any, name: str) -> np.ndarray:
         if obj.device.type != "cpu":
             raise ValueError(f"{name}: expected a CPU tensor")
         return obj.detach().numpy()
+    if hasattr(obj, "__array_interface__"):
+        return np.asarray(obj)
     return np.from_dlpack(obj)
 
 

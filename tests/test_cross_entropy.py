@@ -356,3 +356,25 @@ def test_inplace_allocates_no_logits_sized_buffer(shape):
                              "losses.cross_entropy(x, t, inplace=True)")
     logits_bytes = int(np.prod(shape)) * 4
     assert extra < 0.05 * logits_bytes, (extra, logits_bytes)
+
+
+class _CudaLike:
+    """Host memory dressed as a CUDA array: enough for the checks made before any launch."""
+
+    def __init__(self, a):
+        self.a = a
+        self.shape, self.dtype = a.shape, a.dtype
+        self.__cuda_array_interface__ = {"shape": a.shape, "typestr": a.dtype.str,
+                                         "data": (a.ctypes.data, False), "version": 3,
+                                         "strides": None, "stream": 1}
+
+
+def test_cuda_arrays_refuse_what_only_the_host_path_takes():
+    """The CUDA kernel reads [N, C] rows and int32/int64 indices; anything else is said before
+    a launch."""
+    x = _CudaLike(np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(ValueError, match=r"logits: \[N, C, d1, ...\] logits are taken from host"):
+        losses.cross_entropy(x, _CudaLike(np.zeros((2, 4), np.int64)))
+    with pytest.raises(TypeError, match="target: class indices of dtype uint8 .* int32 or int64"):
+        losses.cross_entropy(_CudaLike(np.zeros((2, 3), np.float32)),
+                             _CudaLike(np.zeros(2, np.uint8)))
