@@ -573,3 +573,21 @@ def test_inplace_allocates_no_logits_sized_buffer():
                              "fo.cross_entropy(logits, y, inplace=True).backward()")
     logits = 2048 * 8192 * 4
     assert extra < 0.05 * logits, (extra, logits)
+
+
+def test_z_loss_and_softcap_on_the_torch_path():
+    """Logits the kernel does not take (strided here; CUDA or bfloat16 alike) still get z_loss
+    and softcap, from the torch-ops formula, equal to the fused result."""
+    g = torch.Generator().manual_seed(13)
+    x = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 6, 3, -100, 2])
+    w = torch.rand(7, generator=g, dtype=torch.float64) + 0.5
+    kw = dict(weight=w, z_loss=1e-2, softcap=2.5, label_smoothing=0.1)
+
+    def strided(a):  # the same values, column-major: the torch-ops path
+        return a.T.contiguous().T
+
+    assert not _fused(fo.cross_entropy(strided(x).requires_grad_(), y, **kw))
+    assert _fused(fo.cross_entropy(x.clone().requires_grad_(), y, **kw))
+    _compare(lambda a: fo.cross_entropy(strided(a), y, **kw),
+             lambda b: fo.cross_entropy(b, y, **kw), x, dtype=torch.float64)
