@@ -22,15 +22,18 @@ fastopt.reference, the specification every backend is tested against.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from . import backends
 from ._arrays import ArraySpec, check_contiguous, check_writable, describe, empty_like, from_host
+from .reference.elementwise_loss import check_probabilities
 
 _FLOATS = ("float32", "float64")
-_INDEX = ("int32", "int64")
+_INDEX = ("int32", "int64")  # what the kernels read; other integer targets are widened
+_OTHER_INTS = ("int8", "int16", "uint8", "uint16", "uint32", "uint64")
 _REDUCTIONS = ("none", "mean", "sum")
 
 
@@ -97,23 +100,25 @@ def cross_entropy(logits: Any, target: Any, weight: Any | None = None, ignore_in
                   reduction: str = "mean", label_smoothing: float = 0.0, *,
                   z_loss: float = 0.0, softcap: float | None = None, inplace: bool = False,
                   return_grad: bool = True, backend: str | None = None) -> Any:
-    """Softmax cross-entropy over the last axis and its gradient, fused in one pass per row.
+    """Softmax cross-entropy over the class axis and its gradient, fused in one pass per row.
 
-    logits [N, C] or [C]; target either class indices (int32/int64, shape [N] or []) or class
-    probabilities (the logits' dtype and shape). With s = logits (or cap tanh(logits / cap)),
-    logp = s - logsumexp(s):
+    logits [C], [N, C] or [N, C, d1, ...] (class axis 1, as torch); target either class indices
+    (any integer dtype, shape [], [N] or [N, d1, ...]) or class probabilities (the logits' dtype
+    and shape). A row is one position outside the class axis. With s = logits (or
+    cap tanh(logits / cap)), logp = s - logsumexp(s) over the classes:
         index y:          loss_i = (1 - eps) (-w_y logp_y) + eps / C (-sum_c w_c logp_c)
         probabilities q:  loss_i = -sum_c w_c ((1 - eps) q_c + eps / C) logp_c
     as torch.nn.functional.cross_entropy (eps = label_smoothing, Szegedy et al. 2016), rows
     whose index equals ignore_index contributing nothing. 'mean' divides by the sum of w_y over
-    the counted rows (N for probabilities): a batch whose every row is ignored gives NaN, as in
-    torch, and a zero gradient.
+    the counted rows (the number of rows for probabilities): a batch whose every row is ignored
+    gives NaN, as in torch, and a zero gradient.
 
     Keyword-only extras:
       z_loss: adds z * logsumexp(s)^2 to every counted row (PaLM, Chowdhery et al. 2022).
       softcap: replaces logits by cap * tanh(logits / cap) (Gemma 2 logit soft-capping).
       inplace: writes the gradient over logits (which must be writable and C-contiguous) and
-        returns logits as the gradient: no memory beyond a few bytes per row.
+        returns logits as the gradient: no memory beyond a few bytes per row (and one row per
+        thread for [N, C, d1, ...] logits, whose rows are strided).
       return_grad: False returns the loss alone (forward only; logits are never written).
 
     Returns (loss, grad), or loss alone with return_grad=False.
@@ -130,31 +135,40 @@ def cross_entropy(logits: Any, target: Any, weight: Any | None = None, ignore_in
     if inplace and not return_grad:
         raise ValueError("inplace: there is no gradient to write with return_grad=False")
     ls = _float_spec(logits, "logits", None)
-    if len(ls.shape) not in (1, 2):
-        raise ValueError(f"logits: expected shape [N, C] or [C], got {list(ls.shape)}")
-    n, c = (1, ls.shape[0]) if len(ls.shape) == 1 else ls.shape
+    if not ls.shape:
+        raise ValueError("logits: expected shape [C], [N, C] or [N, C, d1, ...], got a scalar")
+    c = ls.shape[0] if len(ls.shape) == 1 else ls.shape[1]
     if c < 1:
         raise ValueError("logits: the class axis is empty")
+    batch_shape = ls.shape[:1] + ls.shape[2:] if len(ls.shape) > 1 else ()
+    n, inner = math.prod(batch_shape), math.prod(ls.shape[2:])
+    if inner > 1 and ls.device[0] != "cpu":
+        raise ValueError(f"logits: [N, C, d1, ...] logits are taken from host arrays; on "
+                         f"{ls.device[0]} move the class axis last (shape [..., C]), got "
+                         f"{list(ls.shape)}")
     ts = describe(target, "target")
+    if ts.dtype[:1] in "<>|=":  # an array-interface typestr the spec did not name
+        ts = replace(ts, dtype=np.dtype(ts.dtype).name)
     if ts.device != ls.device:
         where = "a host array" if ls.device[0] == "cpu" else \
             f"an array on {ls.device[0]}:{ls.device[1]} like logits"
         raise ValueError(f"target: expected {where}, got one on "
                          f"{ts.device[0]}:{ts.device[1]}")
-    batch_shape = ls.shape[:-1]
-    if ts.dtype in _INDEX:
+    if ts.dtype in _INDEX or ts.dtype in _OTHER_INTS:
         if ts.shape != batch_shape:
             raise ValueError(f"target: class indices must have shape {list(batch_shape)} for "
                              f"logits of shape {list(ls.shape)}, got {list(ts.shape)} (class "
                              "probabilities are float arrays shaped like the logits)")
+        if ts.dtype in _OTHER_INTS:
+            ts = _widened_index(ts)
     elif ts.dtype in _FLOATS:
         if ts.shape != ls.shape:
             raise ValueError(f"target: float targets are class probabilities and must have the "
                              f"logits' shape {list(ls.shape)}, got {list(ts.shape)} (class "
-                             "indices must be int32 or int64)")
+                             "indices have an integer dtype)")
         _same_dtype(ts, ls, "target", "logits")
     else:
-        raise TypeError(f"target: dtype {ts.dtype} is neither class indices (int32, int64) "
+        raise TypeError(f"target: dtype {ts.dtype} is neither class indices (an integer dtype) "
                         "nor class probabilities (float32, float64)")
     check_contiguous(ts, "target", None)
     ws = None
@@ -182,14 +196,28 @@ def cross_entropy(logits: Any, target: Any, weight: Any | None = None, ignore_in
         why = "" if ls.device[0] == "cpu" else \
             f" (CUDA arrays need the cuda backend: {backends.get('cuda').available()[1]})"
         raise backends.BackendUnavailable(f"backend {b.name!r} has no cross_entropy kernel{why}")
+    strided = {"inner": inner} if inner > 1 else {}  # [N, C] rows need no stride
     loss = b.cross_entropy(ls, ts, ws, gs, n=n, c=c, ignore_index=int(ignore_index),
                            label_smoothing=label_smoothing, z_loss=z_loss,
-                           softcap=float(softcap) if softcap else 0.0, reduction=reduction)
+                           softcap=float(softcap) if softcap else 0.0, reduction=reduction,
+                           **strided)
     if reduction == "none":
         loss = _rows_out(np.asarray(loss), logits, batch_shape)
     else:
         loss = _round(loss, ls.dtype)
     return (loss, grad_obj) if return_grad else loss
+
+
+def _widened_index(ts: ArraySpec) -> ArraySpec:
+    """Class indices of a narrow or unsigned integer dtype as a new int64 host array (8 bytes
+    a row); values beyond int64 stay out of range."""
+    if ts.device[0] != "cpu":
+        raise TypeError(f"target: class indices of dtype {ts.dtype} are taken from host arrays; "
+                        "on CUDA use int32 or int64")
+    t = _host_numpy(ts.obj, "target")
+    if t.dtype == np.uint64:
+        t = np.minimum(t, np.iinfo(np.int64).max)
+    return describe(np.ascontiguousarray(t, dtype=np.int64), "target")
 
 
 # --- element-wise losses ----------------------------------------------------------------
@@ -212,7 +240,10 @@ def _period(spec: ArraySpec | None, input_shape: tuple[int, ...], name: str) -> 
 
 def _elementwise(kind: str, input: Any, target: Any, reduction: str, *, weight: Any = None,
                  pos_weight: Any = None, param: float = 0.0, return_grad: bool = True,
-                 backend: str | None = None, allowed: tuple[str, ...] = _REDUCTIONS) -> Any:
+                 backend: str | None = None, allowed: tuple[str, ...] = _REDUCTIONS,
+                 check_nan: Any = None) -> Any:
+    """check_nan(input, target), when given, runs if the losses sum to NaN: it raises for
+    inputs the loss refuses (the kernels mark them with a NaN loss)."""
     reduction = _reduction(reduction, allowed)
     xs = _float_spec(input, "input")
     ts = _float_spec(target, "target")
@@ -241,6 +272,8 @@ def _elementwise(kind: str, input: Any, target: Any, reduction: str, *, weight: 
         scale = 1.0
     total = b.elementwise_loss(kind, xs, ts, ws, wp, ps, pp, gs, out, param=float(param),
                                grad_scale=scale)
+    if check_nan is not None and math.isnan(total):
+        check_nan(_host_numpy(input, "input"), _host_numpy(target, "target"))
     if reduction == "none":
         loss = out if isinstance(input, np.ndarray) else _rows_out(out, input, xs.shape)
     elif reduction == "sum":
@@ -291,16 +324,12 @@ def binary_cross_entropy(input: Any, target: Any, weight: Any | None = None,
                          reduction: str = "mean", *, return_grad: bool = True,
                          backend: str | None = None) -> Any:
     """BCE on probabilities x in [0, 1]: loss = -w (y log x + (1 - y) log(1 - x)), each log
-    clamped at -100 and the gradient w (x - y) / max(x (1 - x), 1e-12), as torch. An input
-    outside [0, 1] raises ValueError."""
-    result = _elementwise("bce", input, target, reduction, weight=weight,
-                          return_grad=return_grad, backend=backend)
-    loss = result[0] if return_grad else result
-    if not np.all(np.isfinite(np.asarray(loss, dtype=np.float64))):
-        x = _host_numpy(input, "input")
-        if np.any((x < 0) | (x > 1)):
-            raise ValueError("input: binary_cross_entropy needs probabilities in [0, 1]")
-    return result
+    clamped at -100 and the gradient w (x - y) / max(x (1 - x), 1e-12), as torch. An input or
+    target outside [0, 1], NaN included, raises ValueError naming it and the element, as torch
+    raises."""
+    return _elementwise("bce", input, target, reduction, weight=weight,
+                        return_grad=return_grad, backend=backend,
+                        check_nan=check_probabilities)
 
 
 def binary_cross_entropy_with_logits(input: Any, target: Any, weight: Any | None = None,
@@ -338,6 +367,8 @@ def _host_numpy(obj: Any, name: str) -> np.ndarray:
         if obj.device.type != "cpu":
             raise ValueError(f"{name}: expected a CPU tensor")
         return obj.detach().numpy()
+    if hasattr(obj, "__array_interface__"):
+        return np.asarray(obj)
     return np.from_dlpack(obj)
 
 
@@ -355,21 +386,24 @@ def linear_cross_entropy(hidden: Any, weight: Any, target: Any, bias: Any | None
                          class_weight: Any | None = None, ignore_index: int = -100,
                          reduction: str = "mean", label_smoothing: float = 0.0,
                          z_loss: float = 0.0, softcap: float | None = None,
-                         chunk_size: int | None = None,
-                         backend: str | None = None) -> tuple[Any, Any, Any, Any]:
+                         chunk_size: int | None = None, return_grad: bool = True,
+                         backend: str | None = None) -> Any:
     """cross_entropy(hidden @ weight.T + bias, target) and its gradients, chunked over rows so
     the [N, V] logits never exist at once.
 
     hidden [N, H], weight [V, H] (the output projection, as torch.nn.Linear), target [N] class
-    indices, bias [V] or None. Per chunk of rows: logits = hidden_chunk @ weight.T + bias
-    (BLAS), the fused cross-entropy kernel writes dlogits over them, then
+    indices (any integer dtype), bias [V] or None. Per chunk of rows:
+    logits = hidden_chunk @ weight.T + bias (BLAS), the fused cross-entropy kernel writes
+    dlogits over them, then
         grad_hidden_chunk = dlogits @ weight,  grad_weight += dlogits.T @ hidden_chunk,
         grad_bias += sum of dlogits over the chunk.
     Peak extra memory is one [chunk_size, V] buffer (plus the gradients themselves);
     chunk_size defaults to the rows that fit 4M logits. Other arguments as cross_entropy
-    (class_weight is its per-class `weight`); reduction 'mean' or 'sum'.
+    (class_weight is its per-class `weight`); reduction 'mean' or 'sum'. With 'mean' and every
+    target ignored the loss is NaN and the gradients are zeros, as torch's.
 
-    Returns (loss, grad_hidden, grad_weight, grad_bias or None).
+    Returns (loss, grad_hidden, grad_weight, grad_bias or None), or the loss alone with
+    return_grad=False (no gradient is computed).
     """
     reduction = _reduction(reduction, ("mean", "sum"))
     h = _host_numpy(hidden, "hidden")
@@ -389,11 +423,13 @@ def linear_cross_entropy(hidden: Any, weight: Any, target: Any, bias: Any | None
     if w.shape[1] != hdim:
         raise ValueError(f"weight: expected shape [V, {hdim}] for hidden of shape "
                          f"{list(h.shape)}, got {list(w.shape)}")
-    if t.dtype.name not in _INDEX:
-        raise TypeError(f"target: linear_cross_entropy takes class indices (int32/int64), got "
-                        f"{t.dtype}")
+    if t.dtype.name not in _INDEX + _OTHER_INTS:
+        raise TypeError(f"target: linear_cross_entropy takes class indices (an integer dtype), "
+                        f"got {t.dtype}")
     if t.shape != (n,):
         raise ValueError(f"target: expected shape [{n}], got {list(t.shape)}")
+    if t.dtype.name not in _INDEX:
+        t = _widened_index(describe(t, "target")).obj
     b = None
     if bias is not None:
         b = _host_numpy(bias, "bias")
@@ -418,9 +454,9 @@ def linear_cross_entropy(hidden: Any, weight: Any, target: Any, bias: Any | None
                          f"[0, {v})")
     denom = float(np.sum(cw[t[counted]], dtype=np.float64)) if cw is not None else \
         float(np.count_nonzero(counted))
-    gh = np.empty_like(h)
-    gw = np.zeros_like(w)
-    gb = None if b is None else np.zeros(v, dtype=np.float64)
+    gh = np.empty_like(h) if return_grad else None
+    gw = np.zeros_like(w) if return_grad else None
+    gb = None if b is None or not return_grad else np.zeros(v, dtype=np.float64)
     buf = np.empty((min(chunk_size, n), v), dtype=h.dtype)
     rows_loss = []
     gemm = _accumulating_gemm(h.dtype)
@@ -430,9 +466,12 @@ def linear_cross_entropy(hidden: Any, weight: Any, target: Any, bias: Any | None
         np.matmul(h[i0:i1], w.T, out=logits)
         if b is not None:
             logits += b
-        rows, _ = cross_entropy(logits, t[i0:i1], cw, ignore_index, "none", label_smoothing,
-                                z_loss=z_loss, softcap=softcap, inplace=True, backend=backend)
-        rows_loss.append(np.asarray(rows, dtype=np.float64))
+        out = cross_entropy(logits, t[i0:i1], cw, ignore_index, "none", label_smoothing,
+                            z_loss=z_loss, softcap=softcap, inplace=return_grad,
+                            return_grad=return_grad, backend=backend)
+        rows_loss.append(np.asarray(out[0] if return_grad else out, dtype=np.float64))
+        if not return_grad:
+            continue
         # as (weight.T @ dlogits.T).T: OpenBLAS is several times slower on the
         # short-and-deep product dlogits @ weight (few rows, V-long inner axis); the [rows, H]
         # temporary is small
@@ -441,15 +480,25 @@ def linear_cross_entropy(hidden: Any, weight: Any, target: Any, bias: Any | None
         if gb is not None:
             gb += logits.sum(axis=0, dtype=np.float64)
     total = math.fsum(np.concatenate(rows_loss)) if rows_loss else 0.0
+    loss = total
     if reduction == "mean":
-        scale = 1.0 / denom if denom else math.nan
-        loss = total * scale
+        loss = total / denom if denom else math.nan
+    if not return_grad:
+        return _round(loss, h.dtype.name)
+    if reduction == "mean" and denom:
+        scale = 1.0 / denom
         gh *= h.dtype.type(scale)
         gw *= h.dtype.type(scale)
         if gb is not None:
             gb *= scale
-    else:
-        loss = total
+    elif reduction == "mean":
+        # as torch: every row ignored leaves the zero gradients those rows gave (a NaN scale
+        # would turn every weight NaN); counted rows of zero class weight give NaN
+        if np.any(counted):
+            gh[counted] = np.nan
+            gw[...] = np.nan
+            if gb is not None:
+                gb[...] = np.nan
     gb_out = None if gb is None else _like(gb.astype(h.dtype), bias)
     return (_round(loss, h.dtype.name), _like(gh, hidden), _like(gw, weight), gb_out)
 

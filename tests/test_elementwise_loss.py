@@ -183,3 +183,40 @@ def test_bad_input():
         losses.huber_loss(x, y, delta=0.0)
     with pytest.raises(ValueError, match="beta"):
         losses.smooth_l1_loss(x, y, beta=-1.0)
+
+
+BCE_BAD = [("input", np.nan), ("input", 1.5), ("input", -0.25), ("input", np.inf),
+           ("target", 1.5), ("target", -0.25), ("target", np.nan), ("target", -np.inf)]
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("where,value", BCE_BAD, ids=[f"{w}={v}" for w, v in BCE_BAD])
+def test_bce_outside_unit_interval_raises_as_torch(where, value, reduction, dtype, backend):
+    """torch's binary_cross_entropy refuses an input or target outside [0, 1], NaN included;
+    so does fastopt, naming the argument and the element, with and without weights."""
+    torch = pytest.importorskip("torch")
+    x, y = data("bce", (5, 4097), dtype, seed=3)
+    bad = x if where == "input" else y
+    bad[3, 2000] = value
+    bad[4, 7] = value  # the first one is named
+    with pytest.raises(RuntimeError, match=f"all elements of {where} should be between 0 and 1"):
+        torch.nn.functional.binary_cross_entropy(torch.tensor(x), torch.tensor(y))
+    for weight in (None, np.full(4097, 0.5, dtype)):
+        with pytest.raises(ValueError, match=rf"{where}: binary_cross_entropy needs .* in "
+                                             rf"\[0, 1\], got {value} at index \[3, 2000\]"):
+            losses.binary_cross_entropy(x, y, weight, reduction, backend=backend)
+        with pytest.raises(ValueError, match=where):
+            losses.binary_cross_entropy(x, y, weight, reduction, return_grad=False,
+                                        backend=backend)
+
+
+def test_bce_accepts_the_closed_interval():
+    x = np.array([0.0, 1.0, 0.0, 1.0, 0.5], np.float32)
+    y = np.array([0.0, 1.0, 1.0, 0.0, 1.0], np.float32)
+    for reduction in REDUCTIONS:
+        got = losses.binary_cross_entropy(x, y, reduction=reduction)
+        want = ref.binary_cross_entropy(x, y, reduction=reduction)
+        assert_close(got[0], want[0], np.float32)
+        assert_close(got[1], want[1], np.float32)

@@ -4,6 +4,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from peak_memory import peak_extra_bytes
 from tolerances import assert_close
 
 from fastopt import losses
@@ -99,3 +100,239 @@ def test_bad_input():
         losses.linear_cross_entropy(hidden, weight, target, chunk_size=0)
     with pytest.raises(ValueError, match="reduction"):
         losses.linear_cross_entropy(hidden, weight, target, reduction="none")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [False, True])
+def test_every_target_ignored(dtype, bias):
+    """An all-padding micro-batch: zero gradients as torch's cross_entropy gives (NaN ones
+    would turn every weight NaN at the next step); loss NaN for 'mean', 0 for 'sum'."""
+    torch = pytest.importorskip("torch")
+    hidden, weight, _, b = make(9, 5, 13, dtype, seed=3, bias=bias)
+    target = np.full(9, -100)
+    for reduction in ("mean", "sum"):
+        ht = torch.tensor(hidden, requires_grad=True)
+        wt = torch.tensor(weight, requires_grad=True)
+        logits = ht @ wt.T + (0 if b is None else torch.tensor(b))
+        out = torch.nn.functional.cross_entropy(logits, torch.tensor(target),
+                                                reduction=reduction)
+        out.backward()
+        for chunk_size in (1, 4, None):
+            loss, gh, gw, gb = losses.linear_cross_entropy(hidden, weight, target, b,
+                                                           reduction=reduction,
+                                                           chunk_size=chunk_size)
+            np.testing.assert_equal(loss, out.item())  # NaN == NaN here
+            np.testing.assert_array_equal(gh, ht.grad.numpy())
+            np.testing.assert_array_equal(gw, wt.grad.numpy())
+            np.testing.assert_array_equal(gh, 0)
+            np.testing.assert_array_equal(gw, 0)
+            if bias:
+                np.testing.assert_array_equal(gb, 0)
+        assert np.isnan(out.item()) == (reduction == "mean")
+
+
+def test_zero_class_weight_rows_are_nan_like_torch():
+    torch = pytest.importorskip("torch")
+    hidden, weight, _, _ = make(6, 4, 5, np.float64, seed=4, bias=False)
+    target = np.array([1, -100, 1, 1, -100, 1])
+    cw = np.array([1.0, 0.0, 1.0, 1.0, 1.0])
+    ht = torch.tensor(hidden, requires_grad=True)
+    wt = torch.tensor(weight, requires_grad=True)
+    out = torch.nn.functional.cross_entropy(ht @ wt.T, torch.tensor(target), torch.tensor(cw))
+    out.backward()
+    loss, gh, gw, _ = losses.linear_cross_entropy(hidden, weight, target, class_weight=cw)
+    np.testing.assert_equal(loss, out.item())
+    np.testing.assert_array_equal(np.isnan(gh), np.isnan(ht.grad.numpy()))
+    np.testing.assert_array_equal(np.isnan(gw), np.isnan(wt.grad.numpy()))
+
+
+def test_forward_only_and_integer_targets():
+    hidden, weight, target, bias = make(40, 8, 300, np.float32, seed=5)
+    target[::5] = 7
+    full = losses.linear_cross_entropy(hidden, weight, target, bias, ignore_index=7,
+                                       label_smoothing=0.1)
+    for t in (target, target.astype(np.int16), target.astype(np.uint16)):
+        assert losses.linear_cross_entropy(hidden, weight, t, bias, ignore_index=7,
+                                           label_smoothing=0.1, chunk_size=6,
+                                           return_grad=False) == pytest.approx(full[0], rel=1e-6)
+    got = losses.linear_cross_entropy(hidden, weight, target.astype(np.uint16), bias,
+                                      ignore_index=7, label_smoothing=0.1)
+    for a, b in zip(got[1:], full[1:], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+# --- fastopt.torch.linear_cross_entropy -------------------------------------------------
+
+TORCH_CASES = [dict(), dict(bias=True, reduction="sum"), dict(ignore=True, label_smoothing=0.1),
+               dict(bias=True, class_weight=True, ignore=True),
+               dict(bias=True, class_weight=True, label_smoothing=0.2, reduction="sum")]
+
+
+def _torch_case(torch, kw, dtype, n=(4, 9), h=16, v=37, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(*n, h, generator=g, dtype=dtype)
+    weight = torch.randn(v, h, generator=g, dtype=dtype) / h ** 0.5
+    target = torch.randint(0, v, n, generator=g)
+    kw = dict(kw)
+    bias = torch.randn(v, generator=g, dtype=dtype) * 0.1 if kw.pop("bias", False) else None
+    if kw.pop("ignore", False):
+        target.view(-1)[::3] = -100
+    if kw.pop("class_weight", False):
+        kw["class_weight"] = torch.rand(v, generator=g, dtype=dtype) + 0.5
+    return hidden, weight, target, bias, kw
+
+
+def _torch_reference(torch, hidden, weight, target, bias, class_weight=None, **kw):
+    logits = hidden @ weight.T + (0 if bias is None else bias)
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, weight.shape[0]),
+                                             target.reshape(-1), class_weight, **kw)
+
+
+def _grads_of(torch, fn, tensors, scale=1.0):
+    leaves = [t.detach().clone().requires_grad_() for t in tensors]
+    loss = fn(*leaves)
+    (loss * scale).backward()
+    return loss.detach(), [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("chunk_size", [1, 7, None])
+@pytest.mark.parametrize("kw", TORCH_CASES, ids=[str(i) for i in range(len(TORCH_CASES))])
+def test_torch_linear_cross_entropy_matches_torch(kw, chunk_size, dtype):
+    """fastopt.torch.linear_cross_entropy(h, W, t, b) against
+    torch's F.cross_entropy(h @ W.T + b, t): the loss and the gradients autograd gives h, W
+    and b, with [B, T, H] hidden and a scaled backward."""
+    torch = pytest.importorskip("torch")
+    import fastopt.torch as fo
+
+    dt = getattr(torch, dtype)
+    hidden, weight, target, bias, kw = _torch_case(torch, kw, dt)
+    tensors = [hidden, weight] + ([bias] if bias is not None else [])
+
+    def ours(h, w, b=None):
+        return fo.linear_cross_entropy(h, w, target, b, chunk_size=chunk_size, **kw)
+
+    def theirs(h, w, b=None):
+        return _torch_reference(torch, h, w, target, b, **kw)
+
+    la, ga = _grads_of(torch, ours, tensors, 3.5)
+    lb, gb = _grads_of(torch, theirs, tensors, 3.5)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == "float64" else dict(rtol=2e-5, atol=2e-6)
+    for a, b, what in zip([la, *ga], [lb, *gb], ["loss", "hidden", "weight", "bias"]):
+        assert a.dtype == b.dtype and a.shape == b.shape, what
+        np.testing.assert_allclose(a.numpy(), b.numpy(), err_msg=what, **tol)
+    with torch.no_grad():
+        np.testing.assert_allclose(ours(*tensors).numpy(), lb.numpy(), **tol)
+
+
+def test_torch_linear_cross_entropy_every_target_ignored():
+    torch = pytest.importorskip("torch")
+    import fastopt.torch as fo
+
+    hidden, weight, target, bias, _ = _torch_case(torch, dict(bias=True), torch.float32)
+    target[:] = -100
+    for path in ("fused", "torch ops"):
+        w = weight if path == "fused" else weight.T.contiguous().T  # strided: torch ops path
+        for reduction in ("mean", "sum"):
+            loss, grads = _grads_of(torch, lambda h, w_, b: fo.linear_cross_entropy(
+                h, w_, target, b, reduction=reduction, chunk_size=5), [hidden, w, bias])
+            assert loss.isnan().item() == (reduction == "mean"), path
+            for g in grads:
+                assert torch.equal(g, torch.zeros_like(g)), path
+
+
+@pytest.mark.parametrize("kw", TORCH_CASES[1:], ids=[str(i) for i in range(1, len(TORCH_CASES))])
+def test_torch_linear_cross_entropy_torch_ops_path(kw):
+    """Tensors the NumPy kernels do not take (here a strided weight; CUDA and half precision
+    alike) run the same chunked algorithm in torch ops."""
+    torch = pytest.importorskip("torch")
+    import fastopt.torch as fo
+
+    hidden, weight, target, bias, kw = _torch_case(torch, kw, torch.float64, seed=1)
+    strided = weight.T.contiguous().T
+    assert not strided.is_contiguous()
+    tensors = [hidden, strided] + ([bias] if bias is not None else [])
+    la, ga = _grads_of(torch, lambda h, w, b=None: fo.linear_cross_entropy(
+        h, w, target, b, chunk_size=4, **kw), tensors)
+    lb, gb = _grads_of(torch, lambda h, w, b=None: _torch_reference(
+        torch, h, w, target, b, **kw), tensors)
+    for a, b in zip([la, *ga], [lb, *gb]):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_torch_linear_cross_entropy_z_loss_softcap_and_double_backward():
+    torch = pytest.importorskip("torch")
+    import fastopt.torch as fo
+
+    hidden, weight, target, bias, _ = _torch_case(torch, dict(bias=True, ignore=True),
+                                                  torch.float64, seed=2)
+    kw = dict(z_loss=1e-2, softcap=2.0, label_smoothing=0.1)
+
+    def theirs(h, w, b):
+        s = 2.0 * torch.tanh((h @ w.T + b) / 2.0).reshape(-1, w.shape[0])
+        t = target.reshape(-1)
+        rows = torch.nn.functional.cross_entropy(s, t, reduction="none", label_smoothing=0.1)
+        counted = t != -100
+        return (rows + 1e-2 * torch.logsumexp(s, 1) ** 2 * counted).sum() / counted.sum()
+
+    def ours(h, w, b):
+        return fo.linear_cross_entropy(h, w, target, b, chunk_size=5, **kw)
+
+    tensors = [hidden, weight, bias]
+    la, ga = _grads_of(torch, ours, tensors)
+    lb, gb = _grads_of(torch, theirs, tensors)
+    for a, b in zip([la, *ga], [lb, *gb]):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)
+    # a gradient penalty on the head's weight: torch's second derivative
+    second = []
+    for fn in (ours, theirs):
+        leaves = [t.detach().clone().requires_grad_() for t in tensors]
+        loss = fn(*leaves)
+        gh, gw = torch.autograd.grad(loss, leaves[:2], create_graph=True)
+        total = loss + gh.square().sum() + gw.square().sum()
+        second.append(torch.autograd.grad(total, leaves))
+    for a, b in zip(*second):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_torch_linear_cross_entropy_bad_input():
+    torch = pytest.importorskip("torch")
+    import fastopt.torch as fo
+
+    h, w = torch.randn(4, 3), torch.randn(5, 3)
+    with pytest.raises(ValueError, match="weight: expected shape"):
+        fo.linear_cross_entropy(h, torch.randn(5, 2), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="target: expected shape"):
+        fo.linear_cross_entropy(h, w, torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="reduction"):
+        fo.linear_cross_entropy(h, w, torch.zeros(4, dtype=torch.long), reduction="none")
+
+
+# The LM head's loss, forward and backward, on N x V = 2048 x 8192 (64 MB of float32 logits)
+# in chunks of 64 rows: every native and torch allocation counts toward the peak.
+_LM_HEAD_SETUP = """
+import torch
+import fastopt.torch as fo
+torch.manual_seed(0)
+n, h, v = 2048, 32, 8192
+hidden = torch.randn(n, h, requires_grad=True)
+weight = (torch.randn(v, h) / h ** 0.5).requires_grad_()
+target = torch.randint(0, v, (n,))
+if {strided}:
+    weight = weight.detach().T.contiguous().T.requires_grad_()  # the torch-ops path
+fo.linear_cross_entropy(hidden[:4], weight, target[:4], chunk_size=64).backward()  # warm-up
+hidden.grad = weight.grad = None
+"""
+
+
+@pytest.mark.parametrize("strided,chunks", [(False, 3), (True, 10)], ids=["fused", "torch_ops"])
+def test_torch_linear_cross_entropy_never_holds_the_logits(strided, chunks):
+    """Peak memory: the gradients and a few [64, V] blocks (the torch-ops path's autograd
+    holds several per chunk), far from the 32 blocks of the [N, V] logits."""
+    pytest.importorskip("torch")
+    extra = peak_extra_bytes(_LM_HEAD_SETUP.format(strided=strided),
+                             "fo.linear_cross_entropy(hidden, weight, target, "
+                             "chunk_size=64).backward()")
+    block = 64 * 8192 * 4
+    gradients = (2048 + 8192) * 32 * 4 * 2  # the gradients, and what autograd copies of them
+    assert extra < gradients + chunks * block, (extra, block)

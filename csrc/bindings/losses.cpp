@@ -13,18 +13,20 @@ void bind_losses(py::module_& m) {
       "cross_entropy",
       [](int dtype, uint64_t logits, uint64_t grad, uint64_t target, int target_kind,
          uint64_t weight, uint64_t row_loss, int64_t n, int64_t c, int64_t ignore_index,
-         double label_smoothing, double z_loss, double softcap, int reduction) {
+         double label_smoothing, double z_loss, double softcap, int reduction, int64_t inner) {
         const DType dt = cpu_dtype(dtype);
         if (target_kind < 0 || target_kind > int(CeTarget::probs))
           throw py::value_error("unknown target kind");
         if (reduction < 0 || reduction > int(Reduction::sum))
           throw py::value_error("unknown reduction");
         if (n < 0 || c < 1) throw py::value_error("cross_entropy needs n >= 0 and c >= 1");
+        if (inner < 1 || n % inner != 0)
+          throw py::value_error("cross_entropy needs inner >= 1 dividing n");
         const CrossEntropyArgs a{ptr<const void>(logits), ptr<void>(grad),
                                  ptr<const void>(target), ptr<const void>(weight),
                                  ptr<double>(row_loss), n, c, CeTarget(target_kind),
                                  ignore_index, label_smoothing, z_loss, softcap,
-                                 Reduction(reduction)};
+                                 Reduction(reduction), inner};
         CrossEntropyResult r;
         {
           py::gil_scoped_release nogil;
@@ -32,12 +34,12 @@ void bind_losses(py::module_& m) {
         }
         return py::make_tuple(r.loss_sum, r.denom, r.bad_row);
       },
-      "fused softmax cross-entropy over rows: (sum of row losses, mean's denominator, first "
-      "out-of-range row or -1)",
+      "fused softmax cross-entropy over rows (of [n, c] logits, or [n / inner, c, inner] ones): "
+      "(sum of row losses, mean's denominator, first out-of-range row or -1)",
       py::arg("dtype"), py::arg("logits"), py::arg("grad"), py::arg("target"),
       py::arg("target_kind"), py::arg("weight"), py::arg("row_loss"), py::arg("n"), py::arg("c"),
       py::arg("ignore_index"), py::arg("label_smoothing"), py::arg("z_loss"), py::arg("softcap"),
-      py::arg("reduction"));
+      py::arg("reduction"), py::arg("inner") = 1);
   m.def(
       "elementwise_loss",
       [](int kind, int dtype, uint64_t input, uint64_t target, uint64_t weight,

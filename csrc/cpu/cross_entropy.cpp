@@ -199,23 +199,51 @@ CrossEntropyResult run(const CrossEntropyArgs& a) {
   const T* logits = static_cast<const T*>(a.logits);
   T* grad = static_cast<T*>(a.grad);
   const bool parallel = N > 1 && N * C >= kParallelMin;
+  const int64_t D = a.inner;
+  const bool strided = D > 1;
 #pragma omp parallel if (parallel)
   {
-    std::vector<T> work(a.softcap > 0 && !grad ? C : 0);
+    // Per-thread scratch rows, never [n, c]: a row gathered from a strided layout (and its
+    // probability targets), or the capped values of a forward-only soft-capped row.
+    std::vector<T> work(strided || (a.softcap > 0 && !grad) ? C : 0);
+    std::vector<T> twork(strided && probs ? C : 0);
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < N; ++i) {
-      T* g = grad ? grad + i * C : nullptr;
       const void* trow = probs ? static_cast<const void*>(static_cast<const T*>(a.target) + i * C)
                                : static_cast<const void*>(
                                      a.target_kind == CeTarget::int32
                                          ? static_cast<const char*>(a.target) + 4 * i
                                          : static_cast<const char*>(a.target) + 8 * i);
-      if (!probs && index_of(i) == a.ignore_index) {
-        if (g) std::fill(g, g + C, T(0));
+      const bool ignored = !probs && index_of(i) == a.ignore_index;
+      if (!strided) {
+        T* g = grad ? grad + i * C : nullptr;
+        if (ignored) {
+          if (g) std::fill(g, g + C, T(0));
+          a.row_loss[i] = 0.0;
+          continue;
+        }
+        a.row_loss[i] = row.run(logits + i * C, g, trow, work.data());
+        continue;
+      }
+      // [N, C, inner]: consecutive rows of one thread read the same cache lines, so the
+      // gather and scatter cost about one pass over the row's lines
+      const int64_t base = (i / D) * C * D + i % D;
+      if (ignored) {
+        if (grad)
+          for (int64_t j = 0; j < C; ++j) grad[base + j * D] = T(0);
         a.row_loss[i] = 0.0;
         continue;
       }
-      a.row_loss[i] = row.run(logits + i * C, g, trow, work.data());
+      T* x = work.data();
+      for (int64_t j = 0; j < C; ++j) x[j] = logits[base + j * D];
+      if (probs) {
+        const T* p = static_cast<const T*>(a.target);
+        for (int64_t j = 0; j < C; ++j) twork[j] = p[base + j * D];
+        trow = twork.data();
+      }
+      a.row_loss[i] = row.run(x, grad ? x : nullptr, trow, x);
+      if (grad)
+        for (int64_t j = 0; j < C; ++j) grad[base + j * D] = x[j];
     }
   }
   std::vector<double> partial(a.row_loss, a.row_loss + N);

@@ -77,7 +77,7 @@ class CpuBackend:
     # --- losses: arrays arrive as validated ArraySpecs (fastopt/losses.py) ----------------
     def cross_entropy(self, logits: Any, target: Any, weight: Any, grad: Any, *, n: int, c: int,
                       ignore_index: int, label_smoothing: float, z_loss: float, softcap: float,
-                      reduction: str) -> Any:
+                      reduction: str, inner: int = 1) -> Any:
         import numpy as np
 
         rows = np.empty(n, dtype=np.float64)
@@ -85,7 +85,7 @@ class CpuBackend:
         total, denom, bad = self._C.cross_entropy(
             _DTYPE_CODE[logits.dtype], logits.ptr, grad.ptr if grad else 0, target.ptr, kind,
             weight.ptr if weight else 0, rows.ctypes.data, n, c, ignore_index, label_smoothing,
-            z_loss, softcap, _REDUCTION[reduction])
+            z_loss, softcap, _REDUCTION[reduction], inner)
         return cross_entropy_result(bad, target, c, ignore_index, reduction, rows, total, denom)
 
     def elementwise_loss(self, kind: str, input: Any, target: Any, weight: Any,

@@ -67,9 +67,10 @@ class ReferenceBackend:
 
     def cross_entropy(self, logits: Any, target: Any, weight: Any, grad: Any, *, n: int, c: int,
                       ignore_index: int, label_smoothing: float, z_loss: float, softcap: float,
-                      reduction: str) -> Any:
+                      reduction: str, inner: int = 1) -> Any:
         import numpy as np
 
+        # the views keep the logits' shape, so [N, C, d1, ...] needs no `inner` here
         x, t, w = self._view(logits), self._view(target), self._view(weight)
         if target.dtype in ("int32", "int64"):
             flat = t.reshape(-1)

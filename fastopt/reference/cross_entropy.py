@@ -13,18 +13,30 @@ def cross_entropy(logits: np.ndarray, target: np.ndarray, weight: np.ndarray | N
                   softcap: float | None = None) -> tuple[float | np.ndarray, np.ndarray]:
     """Return (loss, d loss / d logits), the gradient in the logits' dtype.
 
-    Over the last axis of x (shape [N, C] or [C]), with s = cap tanh(x / cap) under soft-capping
-    (Gemma 2) and s = x otherwise:
+    Over the class axis of x (shape [C], [N, C] or [N, C, d1, ...], class axis 1 as torch;
+    target [], [N] or [N, d1, ...] indices or probabilities shaped like x), with
+    s = cap tanh(x / cap) under soft-capping (Gemma 2) and s = x otherwise:
         logp = s - logsumexp(s)
         class index y (ignored when y == ignore_index), smoothing eps, class weights w:
             loss_i = (1 - eps) (-w_y logp_y) + eps / C (-sum_c w_c logp_c)
         probabilities q:  loss_i = -sum_c w_c ((1 - eps) q_c + eps / C) logp_c
         z-loss (PaLM, Chowdhery et al. 2022):  loss_i += z logsumexp(s)^2
-    Reduction 'mean' divides by the sum of w_y over non-ignored rows (N for probabilities; NaN
-    when every row is ignored, as torch), 'sum' adds, 'none' keeps loss_i. The gradient is
-    that of the reduced loss; for 'none', of sum_i loss_i.
+    Reduction 'mean' divides by the sum of w_y over non-ignored rows (the number of rows for
+    probabilities; NaN when every row is ignored, as torch), 'sum' adds, 'none' keeps loss_i.
+    The gradient is that of the reduced loss; for 'none', of sum_i loss_i.
     """
     x = np.asarray(logits, dtype=np.float64)
+    if x.ndim > 2:  # rows are the positions outside the class axis: move it last
+        c = x.shape[1]
+        last = np.moveaxis(np.asarray(logits), 1, -1)
+        t_in = np.asarray(target)
+        t_rows = np.moveaxis(t_in, 1, -1).reshape(-1, c) if np.issubdtype(t_in.dtype, np.floating) \
+            else t_in.reshape(-1)
+        loss, grad = cross_entropy(last.reshape(-1, c), t_rows, weight, ignore_index, reduction,
+                                   label_smoothing, z_loss=z_loss, softcap=softcap)
+        if reduction == "none":
+            loss = loss.reshape(last.shape[:-1])
+        return loss, np.ascontiguousarray(np.moveaxis(grad.reshape(last.shape), -1, 1))
     rows = x.reshape(1, -1) if x.ndim == 1 else x
     n, c = rows.shape
     w = np.ones(c) if weight is None else np.asarray(weight, dtype=np.float64)

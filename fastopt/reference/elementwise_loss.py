@@ -64,9 +64,25 @@ def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0):
     return _reduce(loss, grad, reduction, input)
 
 
+def check_probabilities(input, target) -> None:
+    """Raise ValueError naming the first element of input, then of target, outside [0, 1]
+    (NaN included): torch's binary_cross_entropy refuses them."""
+    for name, a in (("input", input), ("target", target)):
+        a = np.asarray(a)
+        bad = ~((a >= 0) & (a <= 1))
+        if np.any(bad):
+            i = np.unravel_index(int(np.argmax(bad)), a.shape) if a.ndim else ()
+            where = f" at index {list(map(int, i))}" if a.ndim else ""
+            what = "probabilities" if name == "input" else "targets"
+            raise ValueError(f"{name}: binary_cross_entropy needs {what} in [0, 1], got "
+                             f"{a[i]}{where}")
+
+
 def binary_cross_entropy(input, target, weight=None, reduction: str = "mean"):
     """loss = -w (y max(log x, -100) + (1 - y) max(log(1 - x), -100));
-    dloss/dx = w (x - y) / max(x (1 - x), 1e-12)  (torch's clamps; its 1e-12 is a float32)."""
+    dloss/dx = w (x - y) / max(x (1 - x), 1e-12)  (torch's clamps; its 1e-12 is a float32).
+    x and y must lie in [0, 1] (ValueError otherwise, as torch raises)."""
+    check_probabilities(input, target)
     x, y, w = f64(input, target, weight)
     w = 1.0 if w is None else w
     with np.errstate(divide="ignore", invalid="ignore"):

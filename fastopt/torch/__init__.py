@@ -4,6 +4,7 @@ fastopt's fused kernels on the tensors' own memory.
     import fastopt.torch as fo
     opt = fo.AdamW(model.parameters(), lr=1e-3)      # instead of torch.optim.AdamW
     loss = fo.cross_entropy(logits, target)           # instead of F.cross_entropy
+    loss = fo.linear_cross_entropy(h, head.weight, y) # F.cross_entropy(head(h), y), chunked
     loss_fn = fo.nn.CrossEntropyLoss()                # instead of torch.nn.CrossEntropyLoss
 """
 
@@ -19,6 +20,7 @@ from .functional import (
     huber_loss,
     kl_div,
     l1_loss,
+    linear_cross_entropy,
     mse_loss,
     smooth_l1_loss,
 )
@@ -27,4 +29,4 @@ from .optim import SGD, Adagrad, Adam, AdamW, FusedOptimizer, Lion, RMSprop
 __all__ = ["SGD", "Adagrad", "Adam", "AdamW", "FusedOptimizer", "Lion", "RMSprop",
            "SparseGradError", "binary_cross_entropy", "binary_cross_entropy_with_logits",
            "cross_entropy", "functional", "fused_losses_available", "huber_loss", "kl_div",
-           "l1_loss", "mse_loss", "nn", "smooth_l1_loss"]
+           "l1_loss", "linear_cross_entropy", "mse_loss", "nn", "smooth_l1_loss"]

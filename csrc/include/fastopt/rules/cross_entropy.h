@@ -19,10 +19,14 @@ namespace fastopt {
 enum class CeTarget : int { int32 = 0, int64 = 1, probs = 2 };
 enum class Reduction : int { none = 0, mean = 1, sum = 2 };
 
+// Rows are the n positions of the logits outside the class axis. With inner == 1 the logits
+// are [n, c] and a row is contiguous; otherwise they are [n / inner, c, inner] (torch's
+// [N, C, d1, ...] with inner = d1 * ...), row i = (i / inner, :, i % inner) has stride inner,
+// and probability targets share that layout. Class indices are always [n], row order.
 struct CrossEntropyArgs {
-  const void* logits;      // [n, c], read only (unless grad == logits)
-  void* grad;              // [n, c] or nullptr for forward only; may equal logits (in place)
-  const void* target;      // [n] class indices, or [n, c] probabilities in the logits' dtype
+  const void* logits;      // read only (unless grad == logits)
+  void* grad;              // the logits' layout, or nullptr for forward only; may equal logits
+  const void* target;      // [n] class indices, or probabilities in the logits' dtype and layout
   const void* weight;      // [c] class weights in the logits' dtype, or nullptr
   double* row_loss;        // [n] out: each row's loss (0 for ignored rows)
   int64_t n, c;
@@ -32,6 +36,7 @@ struct CrossEntropyArgs {
   double z_loss;           // z (PaLM's auxiliary loss coefficient); 0 disables
   double softcap;          // cap; 0 disables
   Reduction reduction;     // mean scales the gradient by 1 / (sum of weights of counted rows)
+  int64_t inner = 1;       // the class axis' stride in elements (see above); CPU driver only
 };
 
 struct CrossEntropyResult {

@@ -5,6 +5,7 @@
 //   huber      |d| < delta ? d^2 / 2 : delta (|d| - delta / 2)       clamp(d, -delta, delta)
 //   smooth_l1  |d| < beta ? d^2 / (2 beta) : |d| - beta / 2          |d| < beta ? d / beta : sign(d)
 //   bce        -(y max(log x, -100) + (1 - y) max(log(1 - x), -100))   (x - y) / max(x (1 - x), 1e-12f)
+//              (NaN loss where x or y is outside [0, 1]: the caller raises, as torch)
 //   bce_logits (1 - y) x + l (log(1 + e^-|x|) + max(-x, 0)),  l = (p - 1) y + 1
 //                                                    l sigmoid(x) - p y      (p = pos_weight)
 //   kl_div     xlogy(y, y) - y x                     -y
@@ -58,8 +59,11 @@ FASTOPT_HD void point_loss(M x, M y, M param, M pw, M& loss, M& dloss) {
     dloss = d < -param ? M(-1) : (d > param ? M(1) : d / param);
   } else if constexpr (K == PointLoss::bce) {
     const M lx = std::log(x), l1x = std::log1p(-x);
-    // std::max's argument order, as torch: a NaN log (x outside [0, 1]) propagates
     loss = -(y * (lx < M(-100) ? M(-100) : lx) + (M(1) - y) * (l1x < M(-100) ? M(-100) : l1x));
+    // torch refuses an x or y outside [0, 1] (NaN included): a NaN loss, hence a NaN sum,
+    // tells the caller to look for the offending element
+    if (!(x >= M(0) && x <= M(1) && y >= M(0) && y <= M(1)))
+      loss = M(NAN);
     const M v = x * (M(1) - x), tiny = M(1e-12f);  // torch's clamp is the float 1e-12
     dloss = (x - y) / (v < tiny ? tiny : v);
   } else if constexpr (K == PointLoss::bce_logits) {
