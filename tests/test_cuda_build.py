@@ -176,6 +176,61 @@ def test_cuda_backend_passes_table_device_stream_and_scalars(op, monkeypatch):
         assert args[5:8] == (hyper["lr"], 2.0, hyper["lr_decay"])
 
 
+@pytest.mark.skipif(not _extension_has_cuda(), reason="the extension has no CUDA kernels")
+def test_cuda_launchers_refuse_bad_pointer_tables_before_launching():
+    """fastopt._C.cuda checks every table, device scalar and cross-entropy pointer on the host
+    and raises ValueError naming the slot and tensor, before it selects a device or launches
+    anything (so this runs without a GPU: a valid table would fail later, at the device)."""
+    from fastopt import _C
+
+    cu = _C.cuda
+    buf = np.zeros(64, np.float32)
+    a = buf.ctypes.data
+    numel = np.array([4, 7], np.int64)
+
+    def table(rows):
+        return np.array(rows, np.uint64).reshape(len(rows) // 2, 2)
+
+    good = [a, a + 16, a + 48, a + 64, a + 96, a + 128, a + 160, a + 192, 0, 0]
+    adam_args = (1e-3, 0.9, 0.999, 1e-8, 0.0, 0.1, 0.001, False, False, False, False)
+
+    def adam(rows, n=numel, **kw):
+        cu.adam(table(rows), n, 0, 0, 0, *adam_args, **kw)
+
+    with pytest.raises(ValueError, match=r"adam: exp_avg\[1\]: null pointer for 7 elements"):
+        adam(good[:5] + [0] + good[6:])
+    with pytest.raises(ValueError, match=r"adam: grad\[0\]: address 0x[0-9a-f]+ is not aligned "
+                                         r"to its 4-byte elements"):
+        adam(good[:2] + [a + 18] + good[3:])
+    with pytest.raises(ValueError, match=r"param\[1\]: negative numel -1"):
+        adam(good, np.array([4, -1], np.int64))
+    with pytest.raises(ValueError, match=r"pointer table must have shape \(5, n_tensors\)"):
+        cu.adam(table(good[:8]), numel, 0, 0, 0, *adam_args)
+    with pytest.raises(ValueError, match="lr_ptr: address .* 8-byte"):
+        adam(good, lr_ptr=a + 4)
+    with pytest.raises(ValueError, match=r"sgd: momentum_buffer\[0\]: null pointer"):
+        cu.sgd(table(good[:4] + [0, 0]), numel, 0, 0, 0, 0.1, 0.9, 0.0, 0.0, False, False,
+               True)
+    with pytest.raises(ValueError, match=r"rmsprop: grad_avg\[0\]: null pointer"):
+        cu.rmsprop(table(good[:8] + [0, 0]), numel, 0, 0, 0, 1e-2, 0.99, 1e-8, 0.0, 0.9, True,
+                   False)
+    with pytest.raises(ValueError, match=r"clamp: grad\[0\]: address .* wraps around"):
+        cu.clamp(table([2**64 - 16, a]), numel, 0, 0, 0, 1.0)
+    with pytest.raises(ValueError, match="workspace holds 1 partials, the table needs 2"):
+        cu.norm_partials(table([a, a + 16]), numel, 0, 0, 0, 0, 2.0, a, 1)
+    with pytest.raises(ValueError, match="scale_by: coef: null pointer"):
+        cu.scale_by(table([a, a + 16]), numel, 0, 0, 0, 0)
+    with pytest.raises(ValueError, match="norm_finish: .*not aligned"):
+        cu.norm_finish(a, 2, 0, 2.0, 1.0, a + 4, 0, 0)
+    # cross_entropy(dtype, device, stream, logits, grad, target, kind, weight, row_loss, n, c, ...)
+    with pytest.raises(ValueError, match="cross_entropy: target: null pointer for 3 elements"):
+        cu.cross_entropy(0, 0, 0, a, 0, 0, 1, 0, a, 3, 5, -100, 0.0, 0.0, 0.0, 1)
+    with pytest.raises(ValueError, match="cross_entropy: target: address .* 8-byte"):
+        cu.cross_entropy(0, 0, 0, a, 0, a + 4, 1, 0, a, 3, 5, -100, 0.0, 0.0, 0.0, 1)
+    with pytest.raises(ValueError, match="cross_entropy: row_loss: address .* 8-byte"):
+        cu.cross_entropy(0, 0, 0, a, 0, a, 0, 0, a + 4, 3, 5, -100, 0.0, 0.0, 0.0, 1)
+
+
 class _CountingCuda:
     """fastopt._C.cuda with two devices, counting the device queries."""
 
