@@ -47,8 +47,9 @@ def test_cuda_kernels_replayed_on_host_match_rules(tmp_path):
     """tests/cuda_kernel_emulation.cu runs every planned launch of the CUDA kernels thread by
     thread on the CPU (apply_block is host+device) and compares bitwise with the rules."""
     exe = tmp_path / "emulation"
-    # PTX only (no ptxas): the device code is not what this test runs
-    cmd = ["nvcc", "-std=c++17", "-O1", "-arch=compute_90", f"-I{ROOT / 'csrc' / 'include'}",
+    # PTX only (no ptxas), unoptimized (-Xcicc -O0): the device code is not what this test runs
+    cmd = ["nvcc", "-std=c++17", "-O1", "-arch=compute_90", "-Xcicc", "-O0",
+           f"-I{ROOT / 'csrc' / 'include'}",
            f"-I{ROOT / 'csrc'}", str(ROOT / "tests" / "cuda_kernel_emulation.cu"), "-o", str(exe)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -480,8 +481,9 @@ def ce_emulator(tmp_path_factory):
     if not CU_FILES:  # the tests were copied beside an installed wheel: no csrc/ here
         pytest.skip("not a source checkout")
     exe = tmp_path_factory.mktemp("ce") / "cuda_ce_emulation"
-    cmd = ["nvcc", "-std=c++17", "-O1", "-arch=compute_90", f"-I{ROOT / 'csrc' / 'include'}",
-           f"-I{ROOT / 'csrc'}", str(ROOT / "tests" / "cuda_ce_emulation.cu"), "-o", str(exe)]
+    cmd = ["nvcc", "-std=c++17", "-O1", "-arch=compute_90", "-Xcicc", "-O0",
+           f"-I{ROOT / 'csrc' / 'include'}", f"-I{ROOT / 'csrc'}",
+           str(ROOT / "tests" / "cuda_ce_emulation.cu"), "-o", str(exe)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return exe
