@@ -920,7 +920,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="on the CPU, to test the script")
     ap.add_argument("--out", help="folder for summary.txt, summary.json and sanitizer logs")
     ap.add_argument("--only", help=f"comma-separated parts of: {', '.join(PARTS)}")
-    ap.add_argument("--sanitizer-timeout", type=float, default=240.0)
+    ap.add_argument("--sanitizer-timeout", type=float, default=150.0,
+                    help="seconds each compute-sanitizer run may take from its start")
     ap.add_argument("--sanitizer-workload", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     configure(args)

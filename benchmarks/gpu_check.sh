@@ -51,7 +51,8 @@ if ((build)); then
   cmake -S . -B build/gpu-check -G "$gen" -DCMAKE_BUILD_TYPE=Release \
     -DPython_EXECUTABLE="$(command -v "$py")" -Dpybind11_DIR="$pybind11_dir" \
     -DFASTOPT_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" -DFASTOPT_BASELINE_ONLY=ON >/dev/null \
-    && cmake --build build/gpu-check -j "$(nproc)" || { echo "gpu_check.sh: build failed" >&2; exit 3; }
+    && cmake --build build/gpu-check -j "$(nproc)" \
+    || { echo "gpu_check.sh: build failed" >&2; exit 3; }
   cp build/gpu-check/_C*.so fastopt/ || exit 3
   PYTHONPATH="$PWD" "$py" -c "import fastopt._C as c, sys; sys.exit(0 if c.cuda_compiled else 1)" \
     || { echo "gpu_check.sh: the build has no CUDA kernels" >&2; exit 3; }

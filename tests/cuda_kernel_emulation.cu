@@ -342,7 +342,8 @@ static int check_table_checks() {
   };
   const auto A = uint64_t(uintptr_t(a)), B = uint64_t(uintptr_t(b)), C = uint64_t(uintptr_t(c));
   expect({A, A + 16, B, B + 16, C, C + 16}, {4, 7}, 4, 0b111u, "");
-  expect({A, A + 16, B, B + 16, C, 0}, {4, 7}, 4, 0b111u, "exp_avg[1]: null pointer for 7 elements");
+  expect({A, A + 16, B, B + 16, C, 0}, {4, 7}, 4, 0b111u,
+         "exp_avg[1]: null pointer for 7 elements");
   expect({A, A + 16, B, B + 16, C, 0}, {4, 7}, 4, 0b011u, "");           // optional slot
   expect({A, A + 16, B, 0, C, 0}, {4, 0}, 4, 0b111u, "");                // empty tensor
   expect({A, A + 16, B + 2, B + 16, C, C + 16}, {4, 7}, 4, 0b111u,

@@ -21,7 +21,8 @@ DType cuda_dtype(int code) {
 // Device scalars (lr, step, norm, coefficient): float64, so 8-byte aligned when given.
 const double* scalar_ptr(uint64_t p, const char* op, const char* name, bool required = false) {
   const std::string why = cuda::pointer_problem(p, 1, 8, required);
-  if (!why.empty()) throw py::value_error(std::string("fastopt CUDA ") + op + ": " + name + ": " + why);
+  if (!why.empty())
+    throw py::value_error(std::string("fastopt CUDA ") + op + ": " + name + ": " + why);
   return reinterpret_cast<const double*>(static_cast<uintptr_t>(p));
 }
 
@@ -297,7 +298,8 @@ void bind_cuda(py::module_& parent) {
         for (const auto& q : pointers) {
           const std::string why = cuda::pointer_problem(q.ptr, q.count, q.size, q.required);
           if (!why.empty())
-            throw py::value_error(std::string("fastopt CUDA cross_entropy: ") + q.name + ": " + why);
+            throw py::value_error(std::string("fastopt CUDA cross_entropy: ") + q.name + ": " +
+                                  why);
         }
         auto dev_ptr = [](uint64_t p) { return reinterpret_cast<void*>(uintptr_t(p)); };
         const CrossEntropyArgs a{dev_ptr(logits), dev_ptr(grad), dev_ptr(target), dev_ptr(weight),

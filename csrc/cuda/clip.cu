@@ -85,7 +85,8 @@ __global__ void __launch_bounds__(kBlock) norm_kernel(const FASTOPT_GRID_CONSTAN
   acc[threadIdx.x] = norm_thread<T>(meta, Kind, p, blockIdx.x, threadIdx.x, blockDim.x);
   __syncthreads();
   for (int width = kBlock / 2; width > 0; width /= 2) {
-    if (threadIdx.x < width) acc[threadIdx.x] = combine(Kind, acc[threadIdx.x], acc[threadIdx.x + width]);
+    if (threadIdx.x < width)
+      acc[threadIdx.x] = combine(Kind, acc[threadIdx.x], acc[threadIdx.x + width]);
     __syncthreads();
   }
   if (threadIdx.x == 0) partial[meta.first_block + blockIdx.x] = acc[0];
