@@ -346,31 +346,33 @@ def cpu_view(ptr: int, numel: int, dtype: str) -> np.ndarray:
     return np.frombuffer(buf, dtype=dtype)
 
 
-def empty_like(obj: Any, shape: tuple[int, ...] | None = None) -> Any:
-    """A new uninitialized C-contiguous array of obj's framework, dtype and device (and obj's
-    shape unless `shape` is given): outputs that a kernel overwrites entirely."""
+def empty_like(obj: Any, shape: tuple[int, ...] | None = None, dtype: str | None = None) -> Any:
+    """A new uninitialized C-contiguous array of obj's framework and device (and obj's shape and
+    dtype unless `shape` / `dtype`, a NumPy dtype name, are given): outputs that a kernel
+    overwrites entirely."""
     shape = tuple(obj.shape) if shape is None else tuple(shape)
     if isinstance(obj, np.ndarray):
-        return np.empty(shape, dtype=obj.dtype)
+        return np.empty(shape, dtype=obj.dtype if dtype is None else dtype)
     module = type(obj).__module__
     if module.startswith("torch"):
         import torch
 
-        return torch.empty(shape, dtype=obj.dtype, device=obj.device)
+        dt = obj.dtype if dtype is None else getattr(torch, dtype)
+        return torch.empty(shape, dtype=dt, device=obj.device)
     if module.startswith("cupy"):
         import cupy
 
         with obj.device:
-            return cupy.empty(shape, dtype=obj.dtype)
+            return cupy.empty(shape, dtype=obj.dtype if dtype is None else dtype)
     if module.startswith("numba") and hasattr(obj, "__cuda_array_interface__"):
         from numba import cuda
 
         with cuda.gpus[_cuda_device_of(obj)]:
-            return cuda.device_array(shape, dtype=obj.dtype)
+            return cuda.device_array(shape, dtype=obj.dtype if dtype is None else dtype)
     ns = getattr(obj, "__array_namespace__", None)
     if ns is not None:
         xp = ns()
-        return xp.empty(shape, dtype=obj.dtype)
+        return xp.empty(shape, dtype=obj.dtype if dtype is None else getattr(xp, dtype))
     raise TypeError(f"cannot allocate an output like a {type(obj).__name__}")
 
 

@@ -2,7 +2,8 @@
 
 The norm is one multi-tensor reduction (fixed-order: the same bits for any thread count),
 the scaling one multi-tensor kernel; results follow torch.nn.utils.clip_grad_norm_ and
-clip_grad_value_.
+clip_grad_value_. `GradNormClipper` is clip_grad_norm_ kept on the device (CUDA-graph
+capturable).
 """
 
 from __future__ import annotations
@@ -12,11 +13,35 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import backends
+from ._arrays import cpu_view, describe, empty_like
 from ._table import build_tables
 
 
 def _tables(grads: Sequence[Any]):
     return build_tables(("grad",), {"grad": grads}, written={"grad"})
+
+
+def _check_norm_args(max_norm: float, norm_type: float) -> float:
+    norm_type = float(norm_type)
+    if not norm_type > 0:
+        raise ValueError(f"Invalid norm_type: {norm_type} (must be > 0 or inf)")
+    if math.isnan(max_norm):
+        raise ValueError("max_norm is NaN")
+    return norm_type
+
+
+def _host_norm(tables: list, norm_type: float, backend: str | None) -> float:
+    parts = [backends.resolve(backend, t.device[0]).norm_sum(t, norm_type) for t in tables]
+    if math.isinf(norm_type):
+        total = max(parts, key=lambda x: (not math.isnan(x), x)) if len(parts) > 1 else parts[0]
+        if any(math.isnan(x) for x in parts):
+            total = math.nan
+        return total
+    return math.fsum(parts) ** (1.0 / norm_type)
+
+
+def _coefficient(max_norm: float, total: float) -> float:
+    return min(max_norm / (total + 1e-6), 1.0) if not math.isnan(total) else math.nan
 
 
 def clip_grad_norm_(grads: Sequence[Any], max_norm: float, norm_type: float = 2.0,
@@ -27,32 +52,92 @@ def clip_grad_norm_(grads: Sequence[Any], max_norm: float, norm_type: float = 2.
         g = g * min(max_norm / (norm + 1e-6), 1)
 
     An empty list returns 0.0. With error_if_nonfinite, a NaN or infinite norm raises
-    RuntimeError and leaves the grads unchanged (as torch).
+    RuntimeError and leaves the grads unchanged (as torch). The norm comes back to the host
+    (a synchronization on CUDA arrays); GradNormClipper keeps it on the device.
     """
-    norm_type = float(norm_type)
-    if not norm_type > 0:
-        raise ValueError(f"Invalid norm_type: {norm_type} (must be > 0 or inf)")
-    if math.isnan(max_norm):
-        raise ValueError("max_norm is NaN")
+    norm_type = _check_norm_args(max_norm, norm_type)
     if len(grads) == 0:
         return 0.0
     tables = _tables(grads)
-    parts = [backends.resolve(backend, t.device[0]).norm_sum(t, norm_type) for t in tables]
-    if math.isinf(norm_type):
-        total = max(parts, key=lambda x: (not math.isnan(x), x)) if len(parts) > 1 else parts[0]
-        if any(math.isnan(x) for x in parts):
-            total = math.nan
-    else:
-        total = math.fsum(parts) ** (1.0 / norm_type)
+    total = _host_norm(tables, norm_type, backend)
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(f"The total norm of order {norm_type} for gradients is non-finite, "
                            "so it cannot be clipped. To disable this error and scale the "
                            "gradients by the non-finite norm anyway, set "
                            "error_if_nonfinite=False")
-    coef = min(max_norm / (total + 1e-6), 1.0) if not math.isnan(total) else math.nan
+    coef = _coefficient(max_norm, total)
     for t in tables:
         backends.resolve(backend, t.device[0]).scale(t, coef)
     return total
+
+
+class GradNormClipper:
+    """clip_grad_norm_ that keeps the norm on the device: capturable in a CUDA graph.
+
+    The formula of clip_grad_norm_:
+
+        norm = (sum over all elements |g|^p)^(1/p)        (max |g| for p = inf)
+        g = g * min(max_norm / (norm + 1e-6), 1)
+
+    but on CUDA arrays a call is three kinds of launch on the grads' stream: the partial sums
+    per 64K-element chunk, a one-block fold in a fixed order that writes the norm and the
+    coefficient into a float64 workspace, and the scaling, which reads the coefficient from
+    there. Nothing is copied to the host, nothing waits for the device, and nothing is
+    allocated after the first call (the workspace is allocated like the grads then, and again
+    only if later grads need more partials), so a call can be captured in a CUDA graph
+    (torch.cuda.graph) and replayed, as torch's clip_grad_norm_ can. The norm has the same bits
+    as clip_grad_norm_'s for grads of one dtype.
+
+    Returns the norm as a one-element float64 array of the grads' framework and device (a view
+    of the workspace, which the next call overwrites); an empty list returns 0.0. There is no
+    error_if_nonfinite, which needs the norm on the host: test the returned norm when that
+    costs nothing. CPU arrays are clipped on the host with the same result, so one training
+    loop serves both devices; CUDA arrays need the `cuda` backend.
+    """
+
+    def __init__(self, max_norm: float, norm_type: float = 2.0, *,
+                 backend: str | None = None) -> None:
+        self.norm_type = _check_norm_args(max_norm, norm_type)
+        self.max_norm = float(max_norm)
+        self.backend = backend
+        self._work: Any = None
+        self._work_key: tuple | None = None  # (device, framework) of the workspace
+
+    def _workspace(self, like: Any, device: tuple[str, int], size: int) -> Any:
+        key = (device, type(like).__module__.split(".")[0])
+        if self._work is None or self._work_key != key or self._work.shape[0] < size:
+            self._work = empty_like(like, (size,), dtype="float64")
+            self._work_key = key
+        return self._work
+
+    def __call__(self, grads: Sequence[Any]) -> Any:
+        if len(grads) == 0:
+            return 0.0
+        tables = _tables(grads)
+        devices = {t.device for t in tables}
+        if len(devices) > 1:
+            raise ValueError("grads: on several devices "
+                             f"({', '.join(f'{d}:{i}' for d, i in sorted(devices))}); "
+                             "GradNormClipper keeps one norm on one device")
+        device = tables[0].device
+        b = backends.resolve(self.backend, device[0])
+        if device[0] == "cpu":
+            work = self._workspace(tables[0].specs["grad"][0].obj, device, 2)
+            total = _host_norm(tables, self.norm_type, self.backend)
+            coef = _coefficient(self.max_norm, total)
+            cpu_view(describe(work).ptr, 2, "float64")[:] = (total, coef)
+            for t in tables:
+                b.scale(t, coef)
+            return work[0:1]
+        if not hasattr(b, "clip_grad_norm_device"):
+            raise backends.BackendUnavailable(
+                f"backend {b.name!r} cannot keep the norm on the device; GradNormClipper on "
+                f"CUDA arrays needs the cuda backend ({backends.get('cuda').available()[1]})")
+        size = 2 + sum(b.norm_blocks(t) for t in tables)
+        work = self._workspace(tables[0].specs["grad"][0].obj, device, size)
+        b.clip_grad_norm_device(tables, self.norm_type, self.max_norm, describe(work).ptr,
+                                int(work.shape[0]))
+        return work[0:1]
 
 
 def clip_grad_value_(grads: Sequence[Any], clip_value: float, *,
@@ -66,4 +151,4 @@ def clip_grad_value_(grads: Sequence[Any], clip_value: float, *,
         backends.resolve(backend, t.device[0]).clamp(t, float(clip_value))
 
 
-__all__ = ["clip_grad_norm_", "clip_grad_value_"]
+__all__ = ["GradNormClipper", "clip_grad_norm_", "clip_grad_value_"]

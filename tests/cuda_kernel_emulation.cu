@@ -1,12 +1,18 @@
 // Replays the CUDA multi-tensor kernels on the CPU (no GPU needed): every launch that the
 // driver plans is executed block by block, thread by thread, through the same apply_block()
 // the GPU runs, and the results must equal, bit for bit, the rule applied element by element
-// on the host. This checks the launch planning, the block -> (tensor, chunk) search, the
-// 16-byte vector and the scalar paths (aligned and misaligned pointers, odd sizes), the slot
-// wiring and the write masks of every op; and the launch planning of long lists. Built and run
-// by tests/test_cuda_build.py.
+// on the host. This checks the launch planning (4 KiB and 32 KiB parameter spaces), the
+// block -> (tensor, chunk) search, the 16-byte vector and the scalar paths (aligned and
+// misaligned pointers, odd sizes) for all four storage types, the slot wiring and the write
+// masks of every op, the capturable device scalars (Adagrad's lr decay with either pointer,
+// Adam at device step 0), the device-side norm and scaling of the capturable clip, the pointer
+// checks every launcher makes, and exp_f over its whole range. Built and run by
+// tests/test_cuda_build.py.
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
+#include <string>
 #include <map>
 #include <algorithm>
 #include <random>
@@ -17,7 +23,10 @@
 #include "cuda/clip.cu"
 #include "cuda/lion.cu"
 #include "cuda/rmsprop.cu"
+#include "cuda/runtime.cu"
 #include "cuda/sgd.cu"
+#include "cuda/table_check.h"
+#include "fastopt/vmath.h"
 
 using namespace fastopt;
 using namespace fastopt::cuda;
@@ -61,9 +70,14 @@ struct Lists {
   }
 };
 
+// Every launch of the list, in 32 KiB parameter spaces where the build has them (`large`),
+// else 4 KiB ones; emulate() alternates so both kernels' planning is replayed.
+static bool g_emulate_large = false;
+
 template <int N, typename T, typename Op>
 void emulate(const TensorList& tl, const Op& op0) {
-  for_each_launch<N>(tl, [&](const Meta<N>& meta, int n_blocks) {
+  g_emulate_large = !g_emulate_large;
+  for_each_launch<N>(tl, g_emulate_large, [&](const auto& meta, int n_blocks) {
     for (int b = 0; b < n_blocks; ++b)
       for (int th = 0; th < kBlock; ++th) {
         Op op = op0;
@@ -109,7 +123,7 @@ int run_all(int offset) {
   {
     Lists<T> l(kAdagradSlots, offset, 3, {true, true, true});
     const AdagradHyper h{0.05, 0.1, 1e-10, true};
-    emulate<kAdagradSlots, T>(l.list(), AdagradOp<T>{h, 0.0, {}});
+    emulate<kAdagradSlots, T>(l.list(), AdagradOp<T>{h, AdagradSchedule{0.05, 1.0, 0.0}, {}});
     const AdagradConsts<M> c(h);
     for (size_t t = 0; t < n; ++t)
       for (int64_t i = 0; i < kSizes[t]; ++i)
@@ -150,8 +164,10 @@ int run_all(int offset) {
 // Planning: dense global block numbering (norm partials), metadata within bounds, every element
 // covered once, for lists up to 20,000 tensors.
 template <int N>
-static int check_plan(const std::vector<int64_t>& sizes) {
+static int check_plan(const std::vector<int64_t>& sizes, bool large, int* n_launches = nullptr) {
   const int64_t n = int64_t(sizes.size());
+  int64_t nonempty = 0;
+  for (int64_t s : sizes) nonempty += s > 0;
   std::vector<std::vector<float>> data(n);
   std::vector<uint64_t> ptrs(N * n, 0);
   for (int64_t t = 0; t < n; ++t) {
@@ -165,9 +181,16 @@ static int check_plan(const std::vector<int64_t>& sizes) {
   for (int64_t t = 0; t < n; ++t) hits[t].assign(size_t(sizes[t]), 0);
   int64_t expected_first = 0;
   int bad = 0;
-  for_each_launch<N>(tl, [&](const Meta<N>& meta, int n_blocks) {
+  int launches = 0;
+  for_each_launch<N>(tl, large, [&](const auto& meta, int n_blocks) {
+    using MetaT = std::decay_t<decltype(meta)>;
+    ++launches;
     if (meta.first_block != expected_first) ++bad;
-    if (meta.n_tensors < 1 || meta.n_tensors > max_tensors<N>()) ++bad;
+    if (meta.n_tensors < 1 || meta.n_tensors > MetaT::kCapacity) ++bad;
+    // 4 KiB launches unless the list needs more than one of them
+    const bool big = MetaT::kBytes == kLargeParams;
+    if (big != (large && FASTOPT_LARGE_PARAMS &&
+                nonempty > Meta<N, kSmallParams>::kCapacity)) ++bad;
     if (meta.block_end[meta.n_tensors - 1] != n_blocks) ++bad;
     expected_first += n_blocks;
     for (int b = 0; b < n_blocks; ++b) {
@@ -190,6 +213,173 @@ static int check_plan(const std::vector<int64_t>& sizes) {
     for (int h : hits[t]) bad += h != 1;
   }
   if (expected_first != chunks) ++bad;
+  if (n_launches) *n_launches = launches;
+  return bad;
+}
+
+// Capturable steps: the device lr and step are used where their pointers are given and the
+// host values elsewhere, and a device step below 1 writes nothing.
+template <typename T>
+int check_capturable() {
+  using M = math_t<T>;
+  int bad = 0;
+  const size_t n = kSizes.size();
+  const double lr = 0.05, step = 3.0, decay = 0.1;
+  const AdagradHyper host{lr / (1.0 + (step - 1.0) * decay), 0.01, 1e-10, false};
+  const char* names[] = {"adagrad, device lr only", "adagrad, device step only",
+                         "adagrad, device lr and step"};
+  for (int which = 0; which < 3; ++which) {
+    Lists<T> l(kAdagradSlots, 0, 7, {true, true, true});
+    const double dev_lr = lr, dev_step = step;
+    DeviceScalars dev;
+    if (which != 1) dev.lr = &dev_lr;
+    if (which != 0) dev.step = &dev_step;
+    // host values that a device value replaces are wrong on purpose: they must not be used
+    AdagradHyper given = host;
+    given.clr = 999.0;
+    const AdagradSchedule sched{which == 1 ? lr : 7.0, which == 0 ? step : 9.0, decay};
+    emulate<kAdagradSlots, T>(l.list(), AdagradOp<T>{given, sched, dev});
+    const AdagradConsts<M> c(host);
+    for (size_t t = 0; t < n; ++t)
+      for (int64_t i = 0; i < kSizes[t]; ++i)
+        adagrad_rule(l.ref_at(0, t)[i], l.ref_at(1, t)[i], l.ref_at(2, t)[i], c);
+    bad += l.compare(names[which]);
+  }
+  const double adam_lr = 1e-2;
+  // bias corrections 0: formed from the device step
+  const AdamHyper dev_h{1.0, 0.9, 0.999, 1e-8, 0.0, 0.0, 0.0, false, false, false, false};
+  for (double dev_step : {0.0, -1.0, 2.0}) {
+    Lists<T> l(kAdamSlots, 0, 8, {true, true, true, true, false});
+    emulate<kAdamSlots, T>(l.list(), AdamOp<false, T>{dev_h, DeviceScalars{&adam_lr, &dev_step}});
+    if (dev_step >= 1.0) {
+      const AdamHyper h{adam_lr, 0.9, 0.999, 1e-8, 0.0, 1.0 - std::pow(0.9, dev_step),
+                        1.0 - std::pow(0.999, dev_step), false, false, false, false};
+      const AdamConsts<M> c(h);
+      for (size_t t = 0; t < n; ++t)
+        for (int64_t i = 0; i < kSizes[t]; ++i)
+          adam_rule<false>(l.ref_at(0, t)[i], l.ref_at(1, t)[i], l.ref_at(2, t)[i],
+                           l.ref_at(3, t)[i], (T*)nullptr, c);
+    }  // else: nothing written, the arrays must still equal their initial values
+    bad += l.compare(dev_step >= 1.0 ? "adam at device step 2" : "adam at device step < 1");
+  }
+  return bad;
+}
+
+// The capturable clip: the per-block partials (norm_thread + the block tree), the one-block
+// fold of norm_finish (same pairs as norm()'s host fold: same bits), the norm and coefficient,
+// and scale_by reading the coefficient through a pointer.
+template <typename T>
+int check_clip_device(int offset) {
+  using M = math_t<T>;
+  int bad = 0;
+  const size_t n = kSizes.size();
+  const NormKind kinds[] = {NormKind::l2, NormKind::l1, NormKind::linf, NormKind::lp};
+  const double ps[] = {2.0, 1.0, INFINITY, 3.0};
+  for (int k = 0; k < 4; ++k) {
+    Lists<T> l(1, offset, 9 + k, {true});
+    const TensorList tl = l.list();
+    std::vector<double> partial(size_t(norm_blocks(tl)), -1.0);
+    for_each_launch<1>(tl, k % 2 == 0, [&](const auto& meta, int n_blocks) {
+      std::vector<double> acc(kBlock);
+      for (int b = 0; b < n_blocks; ++b) {
+        for (int th = 0; th < kBlock; ++th)
+          acc[th] = norm_thread<T>(meta, kinds[k], ps[k], b, th, kBlock);
+        for (int width = kBlock / 2; width > 0; width /= 2)
+          for (int th = 0; th < width; ++th) acc[th] = combine(kinds[k], acc[th], acc[th + width]);
+        partial[size_t(meta.first_block + b)] = acc[0];
+      }
+    });
+    std::vector<double> x = partial, y = partial;
+    const int64_t np = int64_t(x.size());
+    for (int64_t width = 1; width < np; width *= 2)
+      for (int th = 0; th < kFinishBlock; ++th)
+        fold_level(x.data(), np, width, kinds[k], th, kFinishBlock);
+    double out[2];
+    norm_result(kinds[k], ps[k], 1.5, np ? x[0] : 0.0, out);
+    const double host_sum = fold(kinds[k], y);
+    double direct = 0.0;
+    for (size_t t = 0; t < n; ++t)
+      for (int64_t i = 0; i < kSizes[t]; ++i)
+        direct = combine(kinds[k], direct, norm_term(l.ref_at(0, t)[i], kinds[k], ps[k]));
+    const double expect = kinds[k] == NormKind::lp ? std::pow(direct, 1.0 / 3.0)
+                          : kinds[k] == NormKind::l2 ? std::sqrt(direct) : direct;
+    const double coef = std::min(1.5 / (expect + 1e-6), 1.0);
+    if (std::memcmp(&x[0], &host_sum, sizeof(double)) != 0 ||
+        std::fabs(out[0] - expect) > 1e-12 * expect || std::fabs(out[1] - coef) > 1e-12 * coef) {
+      std::printf("FAIL clip norm kind %d (offset %d, %zu-byte storage): %.17g vs %.17g\n", k,
+                  offset, sizeof(T), out[0], expect);
+      ++bad;
+    }
+    emulate<1, T>(tl, ScaleByOp<T>{&out[1]});
+    for (size_t t = 0; t < n; ++t)
+      for (int64_t i = 0; i < kSizes[t]; ++i) scale_rule(l.ref_at(0, t)[i], M(out[1]));
+    bad += l.compare("scale_by");
+  }
+  double out[2];
+  norm_result(NormKind::l2, 2.0, 1.0, NAN, out);
+  bad += !(std::isnan(out[0]) && std::isnan(out[1]));
+  norm_result(NormKind::l2, 2.0, 1.0, INFINITY, out);
+  bad += !(std::isinf(out[0]) && out[1] == 0.0);
+  norm_result(NormKind::l1, 1.0, 10.0, 0.0, out);  // an all-zero list is not scaled up
+  bad += !(out[0] == 0.0 && out[1] == 1.0);
+  return bad;
+}
+
+// The launchers' pointer checks: the first problem, named by slot and tensor, or "".
+static int check_table_checks() {
+  int bad = 0;
+  alignas(16) static float a[64], b[64], c[64];
+  const char* names[] = {"param", "grad", "exp_avg"};
+  auto expect = [&](const std::vector<uint64_t>& ptrs, const std::vector<int64_t>& numel,
+                    int elem, unsigned required, const std::string& want) {
+    const TensorList tl{ptrs.data(), numel.data(), int64_t(numel.size()), 3};
+    const std::string got = table_problem(tl, elem, names, required);
+    const bool ok = want.empty() ? got.empty() : got.find(want) != std::string::npos;
+    if (!ok) {
+      std::printf("FAIL table check: got '%s', expected '%s'\n", got.c_str(), want.c_str());
+      ++bad;
+    }
+  };
+  const auto A = uint64_t(uintptr_t(a)), B = uint64_t(uintptr_t(b)), C = uint64_t(uintptr_t(c));
+  expect({A, A + 16, B, B + 16, C, C + 16}, {4, 7}, 4, 0b111u, "");
+  expect({A, A + 16, B, B + 16, C, 0}, {4, 7}, 4, 0b111u,
+         "exp_avg[1]: null pointer for 7 elements");
+  expect({A, A + 16, B, B + 16, C, 0}, {4, 7}, 4, 0b011u, "");           // optional slot
+  expect({A, A + 16, B, 0, C, 0}, {4, 0}, 4, 0b111u, "");                // empty tensor
+  expect({A, A + 16, B + 2, B + 16, C, C + 16}, {4, 7}, 4, 0b111u,
+         "grad[0]: address 0x");
+  expect({A, A + 16, B + 2, B + 16, C, C + 16}, {4, 7}, 4, 0b111u,
+         "is not aligned to its 4-byte elements");
+  expect({A + 2, A + 16, B + 2, B + 16, C + 6, C + 16}, {4, 7}, 2, 0b111u, "");  // fp16: 2 bytes
+  expect({A, A + 8, B, B + 8, C, C + 8}, {4, 7}, 8, 0b111u, "");          // fp64 at 8, not 16
+  expect({A, A + 16, B, B + 16, C, C + 16}, {4, -1}, 4, 0b111u, "param[1]: negative numel -1");
+  const uint64_t top = UINT64_MAX - 15;
+  expect({A, A + 16, B, top, C, C + 16}, {4, 7}, 4, 0b111u,
+         "grad[1]: address 0xfffffffffffffff0 + 7 elements wraps around");
+  return bad;
+}
+
+// exp_f against double exp over [-90, 89]: within 2 ulp of a normal result, 0 below the
+// normal range, +inf past ln(FLT_MAX), NaN for NaN. (x in (88.38, 88.72] used to give +inf.)
+static int check_exp_f() {
+  int bad = 0;
+  auto one = [&](float x) {
+    const float got = exp_f(x);
+    const double want = std::exp(double(x));
+    bool ok;
+    if (want > double(std::numeric_limits<float>::max())) ok = std::isinf(got) && got > 0;
+    else if (want < double(std::numeric_limits<float>::min())) ok = got == 0.0f || x >= -87.33654f;
+    else ok = std::fabs(double(got) - want) <= 2.5e-7 * want;
+    if (!ok && bad < 5) std::printf("FAIL exp_f(%.9g) = %.9g, exp = %.9g\n", x, got, want);
+    bad += !ok;
+  };
+  for (float x = -90.0f; x <= 89.0f; x += 0.0007f) one(x);
+  for (float x : {88.376f, 88.38f, 88.5f, 88.7f, 88.72283f, 88.7228317f, 88.72284f, 89.0f,
+                  1e30f, INFINITY, -INFINITY, -87.33654f, -87.3f, 0.0f, -0.0f})
+    one(x);
+  for (float x = 88.3f; x < 88.8f; x = std::nextafter(x, 100.0f)) one(x);  // every float there
+  bad += !std::isnan(exp_f(NAN));
+  if (bad) std::printf("FAIL exp_f: %d values\n", bad);
   return bad;
 }
 
@@ -201,9 +391,25 @@ int main() {
   std::vector<int64_t> mixed;
   for (int i = 0; i < 3000; ++i) mixed.push_back((int64_t(i) * 7919) % 2003);
   lists.push_back(mixed);
-  for (const auto& l : lists) bad += check_plan<1>(l) + check_plan<3>(l) + check_plan<5>(l);
+  for (bool large : {false, true})
+    for (const auto& l : lists)
+      bad += check_plan<1>(l, large) + check_plan<3>(l, large) + check_plan<5>(l, large);
+  // a 20,000-tensor Adam step: 278 launches in 4 KiB, 33 in 32 KiB
+  int small_launches = 0, large_launches = 0;
+  const std::vector<int64_t> many(20000, 256);
+  bad += check_plan<5>(many, false, &small_launches) + check_plan<5>(many, true, &large_launches);
+  if (small_launches != 278 || large_launches != (FASTOPT_LARGE_PARAMS ? 33 : 278)) {
+    std::printf("FAIL: 20,000 tensors took %d / %d launches\n", small_launches, large_launches);
+    ++bad;
+  }
   if (bad) std::printf("FAIL: launch planning, %d problems\n", bad);
-  for (int offset : {0, 1}) bad += run_all<float>(offset) + run_all<double>(offset);
+  for (int offset : {0, 1, 2, 3}) bad += run_all<float>(offset) + run_all<double>(offset);
+  for (int offset : {0, 1, 3, 4, 8})
+    bad += run_all<__half>(offset) + run_all<__nv_bfloat16>(offset);
+  bad += check_capturable<float>() + check_capturable<__half>();
+  for (int offset : {0, 1}) bad += check_clip_device<float>(offset) + check_clip_device<double>(offset);
+  bad += check_clip_device<__nv_bfloat16>(3);
+  bad += check_table_checks() + check_exp_f();
   std::printf("%s: CUDA kernels replayed on the host, %d mismatching ops\n", bad ? "FAIL" : "ok",
               bad);
   return bad ? 1 : 0;

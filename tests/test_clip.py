@@ -77,3 +77,50 @@ def test_empty_list_and_bad_arguments():
     with pytest.raises(ValueError, match="share memory"):
         g = np.ones(4)
         clip_grad_value_([g, g], 1.0)
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf, 3.0])
+def test_grad_norm_clipper_on_the_host_matches_clip_grad_norm_and_torch(norm_type):
+    """GradNormClipper (the capturable clip; CPU arrays are clipped on the host): the norm and
+    the grads of clip_grad_norm_ bit for bit, over several calls (the workspace reused) and
+    mixed dtypes, the norm as a one-element float64 array of the grads' framework."""
+    torch = pytest.importorskip("torch")
+    from fastopt.clip import GradNormClipper
+
+    clipper = GradNormClipper(0.5, norm_type)
+    for step in range(3):
+        grads = next(grad_stream(SIZES["mixed"], np.float32, 1, seed=step))
+        grads[1] = grads[1].astype(np.float64)
+        same = [g.copy() for g in grads]
+        norm = clipper(grads)
+        assert isinstance(norm, np.ndarray) and norm.shape == (1,) and norm.dtype == np.float64
+        assert norm[0] == clip_grad_norm_(same, 0.5, norm_type)
+        for a, b in zip(grads, same, strict=True):
+            np.testing.assert_array_equal(a, b)
+        work = clipper._work
+        assert step == 0 or work is previous
+        previous = work
+    # torch scales every grad by a coefficient of the first one's dtype: one dtype here
+    fresh = next(grad_stream(SIZES["mixed"], np.float32, 1, seed=9))
+    tgrads = [torch.from_numpy(g) for g in fresh]
+    tparams = [torch.zeros_like(g, requires_grad=True) for g in tgrads]
+    for t, g in zip(tparams, tgrads, strict=True):
+        t.grad = g.clone()
+    tnorm = torch.nn.utils.clip_grad_norm_(tparams, 0.5, norm_type)
+    norm = clipper(tgrads)
+    assert isinstance(norm, torch.Tensor) and norm.dtype == torch.float64
+    assert float(norm[0]) == pytest.approx(float(tnorm), rel=1e-5)  # torch sums in float32
+    for g, t in zip(tgrads, tparams, strict=True):
+        assert_close(g.numpy(), t.grad.numpy(), g.numpy().dtype)
+
+
+def test_grad_norm_clipper_arguments():
+    from fastopt.clip import GradNormClipper
+
+    assert GradNormClipper(1.0)([]) == 0.0
+    with pytest.raises(ValueError, match="norm_type"):
+        GradNormClipper(1.0, 0.0)
+    with pytest.raises(ValueError, match="max_norm is NaN"):
+        GradNormClipper(math.nan)
+    with pytest.raises(TypeError, match=r"grad\[0\]"):
+        GradNormClipper(1.0)([np.zeros(3, np.int32)])

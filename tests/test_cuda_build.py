@@ -47,8 +47,9 @@ def test_cuda_kernels_replayed_on_host_match_rules(tmp_path):
     """tests/cuda_kernel_emulation.cu runs every planned launch of the CUDA kernels thread by
     thread on the CPU (apply_block is host+device) and compares bitwise with the rules."""
     exe = tmp_path / "emulation"
-    # PTX only (no ptxas): the device code is not what this test runs
-    cmd = ["nvcc", "-std=c++17", "-O1", "-arch=compute_90", f"-I{ROOT / 'csrc' / 'include'}",
+    # PTX only (no ptxas), unoptimized (-Xcicc -O0): the device code is not what this test runs
+    cmd = ["nvcc", "-std=c++17", "-O1", "-arch=compute_90", "-Xcicc", "-O0",
+           f"-I{ROOT / 'csrc' / 'include'}",
            f"-I{ROOT / 'csrc'}", str(ROOT / "tests" / "cuda_kernel_emulation.cu"), "-o", str(exe)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -172,6 +173,287 @@ def test_cuda_backend_passes_table_device_stream_and_scalars(op, monkeypatch):
     assert args[-2:] == (1024, 2048)
     if op == "adam":  # bias corrections left to the device step
         assert args[10:12] == (0.0, 0.0)
+    if op == "adagrad":  # lr and step themselves: clr is formed in the launcher / kernel
+        assert args[5:8] == (hyper["lr"], 2.0, hyper["lr_decay"])
+
+
+@pytest.mark.skipif(not _extension_has_cuda(), reason="the extension has no CUDA kernels")
+def test_cuda_launchers_refuse_bad_pointer_tables_before_launching():
+    """fastopt._C.cuda checks every table, device scalar and cross-entropy pointer on the host
+    and raises ValueError naming the slot and tensor, before it selects a device or launches
+    anything (so this runs without a GPU: a valid table would fail later, at the device)."""
+    from fastopt import _C
+
+    cu = _C.cuda
+    buf = np.zeros(64, np.float32)
+    a = buf.ctypes.data
+    numel = np.array([4, 7], np.int64)
+
+    def table(rows):
+        return np.array(rows, np.uint64).reshape(len(rows) // 2, 2)
+
+    good = [a, a + 16, a + 48, a + 64, a + 96, a + 128, a + 160, a + 192, 0, 0]
+    adam_args = (1e-3, 0.9, 0.999, 1e-8, 0.0, 0.1, 0.001, False, False, False, False)
+
+    def adam(rows, n=numel, **kw):
+        cu.adam(table(rows), n, 0, 0, 0, *adam_args, **kw)
+
+    with pytest.raises(ValueError, match=r"adam: exp_avg\[1\]: null pointer for 7 elements"):
+        adam(good[:5] + [0] + good[6:])
+    with pytest.raises(ValueError, match=r"adam: grad\[0\]: address 0x[0-9a-f]+ is not aligned "
+                                         r"to its 4-byte elements"):
+        adam(good[:2] + [a + 18] + good[3:])
+    with pytest.raises(ValueError, match=r"param\[1\]: negative numel -1"):
+        adam(good, np.array([4, -1], np.int64))
+    with pytest.raises(ValueError, match=r"pointer table must have shape \(5, n_tensors\)"):
+        cu.adam(table(good[:8]), numel, 0, 0, 0, *adam_args)
+    with pytest.raises(ValueError, match="lr_ptr: address .* 8-byte"):
+        adam(good, lr_ptr=a + 4)
+    with pytest.raises(ValueError, match=r"sgd: momentum_buffer\[0\]: null pointer"):
+        cu.sgd(table(good[:4] + [0, 0]), numel, 0, 0, 0, 0.1, 0.9, 0.0, 0.0, False, False,
+               True)
+    with pytest.raises(ValueError, match=r"rmsprop: grad_avg\[0\]: null pointer"):
+        cu.rmsprop(table(good[:8] + [0, 0]), numel, 0, 0, 0, 1e-2, 0.99, 1e-8, 0.0, 0.9, True,
+                   False)
+    with pytest.raises(ValueError, match=r"clamp: grad\[0\]: address .* wraps around"):
+        cu.clamp(table([2**64 - 16, a]), numel, 0, 0, 0, 1.0)
+    with pytest.raises(ValueError, match="workspace holds 1 partials, the table needs 2"):
+        cu.norm_partials(table([a, a + 16]), numel, 0, 0, 0, 0, 2.0, a, 1)
+    with pytest.raises(ValueError, match="scale_by: coef: null pointer"):
+        cu.scale_by(table([a, a + 16]), numel, 0, 0, 0, 0)
+    with pytest.raises(ValueError, match="norm_finish: .*not aligned"):
+        cu.norm_finish(a, 2, 0, 2.0, 1.0, a + 4, 0, 0)
+    # cross_entropy(dtype, device, stream, logits, grad, target, kind, weight, row_loss, n, c, ...)
+    with pytest.raises(ValueError, match="cross_entropy: target: null pointer for 3 elements"):
+        cu.cross_entropy(0, 0, 0, a, 0, 0, 1, 0, a, 3, 5, -100, 0.0, 0.0, 0.0, 1)
+    with pytest.raises(ValueError, match="cross_entropy: target: address .* 8-byte"):
+        cu.cross_entropy(0, 0, 0, a, 0, a + 4, 1, 0, a, 3, 5, -100, 0.0, 0.0, 0.0, 1)
+    with pytest.raises(ValueError, match="cross_entropy: row_loss: address .* 8-byte"):
+        cu.cross_entropy(0, 0, 0, a, 0, a, 0, 0, a + 4, 3, 5, -100, 0.0, 0.0, 0.0, 1)
+
+
+class _CountingCuda:
+    """fastopt._C.cuda with two devices, counting the device queries."""
+
+    def __init__(self):
+        self.queries = 0
+
+    def device_count(self):
+        self.queries += 1
+        return 2, ""
+
+    def runtime_version(self):
+        return 13000
+
+    def device_name(self, i):
+        self.queries += 1
+        return f"GPU {i}"
+
+    def large_params(self, i):
+        self.queries += 1
+        return i == 0
+
+
+def test_cuda_availability_is_queried_once(monkeypatch):
+    """backends.resolve() asks the backend on every kernel call: the device-properties query
+    behind available() is made once, then the answer is kept."""
+    from fastopt import backends
+    from fastopt.backends import cuda as cuda_backend
+
+    backend = cuda_backend.CudaBackend()
+    ext = _CountingCuda()
+    monkeypatch.setattr(backend, "_cu", ext)
+    monkeypatch.setitem(backends._loaded, "cuda", backend)
+    monkeypatch.delenv("FASTOPT_BACKEND", raising=False)
+    ok, why = backend.available()
+    assert ok and "GPU 0" in why and "GPU 1" in why
+    assert "32 KiB kernel parameters on devices [0]" in why
+    first = ext.queries
+    for _ in range(1000):
+        assert backends.resolve(None, "cuda") is backend
+        assert backends.resolve("cuda", "cuda") is backend
+    assert ext.queries == first
+
+
+def test_cuda_availability_failure_is_not_kept_as_success(monkeypatch):
+    from fastopt.backends import cuda as cuda_backend
+
+    class NoDevice(_CountingCuda):
+        def device_count(self):
+            self.queries += 1
+            return -1, "cudaErrorNoDevice: no CUDA-capable device is detected"
+
+    backend = cuda_backend.CudaBackend()
+    monkeypatch.setattr(backend, "_cu", NoDevice())
+    ok, why = backend.available()
+    assert not ok and "no CUDA-capable device" in why
+    assert backend.available() == (ok, why)
+
+
+class _RecordingClip(_RecordingExtension):
+    """Records the launcher calls; norm_blocks answers as the C++ one (64K-element chunks)."""
+
+    def norm_blocks(self, numel):
+        return int(sum(-(-int(n) // 65536) for n in numel))
+
+
+def _fake_cuda_with_namespace(a: np.ndarray, stream: int = 7, device: int = 0):
+    class Namespace:
+        float64 = np.float64
+
+        @staticmethod
+        def empty(shape, dtype):
+            return _fake_cuda_with_namespace(np.empty(shape, dtype), stream, device)
+
+    class Fake(_FakeCudaArray):
+        def __array_namespace__(self):
+            return Namespace
+
+        def __getitem__(self, key):
+            return self.a[key]
+
+    f = Fake(a, stream)
+    f.device = type("Device", (), {"index": device})()
+    return f
+
+
+def test_grad_norm_clipper_keeps_everything_on_the_device(monkeypatch):
+    """GradNormClipper on CUDA arrays: per table, the partials into the workspace after the
+    previous table's; one fold writing norm and coefficient; every table scaled by the
+    coefficient in device memory; all on the grads' stream, and no new workspace per call."""
+    from fastopt import backends, clip
+
+    backend = backends.get("cuda")
+    ext = _RecordingClip()
+    monkeypatch.setattr(backend, "_cu", ext)
+    monkeypatch.setattr(backend, "available", lambda: (True, "test double"))
+    grads = [_fake_cuda_with_namespace(np.ones(70000, np.float32)),
+             _fake_cuda_with_namespace(np.ones(3, np.float64)),
+             _fake_cuda_with_namespace(np.ones(5, np.float32))]
+    clipper = clip.GradNormClipper(1.0, 3.0)
+    clipper(grads)
+    work = clipper._work
+    ws = _arrays.describe(work).ptr
+    assert work.shape == (2 + 2 + 1 + 1,) and work.dtype == np.float64
+    names = [name for name, _ in ext.calls]
+    assert names == ["norm_partials", "norm_partials", "norm_finish", "scale_by", "scale_by"]
+    (_, a32), (_, a64), (_, fin), (_, s32), (_, s64) = ext.calls
+    # (ptrs, numel, dtype, device, stream, kind, p, partial, capacity)
+    assert list(a32[1]) == [70000, 5] and a32[2:7] == (0, 0, 7, 3, 3.0)
+    assert a32[7:] == (ws + 16, 4)
+    assert list(a64[1]) == [3] and a64[2] == 1 and a64[7:] == (ws + 16 + 8 * 3, 1)
+    assert fin == (ws + 16, 4, 3, 3.0, 1.0, ws, 0, 7)
+    assert s32[2:] == (0, 0, 7, ws + 8) and s64[2:] == (1, 0, 7, ws + 8)
+    ext.calls.clear()
+    clipper(grads)  # the same workspace: nothing allocated
+    assert clipper._work is work and ext.calls[2][1][5] == ws
+    clipper([_fake_cuda_with_namespace(np.ones(300000, np.float32))])  # more partials: grown
+    assert clipper._work is not work and clipper._work.shape == (2 + 5,)
+
+
+def test_grad_norm_clipper_on_cuda_arrays_needs_the_cuda_backend(monkeypatch):
+    from fastopt import backends, clip
+
+    monkeypatch.setattr(backends.get("numba_cuda"), "available", lambda: (True, "test double"))
+    g = _fake_cuda_with_namespace(np.ones(3, np.float32))
+    with pytest.raises(backends.BackendUnavailable, match="needs the cuda backend"):
+        clip.GradNormClipper(1.0, backend="numba_cuda")([g])
+    with pytest.raises(ValueError, match="several devices"):
+        clip.GradNormClipper(1.0, backend="numba_cuda")(
+            [g, _fake_cuda_with_namespace(np.ones(3, np.float32), device=1)])
+
+
+class _FakeNumbaCuda:
+    """numba.cuda for the numba_cuda backend without a GPU: a context per device that records
+    which device was current for each allocation and launch."""
+
+    def __init__(self):
+        self.current = 0
+        self.events = []
+        fake = self
+
+        class Context:
+            def __init__(self, i):
+                self.i = i
+
+            def __enter__(self):
+                self.previous, fake.current = fake.current, self.i
+
+            def __exit__(self, *exc):
+                fake.current = self.previous
+
+        self.gpus = [Context(0), Context(1)]
+
+    def from_cuda_array_interface(self, desc, owner=None, sync=False):
+        self.events.append(("view", self.current))
+        return np.zeros(desc["shape"], np.dtype(desc["typestr"]))
+
+    def device_array(self, n, dtype, stream=None):
+        self.events.append(("alloc", self.current))
+
+        class Out(np.ndarray):
+            def copy_to_host(self, stream=None):
+                return np.asarray(self)
+
+        return np.zeros(n, dtype).view(Out)
+
+    def external_stream(self, handle):
+        class Stream:
+            def synchronize(self):
+                pass
+
+        return Stream()
+
+
+def test_numba_cuda_norm_runs_in_the_arrays_device_context(monkeypatch):
+    from fastopt.backends import numba_cuda as nc
+
+    fake = _FakeNumbaCuda()
+
+    class Kernel:
+        def __getitem__(self, config):
+            def launch(*args):
+                fake.events.append(("launch", fake.current))
+                args[-1][:] = 4.0  # every block's partial sum of squares
+            return launch
+
+    monkeypatch.setattr(nc, "_simulated", lambda: False)
+    monkeypatch.setattr(nc, "_cuda", lambda: fake)
+    monkeypatch.setattr(nc, "_get", lambda: {"norm_partials": Kernel()})
+    g = _fake_cuda_with_namespace(np.ones(3, np.float32), device=1)
+    table = fastopt.clip._tables([g])[0]
+    assert table.device == ("cuda", 1)
+    assert nc.NumbaCudaBackend().norm_sum(table, 2.0) == 4.0
+    assert fake.events == [("view", 1), ("alloc", 1), ("launch", 1)]
+    assert fake.current == 0  # restored
+
+
+def test_numba_cuda_explains_a_driver_that_cannot_jit_the_ptx(monkeypatch):
+    from fastopt.backends import numba_cuda as nc
+
+    refusal = RuntimeError("[222] Call to cuLinkAddData results in "
+                           "CUDA_ERROR_UNSUPPORTED_PTX_VERSION: ptxas application ptx input, "
+                           "line 9; fatal : Unsupported .version 8.8; current version is '8.4'")
+    monkeypatch.setattr(nc, "_versions", lambda: ("12.4", "12.8"))
+    err = nc.explain_jit_error(refusal, "adam[float32]")
+    assert isinstance(err, RuntimeError)
+    for words in ("driver (CUDA 12.4)", "NVVM (CUDA 12.8)", "PTX ISA 8.8", "adam[float32]",
+                  "backend='cuda'", "upgrade the driver", "nvjitlink"):
+        assert words in str(err)
+    assert nc.explain_jit_error(ValueError("wrong shape"), "adam[float32]") is None
+
+    class Refusing:
+        def __getitem__(self, config):
+            def launch(*args):
+                raise refusal
+            return launch
+
+    monkeypatch.setattr(nc, "_compile_times", {})
+    with pytest.raises(RuntimeError, match="cannot JIT-compile") as info:
+        nc.NumbaCudaBackend._call(Refusing(), "adam", "float32", 1, 0, ())
+    assert info.value.__cause__ is refusal
+    with pytest.raises(KeyError):  # anything else passes through unchanged
+        nc.NumbaCudaBackend._call({}, "adam", "float32", 1, 0, ())
 
 
 # --- cross-entropy ------------------------------------------------------------------------
@@ -199,8 +481,9 @@ def ce_emulator(tmp_path_factory):
     if not CU_FILES:  # the tests were copied beside an installed wheel: no csrc/ here
         pytest.skip("not a source checkout")
     exe = tmp_path_factory.mktemp("ce") / "cuda_ce_emulation"
-    cmd = ["nvcc", "-std=c++17", "-O1", "-arch=compute_90", f"-I{ROOT / 'csrc' / 'include'}",
-           f"-I{ROOT / 'csrc'}", str(ROOT / "tests" / "cuda_ce_emulation.cu"), "-o", str(exe)]
+    cmd = ["nvcc", "-std=c++17", "-O1", "-arch=compute_90", "-Xcicc", "-O0",
+           f"-I{ROOT / 'csrc' / 'include'}", f"-I{ROOT / 'csrc'}",
+           str(ROOT / "tests" / "cuda_ce_emulation.cu"), "-o", str(exe)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return exe

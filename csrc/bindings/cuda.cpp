@@ -6,6 +6,7 @@
 
 #include "bindings.h"
 #include "cuda/ops.h"
+#include "cuda/table_check.h"
 
 namespace fastopt {
 
@@ -17,22 +18,59 @@ DType cuda_dtype(int code) {
   return DType(code);
 }
 
-cuda::DeviceScalars scalars(uint64_t lr_ptr, uint64_t step_ptr) {
+// Device scalars (lr, step, norm, coefficient): float64, so 8-byte aligned when given.
+const double* scalar_ptr(uint64_t p, const char* op, const char* name, bool required = false) {
+  const std::string why = cuda::pointer_problem(p, 1, 8, required);
+  if (!why.empty())
+    throw py::value_error(std::string("fastopt CUDA ") + op + ": " + name + ": " + why);
+  return reinterpret_cast<const double*>(static_cast<uintptr_t>(p));
+}
+
+cuda::DeviceScalars scalars(const char* op, uint64_t lr_ptr, uint64_t step_ptr) {
   cuda::DeviceScalars d;
-  d.lr = reinterpret_cast<const double*>(static_cast<uintptr_t>(lr_ptr));
-  d.step = reinterpret_cast<const double*>(static_cast<uintptr_t>(step_ptr));
+  d.lr = scalar_ptr(lr_ptr, op, "lr_ptr");
+  d.step = scalar_ptr(step_ptr, op, "step_ptr");
   return d;
 }
 
-// Validates the table, makes `device` current, releases the GIL and launches.
+// The slots of each op, named as the Python layer names them, and the ones an op always reads.
+const char* const kSgdNames[] = {"param", "grad", "momentum_buffer"};
+const char* const kAdamNames[] = {"param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+const char* const kAdagradNames[] = {"param", "grad", "state_sum"};
+const char* const kRmspropNames[] = {"param", "grad", "square_avg", "momentum_buffer",
+                                     "grad_avg"};
+const char* const kLionNames[] = {"param", "grad", "exp_avg"};
+const char* const kGradNames[] = {"grad"};
+
+struct OpSlots {
+  const char* op;
+  const char* const* names;
+  int n_slots;
+  unsigned required;  // bit s: slot s must have a pointer for every non-empty tensor
+};
+
+template <size_t N>
+OpSlots slots(const char* op, const char* const (&names)[N], unsigned required) {
+  return OpSlots{op, names, int(N), required};
+}
+
+// Validates the table (shape, dtype, every pointer), makes `device` current, releases the GIL
+// and launches: nothing is launched for a table with any problem.
 template <typename F>
-auto launch(const PtrTable& ptrs, const NumelArray& numel, int n_slots, int dtype, int device,
-            F&& f) {
-  const TensorList tl = tensor_list(ptrs, numel, n_slots);
+auto launch(const OpSlots& op, const PtrTable& ptrs, const NumelArray& numel, int dtype,
+            int device, F&& f) {
+  const TensorList tl = tensor_list(ptrs, numel, op.n_slots);
   const DType dt = cuda_dtype(dtype);
+  const std::string why = cuda::table_problem(tl, cuda::element_size(dt), op.names, op.required);
+  if (!why.empty()) throw py::value_error(std::string("fastopt CUDA ") + op.op + ": " + why);
   py::gil_scoped_release nogil;
   cuda::DeviceGuard guard(device);
   return f(tl, dt);
+}
+
+NormKind norm_kind(int kind) {
+  if (kind < 0 || kind > int(NormKind::lp)) throw py::value_error("unknown norm kind");
+  return NormKind(kind);
 }
 
 #define FASTOPT_CUDA_ARGS                                                              \
@@ -52,10 +90,18 @@ void bind_cuda(py::module_& parent) {
   m.def("device_name", &cuda::device_name);
   m.def("runtime_version", &cuda::runtime_version);
   m.def("driver_version", &cuda::driver_version);
+  m.def("large_params", [](int device) {
+    py::gil_scoped_release nogil;
+    return cuda::large_params_supported(device);
+  }, "whether launches on `device` may take 32 KiB of kernel parameters", py::arg("device"));
+  m.def("set_large_params_allowed", &cuda::set_large_params_allowed,
+        "False keeps every launch at 4 KiB of parameters (more launches; for tests)",
+        py::arg("allowed"));
   m.def("add_scalar", [](uint64_t ptr, double value, int device, uint64_t stream) {
+    auto* x = const_cast<double*>(scalar_ptr(ptr, "add_scalar", "ptr", true));
     py::gil_scoped_release nogil;
     cuda::DeviceGuard guard(device);
-    cuda::add_scalar(reinterpret_cast<double*>(static_cast<uintptr_t>(ptr)), value, stream);
+    cuda::add_scalar(x, value, stream);
   }, py::arg("ptr"), py::arg("value"), py::arg("device"), py::arg("stream"));
 
   m.def("sgd",
@@ -63,8 +109,10 @@ void bind_cuda(py::module_& parent) {
            double lr, double momentum, double dampening, double weight_decay, bool nesterov,
            bool maximize, bool first_step, uint64_t lr_ptr, uint64_t step_ptr) {
           const SgdHyper h{lr, momentum, dampening, weight_decay, nesterov, maximize, first_step};
-          launch(ptrs, numel, kSgdSlots, dtype, device, [&](const TensorList& tl, DType dt) {
-            cuda::sgd(tl, dt, h, scalars(lr_ptr, step_ptr), stream);
+          const auto dev = scalars("sgd", lr_ptr, step_ptr);
+          const auto op = slots("sgd", kSgdNames, momentum != 0.0 ? 0b111u : 0b011u);
+          launch(op, ptrs, numel, dtype, device, [&](const TensorList& tl, DType dt) {
+            cuda::sgd(tl, dt, h, dev, stream);
           });
         },
         FASTOPT_CUDA_ARGS, py::arg("lr"), py::arg("momentum"), py::arg("dampening"),
@@ -78,8 +126,10 @@ void bind_cuda(py::module_& parent) {
            bool maximize, bool eps_inside_sqrt, uint64_t lr_ptr, uint64_t step_ptr) {
           const AdamHyper h{lr, beta1, beta2, eps, weight_decay, bias_correction1,
                             bias_correction2, decoupled, amsgrad, maximize, eps_inside_sqrt};
-          launch(ptrs, numel, kAdamSlots, dtype, device, [&](const TensorList& tl, DType dt) {
-            cuda::adam(tl, dt, h, scalars(lr_ptr, step_ptr), stream);
+          const auto dev = scalars("adam", lr_ptr, step_ptr);
+          const auto op = slots("adam", kAdamNames, amsgrad ? 0b11111u : 0b01111u);
+          launch(op, ptrs, numel, dtype, device, [&](const TensorList& tl, DType dt) {
+            cuda::adam(tl, dt, h, dev, stream);
           });
         },
         FASTOPT_CUDA_ARGS, py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
@@ -89,23 +139,32 @@ void bind_cuda(py::module_& parent) {
 
   m.def("adagrad",
         [](const PtrTable& ptrs, const NumelArray& numel, int dtype, int device, uint64_t stream,
-           double clr, double lr_decay, double weight_decay, double eps, bool maximize,
-           uint64_t lr_ptr, uint64_t step_ptr) {
-          const AdagradHyper h{clr, weight_decay, eps, maximize};
-          launch(ptrs, numel, kAdagradSlots, dtype, device, [&](const TensorList& tl, DType dt) {
-            cuda::adagrad(tl, dt, h, lr_decay, scalars(lr_ptr, step_ptr), stream);
-          });
+           double lr, double step, double lr_decay, double weight_decay, double eps,
+           bool maximize, uint64_t lr_ptr, uint64_t step_ptr) {
+          // clr in float64 from the host values, as the CPU backend forms it
+          const AdagradHyper h{lr / (1.0 + (step - 1.0) * lr_decay), weight_decay, eps, maximize};
+          const cuda::AdagradSchedule sched{lr, step, lr_decay};
+          const auto dev = scalars("adagrad", lr_ptr, step_ptr);
+          launch(slots("adagrad", kAdagradNames, 0b111u), ptrs, numel, dtype, device,
+                 [&](const TensorList& tl, DType dt) {
+                   cuda::adagrad(tl, dt, h, sched, dev, stream);
+                 });
         },
-        FASTOPT_CUDA_ARGS, py::arg("clr"), py::arg("lr_decay"), py::arg("weight_decay"),
-        py::arg("eps"), py::arg("maximize"), py::arg("lr_ptr") = 0, py::arg("step_ptr") = 0);
+        FASTOPT_CUDA_ARGS, py::arg("lr"), py::arg("step"), py::arg("lr_decay"),
+        py::arg("weight_decay"), py::arg("eps"), py::arg("maximize"), py::arg("lr_ptr") = 0,
+        py::arg("step_ptr") = 0);
 
   m.def("rmsprop",
         [](const PtrTable& ptrs, const NumelArray& numel, int dtype, int device, uint64_t stream,
            double lr, double alpha, double eps, double weight_decay, double momentum,
            bool centered, bool maximize, uint64_t lr_ptr, uint64_t step_ptr) {
           const RmspropHyper h{lr, alpha, eps, weight_decay, momentum, centered, maximize};
-          launch(ptrs, numel, kRmspropSlots, dtype, device, [&](const TensorList& tl, DType dt) {
-            cuda::rmsprop(tl, dt, h, scalars(lr_ptr, step_ptr), stream);
+          const auto dev = scalars("rmsprop", lr_ptr, step_ptr);
+          const unsigned required = 0b00111u | (momentum > 0.0 ? 0b01000u : 0u) |
+                                    (centered ? 0b10000u : 0u);
+          launch(slots("rmsprop", kRmspropNames, required), ptrs, numel, dtype, device,
+                 [&](const TensorList& tl, DType dt) {
+            cuda::rmsprop(tl, dt, h, dev, stream);
           });
         },
         FASTOPT_CUDA_ARGS, py::arg("lr"), py::arg("alpha"), py::arg("eps"),
@@ -117,8 +176,10 @@ void bind_cuda(py::module_& parent) {
            double lr, double beta1, double beta2, double weight_decay, bool maximize,
            uint64_t lr_ptr, uint64_t step_ptr) {
           const LionHyper h{lr, beta1, beta2, weight_decay, maximize};
-          launch(ptrs, numel, kLionSlots, dtype, device, [&](const TensorList& tl, DType dt) {
-            cuda::lion(tl, dt, h, scalars(lr_ptr, step_ptr), stream);
+          const auto dev = scalars("lion", lr_ptr, step_ptr);
+          launch(slots("lion", kLionNames, 0b111u), ptrs, numel, dtype, device,
+                 [&](const TensorList& tl, DType dt) {
+            cuda::lion(tl, dt, h, dev, stream);
           });
         },
         FASTOPT_CUDA_ARGS, py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
@@ -128,26 +189,81 @@ void bind_cuda(py::module_& parent) {
   m.def("norm_sum",
         [](const PtrTable& ptrs, const NumelArray& numel, int dtype, int device, uint64_t stream,
            int kind, double p) {
-          if (kind < 0 || kind > int(NormKind::lp)) throw py::value_error("unknown norm kind");
-          return launch(ptrs, numel, 1, dtype, device, [&](const TensorList& tl, DType dt) {
-            return cuda::norm(tl, dt, NormKind(kind), p, stream);
-          });
+          const NormKind k = norm_kind(kind);
+          return launch(slots("norm_sum", kGradNames, 1u), ptrs, numel, dtype, device,
+                        [&](const TensorList& tl, DType dt) {
+                          return cuda::norm(tl, dt, k, p, stream);
+                        });
         },
         FASTOPT_CUDA_ARGS, py::arg("kind"), py::arg("p"));
+  m.def("norm_blocks",
+        [](const NumelArray& numel) {
+          const uint64_t none = 0;
+          return cuda::norm_blocks(TensorList{&none, numel.data(), numel.shape(0), 0});
+        },
+        "partials norm_partials writes for a table of these sizes", py::arg("numel").noconvert());
+  m.def("norm_partials",
+        [](const PtrTable& ptrs, const NumelArray& numel, int dtype, int device, uint64_t stream,
+           int kind, double p, uint64_t partial, int64_t capacity) {
+          const NormKind k = norm_kind(kind);
+          const TensorList shape = tensor_list(ptrs, numel, 1);
+          const int64_t need = cuda::norm_blocks(shape);
+          if (capacity < need)
+            throw py::value_error("fastopt CUDA norm_partials: the workspace holds " +
+                                  std::to_string(capacity) + " partials, the table needs " +
+                                  std::to_string(need));
+          const std::string why = cuda::pointer_problem(partial, need, 8, need > 0);
+          if (!why.empty())
+            throw py::value_error("fastopt CUDA norm_partials: partial: " + why);
+          auto* out = reinterpret_cast<double*>(static_cast<uintptr_t>(partial));
+          launch(slots("norm_partials", kGradNames, 1u), ptrs, numel, dtype, device,
+                 [&](const TensorList& tl, DType dt) {
+                   cuda::norm_partials(tl, dt, k, p, out, stream);
+                 });
+        },
+        "device partial sums of |g|^p per chunk into partial[0 .. norm_blocks) (no sync)",
+        FASTOPT_CUDA_ARGS, py::arg("kind"), py::arg("p"), py::arg("partial"),
+        py::arg("capacity"));
+  m.def("norm_finish",
+        [](uint64_t partial, int64_t n, int kind, double p, double max_norm, uint64_t out,
+           int device, uint64_t stream) {
+          const NormKind k = norm_kind(kind);
+          if (n < 0) throw py::value_error("fastopt CUDA norm_finish: n must be >= 0");
+          std::string why = cuda::pointer_problem(partial, n, 8, n > 0);
+          if (why.empty()) why = cuda::pointer_problem(out, 2, 8, true);
+          if (!why.empty()) throw py::value_error("fastopt CUDA norm_finish: " + why);
+          py::gil_scoped_release nogil;
+          cuda::DeviceGuard guard(device);
+          cuda::norm_finish(reinterpret_cast<double*>(static_cast<uintptr_t>(partial)), n, k, p,
+                            max_norm, reinterpret_cast<double*>(static_cast<uintptr_t>(out)),
+                            stream);
+        },
+        "folds n partials on the device: out[0] = norm, out[1] = clip coefficient (no sync)",
+        py::arg("partial"), py::arg("n"), py::arg("kind"), py::arg("p"), py::arg("max_norm"),
+        py::arg("out"), py::arg("device"), py::arg("stream"));
   m.def("scale",
         [](const PtrTable& ptrs, const NumelArray& numel, int dtype, int device, uint64_t stream,
            double coef) {
-          launch(ptrs, numel, 1, dtype, device, [&](const TensorList& tl, DType dt) {
-            cuda::scale(tl, dt, coef, stream);
-          });
+          launch(slots("scale", kGradNames, 1u), ptrs, numel, dtype, device,
+                 [&](const TensorList& tl, DType dt) { cuda::scale(tl, dt, coef, stream); });
         },
+        FASTOPT_CUDA_ARGS, py::arg("coef"));
+  m.def("scale_by",
+        [](const PtrTable& ptrs, const NumelArray& numel, int dtype, int device, uint64_t stream,
+           uint64_t coef_ptr) {
+          const double* coef = scalar_ptr(coef_ptr, "scale_by", "coef", true);
+          launch(slots("scale_by", kGradNames, 1u), ptrs, numel, dtype, device,
+                 [&](const TensorList& tl, DType dt) { cuda::scale_by(tl, dt, coef, stream); });
+        },
+        "g *= coef[0], the float64 coefficient read from device memory (no sync)",
         FASTOPT_CUDA_ARGS, py::arg("coef"));
   m.def("clamp",
         [](const PtrTable& ptrs, const NumelArray& numel, int dtype, int device, uint64_t stream,
            double clip_value) {
-          launch(ptrs, numel, 1, dtype, device, [&](const TensorList& tl, DType dt) {
-            cuda::clamp(tl, dt, clip_value, stream);
-          });
+          launch(slots("clamp", kGradNames, 1u), ptrs, numel, dtype, device,
+                 [&](const TensorList& tl, DType dt) {
+                   cuda::clamp(tl, dt, clip_value, stream);
+                 });
         },
         FASTOPT_CUDA_ARGS, py::arg("clip_value"));
   m.def(
@@ -163,6 +279,28 @@ void bind_cuda(py::module_& parent) {
         if (reduction < 0 || reduction > int(Reduction::sum))
           throw py::value_error("unknown reduction");
         if (n < 0 || c < 1) throw py::value_error("cross_entropy needs n >= 0 and c >= 1");
+        if (n > 0 && c > INT64_MAX / n) throw py::value_error("cross_entropy: n * c overflows");
+        const int64_t nc = n * c;
+        const int elem = dtype == int(DType::f64) ? 8 : 4;
+        const bool probs = target_kind == int(CeTarget::probs);
+        const int target_elem = probs ? elem : (target_kind == int(CeTarget::int32) ? 4 : 8);
+        const struct {
+          const char* name;
+          uint64_t ptr;
+          int64_t count;
+          int size;
+          bool required;
+        } pointers[] = {{"logits", logits, nc, elem, nc > 0},
+                        {"grad", grad, nc, elem, false},
+                        {"target", target, probs ? nc : n, target_elem, n > 0},
+                        {"weight", weight, c, elem, false},
+                        {"row_loss", row_loss, n, 8, n > 0}};
+        for (const auto& q : pointers) {
+          const std::string why = cuda::pointer_problem(q.ptr, q.count, q.size, q.required);
+          if (!why.empty())
+            throw py::value_error(std::string("fastopt CUDA cross_entropy: ") + q.name + ": " +
+                                  why);
+        }
         auto dev_ptr = [](uint64_t p) { return reinterpret_cast<void*>(uintptr_t(p)); };
         const CrossEntropyArgs a{dev_ptr(logits), dev_ptr(grad), dev_ptr(target), dev_ptr(weight),
                                  static_cast<double*>(dev_ptr(row_loss)), n, c,

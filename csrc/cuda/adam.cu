@@ -12,16 +12,18 @@ struct AdamOp {
   // constructed per thread: from the device scalars when capturable
   AdamConsts<math_t<T>> c{AdamHyper{}};
 
-  FASTOPT_HD void prepare() {
+  FASTOPT_HD bool prepare() {
     AdamHyper hh = h;
     if (dev.lr) hh.lr = *dev.lr;
     if (dev.step) {
-      // a host value of exactly 1 means no bias correction (or beta == 0)
       const double step = *dev.step;
+      if (!dev.counted(step)) return false;
+      // a host value of exactly 1 means no bias correction (or beta == 0)
       if (hh.bias_correction1 != 1.0) hh.bias_correction1 = 1.0 - std::pow(hh.beta1, step);
       if (hh.bias_correction2 != 1.0) hh.bias_correction2 = 1.0 - std::pow(hh.beta2, step);
     }
     c = AdamConsts<math_t<T>>(hh);
+    return true;
   }
   FASTOPT_HD void operator()(T (&x)[kAdamSlots]) const {
     adam_rule<Amsgrad>(x[kAdamParam], x[kAdamGrad], x[kAdamExpAvg], x[kAdamExpAvgSq],

@@ -12,6 +12,8 @@
 // The per-thread sweeps and the block folds are host+device functions so that
 // tests/cuda_kernel_emulation.cu replays a block on the CPU with the same fold order.
 #include <cmath>
+#include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "cpu/reduce.h"
@@ -238,22 +240,23 @@ __global__ void __launch_bounds__(kCeBlock) cross_entropy_kernel(CeRow<T> r) {
 }
 
 // Validates the targets and forms mean's denominator and the sum of the class weights from
-// host copies (w: the weights or nullptr, y: the class indices or nullptr), by the same loops
-// and folds as the CPU kernel, so these scalars are the CPU's bits. Returns the sum of weights.
-template <typename T>
-double host_prepare(const CrossEntropyArgs& a, const T* w, const int64_t* y,
-                    CrossEntropyResult& res) {
+// host copies (w: the weights or nullptr, y: the class indices, int32 or int64, or nullptr), by
+// the same loops and folds as the CPU kernel, so these scalars are the CPU's bits. Returns the
+// sum of weights.
+template <typename T, typename Y>
+double host_prepare(const CrossEntropyArgs& a, const T* w, const Y* y, CrossEntropyResult& res) {
   const int64_t N = a.n, C = a.c;
   if (a.target_kind == CeTarget::probs) {
     res.denom = double(N);
   } else {
     for (int64_t i = 0; i < N; ++i) {
-      if (y[i] == a.ignore_index) continue;
-      if (y[i] < 0 || y[i] >= C) {
+      const int64_t yi = y[i];
+      if (yi == a.ignore_index) continue;
+      if (yi < 0 || yi >= C) {
         res.bad_row = i;
         return 0.0;
       }
-      res.denom += w ? double(w[y[i]]) : 1.0;
+      res.denom += w ? double(w[yi]) : 1.0;
     }
   }
   if (!w) return double(C);
@@ -269,31 +272,64 @@ CeRow<T> make_row(const CrossEntropyArgs& a, double weight_sum, double denom, do
                   a.reduction == Reduction::mean ? 1.0 / denom : 1.0};
 }
 
+// Page-locked host memory for the launcher's copies (targets and weights in, row losses out),
+// so they are DMA transfers, not staged through a pageable bounce buffer. Grown on demand and
+// kept for the process; one call at a time uses it (the lock spans the call).
+class PinnedStaging {
+ public:
+  std::unique_lock<std::mutex> lock() { return std::unique_lock<std::mutex>(mutex_); }
+  char* get(size_t bytes) {
+    if (bytes > size_) {
+      if (data_) cudaFreeHost(data_);
+      data_ = nullptr;
+      size_ = 0;
+      check(cudaMallocHost(reinterpret_cast<void**>(&data_), bytes), "pinned allocation");
+      size_ = bytes;
+    }
+    return data_;
+  }
+
+ private:
+  std::mutex mutex_;
+  char* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+PinnedStaging& staging() {
+  static PinnedStaging* s = new PinnedStaging;  // never destroyed: no CUDA call at exit
+  return *s;
+}
+
+size_t round8(size_t n) { return (n + 7) / 8 * 8; }
+
 template <typename T>
 CrossEntropyResult run(const CrossEntropyArgs& a, uintptr_t stream) {
   CrossEntropyResult res{0.0, 0.0, -1};
   const int64_t N = a.n, C = a.c;
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   const bool probs = a.target_kind == CeTarget::probs;
-  std::vector<T> w;
-  if (a.weight) {
-    w.resize(C);
-    check(cudaMemcpyAsync(w.data(), a.weight, C * sizeof(T), cudaMemcpyDeviceToHost, s), "copy");
+  const size_t y_size = a.target_kind == CeTarget::int32 ? 4 : 8;
+  // staging: [weights | class indices | row losses]
+  const size_t w_bytes = a.weight ? round8(size_t(C) * sizeof(T)) : 0;
+  const size_t y_bytes = probs ? 0 : round8(size_t(N) * y_size);
+  auto guard = staging().lock();
+  char* host = staging().get(w_bytes + y_bytes + size_t(N) * sizeof(double) + 8);
+  const T* w = a.weight ? reinterpret_cast<const T*>(host) : nullptr;
+  char* y = host + w_bytes;
+  auto* rows = reinterpret_cast<double*>(host + w_bytes + y_bytes);
+  // the host needs the targets (validation, mean's denominator) and the weights (their sum)
+  // before the launch; probabilities without weights need nothing, and no synchronization
+  if (w_bytes + y_bytes > 0) {
+    if (a.weight)
+      check(cudaMemcpyAsync(host, a.weight, C * sizeof(T), cudaMemcpyDeviceToHost, s), "copy");
+    if (!probs && N > 0)
+      check(cudaMemcpyAsync(y, a.target, N * y_size, cudaMemcpyDeviceToHost, s), "copy");
+    check(cudaStreamSynchronize(s), "synchronize");
   }
-  std::vector<int64_t> y;
-  if (!probs && N > 0) {
-    y.resize(N);
-    if (a.target_kind == CeTarget::int32) {
-      std::vector<int32_t> y32(N);
-      check(cudaMemcpyAsync(y32.data(), a.target, N * 4, cudaMemcpyDeviceToHost, s), "copy");
-      check(cudaStreamSynchronize(s), "synchronize");
-      for (int64_t i = 0; i < N; ++i) y[i] = y32[i];
-    } else {
-      check(cudaMemcpyAsync(y.data(), a.target, N * 8, cudaMemcpyDeviceToHost, s), "copy");
-    }
-  }
-  check(cudaStreamSynchronize(s), "synchronize");
-  const double weight_sum = host_prepare<T>(a, a.weight ? w.data() : nullptr, y.data(), res);
+  const double weight_sum =
+      a.target_kind == CeTarget::int32
+          ? host_prepare<T>(a, w, reinterpret_cast<const int32_t*>(y), res)
+          : host_prepare<T>(a, w, probs ? nullptr : reinterpret_cast<const int64_t*>(y), res);
   if (res.bad_row >= 0) return res;
   if (N == 0) return res;
   if (N > kMaxBlocks) throw std::runtime_error("fastopt CUDA cross_entropy: too many rows");
@@ -306,11 +342,11 @@ CrossEntropyResult run(const CrossEntropyArgs& a, uintptr_t stream) {
     cudaFreeAsync(buf, s);
     check(launched, "kernel launch");
   }
-  check(cudaMemcpyAsync(a.row_loss, buf, N * sizeof(double), cudaMemcpyDeviceToHost, s), "copy");
+  check(cudaMemcpyAsync(rows, buf, N * sizeof(double), cudaMemcpyDeviceToHost, s), "copy");
   check(cudaFreeAsync(buf, s), "free");
   check(cudaStreamSynchronize(s), "synchronize");
-  std::vector<double> partial(a.row_loss, a.row_loss + N);
-  res.loss_sum = cpu::pairwise_sum(partial.data(), N);
+  std::memcpy(a.row_loss, rows, N * sizeof(double));
+  res.loss_sum = cpu::pairwise_sum(rows, N);  // overwrites the staged copy
   return res;
 }
 

@@ -11,10 +11,11 @@ struct LionOp {
   DeviceScalars dev;
   LionConsts c{LionHyper{}};
 
-  FASTOPT_HD void prepare() {
+  FASTOPT_HD bool prepare() {
     LionHyper hh = h;
     if (dev.lr) hh.lr = *dev.lr;
     c = LionConsts(hh);
+    return true;
   }
   FASTOPT_HD void operator()(T (&x)[kLionSlots]) const {
     lion_rule(x[kLionParam], x[kLionGrad], x[kLionExpAvg], c);

@@ -19,10 +19,20 @@ namespace fastopt::cuda {
 
 // Device-resident scalars for CUDA-graph capture: when non-null, lr is read from lr[0] and the
 // step count from step[0] (both float64 in device memory) inside the kernel, so a captured
-// graph replays with the values of the moment, and step() never waits on the host.
+// graph replays with the values of the moment, and step() never waits on the host. The step
+// counts the steps taken including this one (the counter is advanced before the step, as in
+// torch's capturable optimizers): a device step below 1, a counter not yet advanced, makes
+// the launch write nothing, where Adam's bias correction would divide by 1 - beta^0 = 0.
 struct DeviceScalars {
   const double* lr = nullptr;
   const double* step = nullptr;
+  static FASTOPT_HD bool counted(double step) { return step >= 1.0; }
+};
+
+// Adagrad's lr decay for capturable steps: clr = lr / (1 + (step - 1) lr_decay) is formed in
+// the kernel from these host values and whichever of lr and step is on the device.
+struct AdagradSchedule {
+  double lr, step, lr_decay;
 };
 
 // Number of usable devices, or -1 with `why` set when the driver/runtime cannot be used (no
@@ -31,20 +41,39 @@ int device_count(std::string* why);
 std::string device_name(int device);
 int runtime_version();
 int driver_version();
+// Whether the current device takes 32 KiB of kernel parameters (this build, its driver and
+// its compute capability), and the switch that keeps every launch at 4 KiB (tests).
+bool large_params();
+bool large_params_supported(int device);
+void set_large_params_allowed(bool allowed);
 
 // Launchers. `stream` is a cudaStream_t passed as an integer (0: the legacy default stream);
 // the caller has made `device` current. Errors are thrown as std::runtime_error.
 void sgd(const TensorList&, DType, const SgdHyper&, DeviceScalars, uintptr_t stream);
 void adam(const TensorList&, DType, const AdamHyper&, DeviceScalars, uintptr_t stream);
-void adagrad(const TensorList&, DType, const AdagradHyper&, double lr_decay, DeviceScalars,
-             uintptr_t stream);
+void adagrad(const TensorList&, DType, const AdagradHyper&, const AdagradSchedule&,
+             DeviceScalars, uintptr_t stream);
 void rmsprop(const TensorList&, DType, const RmspropHyper&, DeviceScalars, uintptr_t stream);
 void lion(const TensorList&, DType, const LionHyper&, DeviceScalars, uintptr_t stream);
 double norm(const TensorList&, DType, NormKind, double p, uintptr_t stream);
+// The capturable clip_grad_norm_, in three launches that never synchronize nor allocate:
+//   norm_partials: one partial (sum of |x|^p, or max |x|) per kChunk-element chunk of the list,
+//     into partial[0 .. norm_blocks(list)) on the device;
+//   norm_finish: folds n partials in place in norm()'s fixed order (one block) and writes
+//     out[0] = the norm and out[1] = min(max_norm / (norm + 1e-6), 1) (NaN for a NaN norm);
+//   scale_by: g = g * coef[0], coef read from device memory.
+int64_t norm_blocks(const TensorList&);
+void norm_partials(const TensorList&, DType, NormKind, double p, double* partial,
+                   uintptr_t stream);
+void norm_finish(double* partial, int64_t n, NormKind, double p, double max_norm, double* out,
+                 uintptr_t stream);
+void scale_by(const TensorList&, DType, const double* coef, uintptr_t stream);
 void scale(const TensorList&, DType, double coef, uintptr_t stream);
 void clamp(const TensorList&, DType, double clip_value, uintptr_t stream);
 // Fused softmax cross-entropy (forward + gradient), one block per row; row losses are copied
-// into a.row_loss (host memory) and summed on the host in a fixed order. Synchronizes.
+// into a.row_loss (host memory) and summed on the host in a fixed order. Synchronizes (the
+// loss is a host value), once when the targets need no validation on the host (probabilities
+// without class weights), twice otherwise; host copies go through pinned staging memory.
 CrossEntropyResult cross_entropy(const CrossEntropyArgs& a, DType, uintptr_t stream);
 // x[0] += value on the device (the step counter of a capturable optimizer).
 void add_scalar(double* x, double value, uintptr_t stream);

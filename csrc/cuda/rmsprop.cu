@@ -11,10 +11,11 @@ struct RmspropOp {
   DeviceScalars dev;
   RmspropConsts<math_t<T>> c{RmspropHyper{}};
 
-  FASTOPT_HD void prepare() {
+  FASTOPT_HD bool prepare() {
     RmspropHyper hh = h;
     if (dev.lr) hh.lr = *dev.lr;
     c = RmspropConsts<math_t<T>>(hh);
+    return true;
   }
   FASTOPT_HD void operator()(T (&x)[kRmspropSlots]) const {
     rmsprop_rule<Centered, Momentum>(x[kRmspropParam], x[kRmspropGrad], x[kRmspropSquareAvg],

@@ -11,11 +11,15 @@ struct SgdOp {
   DeviceScalars dev;
   SgdConsts<math_t<T>> c{SgdHyper{}};
 
-  FASTOPT_HD void prepare() {
+  FASTOPT_HD bool prepare() {
     SgdHyper hh = h;
     if (dev.lr) hh.lr = *dev.lr;
-    if (dev.step) hh.first_step = *dev.step == 1.0;
+    if (dev.step) {
+      if (!dev.counted(*dev.step)) return false;
+      hh.first_step = *dev.step == 1.0;
+    }
     c = SgdConsts<math_t<T>>(hh);
+    return true;
   }
   FASTOPT_HD void operator()(T (&x)[kSgdSlots]) const {
     sgd_rule<Momentum>(x[kSgdParam], x[kSgdGrad], &x[kSgdMomentumBuffer], c);

@@ -4,7 +4,14 @@ device and current stream, fp32 math for float16/bfloat16 storage.
 Capturable steps (CUDA graphs): every optimizer method takes `lr_ptr` and `step_ptr`, device
 addresses of float64 scalars that the kernel reads instead of the host values, so a captured
 step replays with the current learning rate and step count and never synchronizes with the
-host. `DeviceScalars` owns such a pair.
+host. `DeviceScalars` owns such a pair. The device step counts the steps taken including the
+current one (advance, then step, as torch's capturable optimizers do); a launch that reads a
+device step below 1 writes nothing (Adam's bias correction 1 - beta^0 would divide by zero).
+`clip_grad_norm_device` is the capturable gradient clipping (fastopt.clip.GradNormClipper).
+
+Every launcher checks its pointer table before launching (csrc/cuda/table_check.h): a null
+pointer where a slot is needed, a pointer misaligned for its dtype or a negative size raises
+ValueError naming the slot and the tensor, instead of faulting on the device.
 """
 
 from __future__ import annotations
@@ -37,8 +44,13 @@ class CudaBackend:
     def __init__(self) -> None:
         self._cu, self._error = _module()
         self._count: int | None = None
+        self._available: tuple[bool, str] | None = None
 
     def available(self) -> tuple[bool, str]:
+        """(True, description) once a device was found; backends.resolve() asks on every
+        call, so the answer is kept: the device-properties query behind it costs milliseconds."""
+        if self._available is not None:
+            return self._available
         if self._cu is None:
             return False, self._error
         if self._count is None:
@@ -49,7 +61,10 @@ class CudaBackend:
             return False, f"CUDA kernels compiled, but no usable GPU: {self._why}"
         runtime = self._cu.runtime_version()
         names = ", ".join(f"{i}: {self._cu.device_name(i)}" for i in range(self._count))
-        return True, f"CUDA C++ (runtime {runtime // 1000}.{runtime % 1000 // 10}); {names}"
+        large = ", ".join(str(i) for i in range(self._count) if self._cu.large_params(i))
+        self._available = (True, f"CUDA C++ (runtime {runtime // 1000}.{runtime % 1000 // 10});"
+                                 f" {names}; 32 KiB kernel parameters on devices [{large}]")
+        return self._available
 
     @staticmethod
     def _where(t: TensorTable) -> tuple[int, int]:
@@ -82,8 +97,9 @@ class CudaBackend:
                 weight_decay: float, eps: float, maximize: bool, lr_ptr: int = 0,
                 step_ptr: int = 0) -> None:
         dev, stream = self._where(t)
-        clr = lr / (1 + (step - 1) * lr_decay)
-        self._cu.adagrad(t.ptrs, t.numel, t.dtype_code, dev, stream, clr, lr_decay,
+        # the launcher forms clr = lr / (1 + (step - 1) lr_decay) in float64 (on the device
+        # from whichever of lr and step has a device pointer)
+        self._cu.adagrad(t.ptrs, t.numel, t.dtype_code, dev, stream, lr, float(step), lr_decay,
                          weight_decay, eps, maximize, lr_ptr, step_ptr)
 
     def rmsprop(self, t: TensorTable, *, lr: float, alpha: float, eps: float,
@@ -104,6 +120,35 @@ class CudaBackend:
         kind = _NORM_KIND.get(float(norm_type), 3)
         return self._cu.norm_sum(t.ptrs, t.numel, t.dtype_code, dev, stream, kind,
                                  float(norm_type))
+
+    def norm_blocks(self, t: TensorTable) -> int:
+        """Partials `clip_grad_norm_device` writes for table t (one per 64K-element chunk)."""
+        return int(self._cu.norm_blocks(t.numel))
+
+    def clip_grad_norm_device(self, tables: list[TensorTable], norm_type: float,
+                              max_norm: float, work_ptr: int, work_len: int) -> None:
+        """clip_grad_norm_ without leaving the device, for tables on one device: the partial
+        sums of every table into work[2:], one fixed-order fold to work[0] = norm and
+        work[1] = min(max_norm / (norm + 1e-6), 1), then every table scaled by work[1]; all on
+        the first table's stream, with no host synchronization and no allocation, so the
+        sequence can be captured in a CUDA graph. work: float64[work_len] device memory."""
+        dev, stream = self._where(tables[0])
+        kind = _NORM_KIND.get(float(norm_type), 3)
+        filled = 0
+        for t in tables:
+            self._cu.norm_partials(t.ptrs, t.numel, t.dtype_code, dev, stream, kind,
+                                   float(norm_type), work_ptr + 8 * (2 + filled),
+                                   work_len - 2 - filled)
+            filled += self.norm_blocks(t)
+        self._cu.norm_finish(work_ptr + 16, filled, kind, float(norm_type), float(max_norm),
+                             work_ptr, dev, stream)
+        for t in tables:
+            self._cu.scale_by(t.ptrs, t.numel, t.dtype_code, dev, stream, work_ptr + 8)
+
+    def set_large_params_allowed(self, allowed: bool) -> None:
+        """False keeps every launch within 4 KiB of kernel parameters (more, smaller launches),
+        to test both paths on a GPU that takes 32 KiB."""
+        self._cu.set_large_params_allowed(bool(allowed))
 
     def scale(self, t: TensorTable, coef: float) -> None:
         dev, stream = self._where(t)

@@ -4,11 +4,19 @@ arrays' current stream; float32, float64 and float16 storage (float32 math for f
 
 Kernels are cached on disk (cache=True); `compile_times()` reports what the first call of each
 kernel cost in this process, for `fastopt bench`.
+
+Numba-CUDA compiles through NVVM to PTX, which the driver then JIT-compiles unless numba-cuda
+links through the toolkit (nvJitLink). PTX from an NVVM newer than the driver is refused
+(CUDA_ERROR_UNSUPPORTED_PTX_VERSION, "Unsupported .version"): the first launch then raises a
+RuntimeError that names both versions and the ways out, not the driver's bare error code.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -49,6 +57,43 @@ def compile_times() -> dict[str, float]:
     return dict(_compile_times)
 
 
+_PTX_ERRORS = ("UNSUPPORTED_PTX_VERSION", "Unsupported .version", "unsupported PTX",
+               "PTX JIT compil", "CUDA_ERROR_INVALID_PTX", "[222]", "[218]")
+
+
+def _versions() -> tuple[str, str]:
+    """(driver's CUDA version, numba-cuda's toolkit CUDA version, whose NVVM made the PTX) as
+    'major.minor' strings, '?' where unknown."""
+    cuda = _cuda()
+    found = []
+    for get in (lambda: cuda.cudadrv.driver.driver.get_version(),
+                lambda: cuda.runtime.get_version()):
+        try:
+            found.append("%d.%d" % tuple(get()[:2]))
+        except Exception:
+            found.append("?")
+    return found[0], found[1]
+
+
+def explain_jit_error(exc: BaseException, kernel: str) -> RuntimeError | None:
+    """A RuntimeError that says why the driver refused a kernel's PTX and what to do, for an
+    exception from a first launch that is such a refusal; None for any other exception."""
+    text = f"{type(exc).__name__}: {exc}"
+    if not any(marker.lower() in text.lower() for marker in _PTX_ERRORS):
+        return None
+    driver, toolkit = _versions()
+    ptx = re.search(r"\.version (\d+\.\d+)", text)
+    found = f" (PTX ISA {ptx.group(1)})" if ptx else ""
+    return RuntimeError(
+        f"numba_cuda: the GPU driver (CUDA {driver}) cannot JIT-compile the PTX{found} that "
+        f"numba-cuda's NVVM (CUDA {toolkit}) emitted for kernel {kernel}: the driver is "
+        "older than the NVVM. Either upgrade the driver, or install an NVVM / CUDA toolkit "
+        "no newer than the driver (e.g. the nvidia-nvvm / cuda-toolkit wheels of that CUDA "
+        "version), or let numba-cuda link through the toolkit (install nvidia-nvjitlink of "
+        "the NVVM's version) so the driver loads machine code, or use backend='cuda' (fastopt's "
+        f"CUDA C++ kernels, compiled ahead of time). Driver error: {text}")
+
+
 def _math_dtype(dtype: str) -> np.dtype:
     return np.dtype(np.float64 if dtype == "float64" else np.float32)
 
@@ -59,8 +104,12 @@ class NumbaCudaBackend:
 
     def __init__(self) -> None:
         self._dummies: dict[tuple[str, int], Any] = {}
+        self._available: tuple[bool, str] | None = None
 
     def available(self) -> tuple[bool, str]:
+        """Kept after the first success: backends.resolve() asks on every call."""
+        if self._available is not None:
+            return self._available
         try:
             cuda = _cuda()
         except ImportError as exc:
@@ -70,9 +119,13 @@ class NumbaCudaBackend:
         try:
             if not cuda.is_available():
                 return False, "numba.cuda finds no usable GPU/driver"
-            return True, f"Numba-CUDA on {cuda.get_current_device().name}"
+            name = cuda.get_current_device().name
         except Exception as exc:  # driver errors surface here on GPU-less machines
             return False, f"numba.cuda: {exc}"
+        if isinstance(name, bytes):
+            name = name.decode()
+        self._available = (True, f"Numba-CUDA on {name}")
+        return self._available
 
     # --- arrays from the pointer table ---------------------------------------------------
     def _array(self, ptr: int, n: int, dtype: str) -> Any:
@@ -102,16 +155,40 @@ class NumbaCudaBackend:
         handle = cuda_stream(t.specs[t.slots[0]][0].obj, t.device[1])
         return cuda.external_stream(handle) if handle else cuda.default_stream()
 
+    @staticmethod
+    @contextlib.contextmanager
+    def _on_device(t: TensorTable) -> Iterator[None]:
+        """The table's device is current inside (arrays and launches go to that context)."""
+        if _simulated():
+            yield
+            return
+        with _cuda().gpus[t.device[1]]:
+            yield
+
+    @staticmethod
+    def _call(fn: Any, name: str, dtype: str, blocks: int, stream: Any, args: tuple) -> None:
+        """One launch; the first of each (kernel, dtype) compiles or loads it (timed), and a
+        driver that refuses its PTX is explained."""
+        key = f"{name}[{dtype}]"
+        if key in _compile_times:
+            fn[blocks, 256, stream](*args)
+            return
+        t0 = time.perf_counter()
+        try:
+            fn[blocks, 256, stream](*args)
+        except Exception as exc:
+            explained = explain_jit_error(exc, key)
+            if explained is not None:
+                raise explained from exc
+            raise
+        _compile_times[key] = time.perf_counter() - t0
+
     def _launch(self, name: str, t: TensorTable, consts: tuple) -> None:
         if t.dtype not in _DTYPES:
             raise TypeError(f"numba_cuda: {t.dtype} storage is not supported (float32, float64 "
                             "and float16); the cuda backend takes bfloat16")
         fn = _get()[name]
-        cuda = _cuda()
-        ctx = cuda.gpus[t.device[1]] if not _simulated() else None
-        if ctx is not None:
-            ctx.__enter__()
-        try:
+        with self._on_device(t):
             stream = self._stream(t)
             consts = tuple(self._device_consts(c) for c in consts)
             for k in range(len(t)):
@@ -121,14 +198,7 @@ class NumbaCudaBackend:
                 arrays = [self._dummy(t.dtype, t.device[1]) if p == 0
                           else self._array(int(p), n, t.dtype) for p in t.ptrs[:, k]]
                 blocks = min((n + 255) // 256, _MAX_BLOCKS)
-                key = f"{name}[{t.dtype}]"
-                t0 = time.perf_counter() if key not in _compile_times else None
-                fn[blocks, 256, stream](*arrays, *consts)
-                if t0 is not None:
-                    _compile_times[key] = time.perf_counter() - t0
-        finally:
-            if ctx is not None:
-                ctx.__exit__(None, None, None)
+                self._call(fn, name, t.dtype, blocks, stream, (*arrays, *consts))
 
     def sgd(self, t: TensorTable, **h: Any) -> None:
         self._launch("sgd", t, (R.sgd_consts(_math_dtype(t.dtype), **h),))
@@ -160,24 +230,24 @@ class NumbaCudaBackend:
         kind = {2.0: 0, 1.0: 1, float("inf"): 2}.get(float(norm_type), 3)
         fn = _get()["norm_partials"]
         cuda = _cuda()
-        stream = self._stream(t)
         parts = []
-        for k in range(len(t)):
-            n = int(t.numel[k])
-            if n == 0:
-                continue
-            x = self._array(int(t.ptrs[0, k]), n, t.dtype)
-            blocks = min((n + 255) // 256, _NORM_BLOCKS)
-            out = np.zeros(blocks) if _simulated() else cuda.device_array(blocks, np.float64,
-                                                                          stream=stream)
-            key = f"norm_partials[{t.dtype}]"
-            t0 = time.perf_counter() if key not in _compile_times else None
-            fn[blocks, 256, stream](x, kind, float(norm_type), out)
-            if t0 is not None:
-                _compile_times[key] = time.perf_counter() - t0
-            parts.append(out if _simulated() else out.copy_to_host(stream=stream))
-        if not _simulated() and parts:
-            stream.synchronize()
+        # the partials are allocated and the kernels run in the table's device context, as in
+        # _launch (the current device need not be the arrays')
+        with self._on_device(t):
+            stream = self._stream(t)
+            for k in range(len(t)):
+                n = int(t.numel[k])
+                if n == 0:
+                    continue
+                x = self._array(int(t.ptrs[0, k]), n, t.dtype)
+                blocks = min((n + 255) // 256, _NORM_BLOCKS)
+                out = np.zeros(blocks) if _simulated() else cuda.device_array(blocks, np.float64,
+                                                                              stream=stream)
+                self._call(fn, "norm_partials", t.dtype, blocks, stream,
+                           (x, kind, float(norm_type), out))
+                parts.append(out if _simulated() else out.copy_to_host(stream=stream))
+            if not _simulated() and parts:
+                stream.synchronize()
         return _fold(kind, np.concatenate(parts)) if parts else 0.0
 
 

@@ -22,8 +22,8 @@ FASTOPT_HD int32_t float_to_bits(float f) {
   return i;
 }
 
-// e^x for finite or -inf x (x = -inf and anything below the normal range give 0); NaN gives
-// NaN. The row kernels route +inf elsewhere.
+// e^x: 0 for x = -inf and anything below the normal range, +inf past ln(FLT_MAX), NaN for
+// NaN; about 1 ulp in between.
 FASTOPT_HD float exp_f(float x) {
   const float lo = -87.33654f, hi = 88.72283f;
   // written so NaN clamps to lo: the int conversion below must never see NaN (UB)
@@ -39,8 +39,14 @@ FASTOPT_HD float exp_f(float x) {
   y = y * r + 1.6666665459e-1f;
   y = y * r + 5.0000001201e-1f;
   y = y * z + r + 1.0f;
-  const float scale = bits_to_float((int32_t(fx) + 127) << 23);
-  return x < lo ? 0.0f : (x != x ? x : y * scale);
+  // 2^fx as 2^(fx - top) * 2^top: fx reaches 128 for x in (88.38, 88.72], one past the largest
+  // float exponent, where e^x itself (y < 1 there) is still finite
+  const int32_t e = int32_t(fx);
+  const int32_t top = e > 127 ? 1 : 0;
+  const float scale = bits_to_float((e - top + 127) << 23);
+  y = top ? y + y : y;
+  const float inf = bits_to_float(0x7f800000);
+  return x < lo ? 0.0f : (x > hi ? inf : (x != x ? x : y * scale));
 }
 
 // log(v) for v a positive normal float.
