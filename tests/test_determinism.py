@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from trajectory import against_reference, grad_stream, initial_params
+from trajectories import against_reference, grad_stream, initial_params
 
 import fastopt
 from fastopt.clip import clip_grad_norm_

@@ -7,7 +7,8 @@ import pickle
 import numpy as np
 import pytest
 from tolerances import assert_close
-from trajectory import SIZES, grad_stream, initial_params
+from trajectories import SHAPES as _SHAPES
+from trajectories import grad_stream, initial_params
 
 import fastopt
 from fastopt import functional as F
@@ -22,30 +23,65 @@ ALL = [
     (RMSprop, {"centered": True, "momentum": 0.9}),
     (Lion, {"weight_decay": 0.1}),
 ]
-SHAPES = SIZES["mixed"]
+SHAPES = _SHAPES["mixed"]
 
 
+#: Every hyperparameter unlike ALL's (state slots switched off where ALL switches them on):
+#: a checkpoint must bring its own hyperparameters back.
+OTHER = {
+    SGD: {"lr": 0.3, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.2, "maximize": True},
+    Adam: {"lr": 0.1, "betas": (0.5, 0.6), "eps": 1e-3, "weight_decay": 0.2, "amsgrad": False,
+           "maximize": True, "bias_correction": False, "eps_inside_sqrt": True},
+    AdamW: {"lr": 0.1, "betas": (0.5, 0.6), "eps": 1e-3, "weight_decay": 0.2, "amsgrad": True},
+    Adagrad: {"lr": 0.3, "lr_decay": 0.2, "weight_decay": 0.2, "eps": 1e-3,
+              "initial_accumulator_value": 0.0, "maximize": True},
+    RMSprop: {"lr": 0.1, "alpha": 0.5, "eps": 1e-3, "weight_decay": 0.2, "momentum": 0.0,
+              "centered": False, "maximize": True},
+    Lion: {"lr": 0.1, "betas": (0.5, 0.6), "weight_decay": 0.0, "maximize": True},
+}
+
+
+def test_lists_cover_every_optimizer():
+    public = {getattr(fastopt.optim, n) for n in fastopt.optim.__all__} - {fastopt.optim.Optimizer}
+    assert {cls for cls, _ in ALL} == set(OTHER) == public
+
+
+@pytest.mark.parametrize("target", ["fresh", "stepped"])
 @pytest.mark.parametrize("cls,options", ALL, ids=lambda x: getattr(x, "__name__", ""))
-def test_resume_from_state_dict_is_bitwise_identical(cls, options):
+def test_resume_from_state_dict_is_bitwise_identical(cls, options, target):
+    """A checkpoint loaded into an optimizer built with other hyperparameters, fresh or
+    already stepped (its state allocated and its pointer tables cached), continues exactly as
+    the uninterrupted run."""
     params = initial_params(SHAPES, np.float32)
-    grads = list(grad_stream(SHAPES, np.float32, 20))
-    straight = [p.copy() for p in params]
-    opt = cls(straight, **options)
-    for g in grads:
+    grads = list(grad_stream(SHAPES, np.float32, 12))
+    opt = cls(params, **options)
+    for g in grads[:6]:
+        opt.step(g)
+    saved = pickle.loads(pickle.dumps(opt.state_dict()))
+    at_save = [p.copy() for p in params]
+    for g in grads[6:]:
         opt.step(g)
 
-    first = [p.copy() for p in params]
-    opt1 = cls(first, **options)
-    for g in grads[:8]:
-        opt1.step(g)
-    saved = pickle.loads(pickle.dumps(opt1.state_dict()))
-    resumed = [p.copy() for p in first]
-    opt2 = cls(resumed, **options)
-    opt2.load_state_dict(saved)
-    for g in grads[8:]:
-        opt2.step(g)
-    for a, b in zip(straight, resumed, strict=True):
+    resumed = initial_params(SHAPES, np.float32, seed=5)
+    other = cls(resumed, **OTHER[cls])
+    if target == "stepped":
+        for g in grad_stream(SHAPES, np.float32, 3, seed=9):
+            other.step(g)
+    for p, q in zip(resumed, at_save, strict=True):
+        p[...] = q  # the model's weights are restored in place, as load_state_dict does
+    other.load_state_dict(saved)
+    for mine, theirs in zip(other.param_groups, saved["param_groups"], strict=True):
+        assert {k: v for k, v in mine.items() if k != "params"} == \
+            {k: v for k, v in theirs.items() if k != "params"}
+    for g in grads[6:]:
+        other.step(g)
+    for a, b in zip(params, resumed, strict=True):
         np.testing.assert_array_equal(a, b)
+    want, got = opt.state_dict()["state"], other.state_dict()["state"]
+    for k in want:
+        for key, value in want[k].items():
+            if value is not None:
+                np.testing.assert_array_equal(got[k][key], value, err_msg=f"{key} {k}")
 
 
 def test_state_dict_is_a_copy_with_torch_layout():
