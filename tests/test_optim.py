@@ -2,14 +2,15 @@
 frameworks' arrays, the functional layer."""
 
 import copy
+import inspect
 import pickle
 import sys
 
 import numpy as np
 import pytest
 from tolerances import assert_close
+from trajectories import CASES, grad_stream, initial_params
 from trajectories import SHAPES as _SHAPES
-from trajectories import grad_stream, initial_params
 
 import fastopt
 from fastopt import functional as F
@@ -45,6 +46,20 @@ OTHER = {
 def test_lists_cover_every_optimizer():
     public = {getattr(fastopt.optim, n) for n in fastopt.optim.__all__} - {fastopt.optim.Optimizer}
     assert {cls for cls, _ in ALL} == set(OTHER) == public
+    assert {cls.op for cls in public} == set(F.SLOTS)
+
+
+def test_trajectory_cases_set_every_option_of_every_kernel():
+    """trajectories.CASES (the CPU, CUDA and simulator trajectories) follows
+    fastopt.functional: every op, and each of its options set away from its default."""
+    assert {op for op, _ in CASES} == set(F.SLOTS)
+    for op in F.SLOTS:
+        params = inspect.signature(getattr(F, op + "_")).parameters
+        options = {name: p.default for name, p in params.items()
+                   if p.kind is p.KEYWORD_ONLY and name not in ("step", "first_step", "backend")}
+        varied = {k for o, hyper in CASES if o == op for k, v in hyper.items()
+                  if k not in options or v != options[k]}
+        assert varied == set(options), (op, sorted(set(options) ^ varied))
 
 
 @pytest.mark.parametrize("target", ["fresh", "stepped"])

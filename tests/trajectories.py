@@ -160,7 +160,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("adagrad", dict(lr=0.1, maximize=True, eps=1e-6)),
     ("rmsprop", dict(lr=1e-2)),
     ("rmsprop", dict(lr=1e-4, momentum=0.9, centered=True, weight_decay=0.01, alpha=0.9,
-                     eps=1e-6)),
+                     eps=1e-6, maximize=True)),
     ("lion", dict(lr=1e-3, weight_decay=0.1)),
     ("lion", dict(lr=1e-3, beta1=0.95, beta2=0.98, maximize=True)),
 ]
