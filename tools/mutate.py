@@ -78,13 +78,13 @@ MUTANTS = [
            ("tests/test_schedules.py",),
            "Warmup hands over to its follow-on schedule one step late"),
     Mutant("set-num-threads-pinned-to-1", "fastopt/_config.py",
-           "lib.set_num_threads(int(n))", "lib.set_num_threads(1)",
+           "lib.set_num_threads(int(n))", "lib.set_num_threads(int(n))\n    lib.set_num_threads(1)",
            ("tests/test_config.py", "tests/test_determinism.py"),
            "set_num_threads(n) silently runs one thread"),
     Mutant("cross-entropy-f32-tiny-grads-zeroed", "fastopt/losses.py",
            '    if reduction == "none":\n        loss = _rows_out(np.asarray(loss), logits, '
            'batch_shape)\n',
-           '    if isinstance(grad_obj, np.ndarray) and grad_obj.dtype == np.float32:\n'
+           '    if not inplace and isinstance(grad_obj, np.ndarray) and grad_obj.dtype == "f4":\n'
            '        grad_obj[np.abs(grad_obj) < 5e-7] = 0\n'
            '    if reduction == "none":\n        loss = _rows_out(np.asarray(loss), logits, '
            'batch_shape)\n',
@@ -93,7 +93,7 @@ MUTANTS = [
     Mutant("cross-entropy-f32-small-grads-scaled", "fastopt/losses.py",
            '    if reduction == "none":\n        loss = _rows_out(np.asarray(loss), logits, '
            'batch_shape)\n',
-           '    if isinstance(grad_obj, np.ndarray) and grad_obj.dtype == np.float32:\n'
+           '    if not inplace and isinstance(grad_obj, np.ndarray) and grad_obj.dtype == "f4":\n'
            '        grad_obj[np.abs(grad_obj) < 1e-5] *= np.float32(1.1)\n'
            '    if reduction == "none":\n        loss = _rows_out(np.asarray(loss), logits, '
            'batch_shape)\n',
@@ -160,7 +160,7 @@ def _rebuild(m: Mutant, scratch: Path, package: Path, log) -> None:
         shutil.copy2(so, package / so.name)
 
 
-def run_mutant(m: Mutant, source: Path, verbose: bool) -> tuple[str, float]:
+def run_mutant(m: Mutant, source: Path, verbose: bool, root: Path = ROOT) -> tuple[str, float]:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fastopt-mutant-") as tmp:
         scratch = Path(tmp)
@@ -189,7 +189,7 @@ def run_mutant(m: Mutant, source: Path, verbose: bool) -> tuple[str, float]:
                 return "error", time.perf_counter() - t0
             # run from the scratch folder: the repository root must not be on sys.path
             cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                   f"--rootdir={ROOT}", *[str(ROOT / t) for t in m.tests]]
+                   f"--rootdir={root}", *[str(root / t) for t in m.tests]]
             proc = subprocess.run(cmd, cwd=scratch, env=env, stdout=log,
                                   stderr=subprocess.STDOUT)
         out = log_path.read_text()
@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run the C++ mutants, rebuilding the extension for each")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each pytest log tail")
+    ap.add_argument("--tests-from", type=Path, default=ROOT, metavar="DIR",
+                    help="run the tests of another checkout (e.g. an older one, to compare)")
     args = ap.parse_args(argv)
     chosen = [m for m in MUTANTS if args.k in m.name]
     if args.list:
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         if m.cpp and not args.rebuild:
             rows.append((m.name, "skipped (C++: --rebuild)", 0.0))
             continue
-        status, seconds = run_mutant(m, source, args.verbose)
+        status, seconds = run_mutant(m, source, args.verbose, args.tests_from.resolve())
         rows.append((m.name, status, seconds))
         print(f"  {m.name}: caught {status} ({seconds:.0f} s)", flush=True)
     width = max(len(r[0]) for r in rows)
