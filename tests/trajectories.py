@@ -51,7 +51,7 @@ def grad_stream(shapes, dtype, steps: int, seed: int = 1, scale: float = 1.0):
                for s in shapes]
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)
 def _grads(shapes: tuple, dtype: str, steps: int, seed: int) -> tuple:
     # drawing 100 steps of gradients costs as much as a reference trajectory: every option
     # of an optimizer, and every backend, steps through the same stream
