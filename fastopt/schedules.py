@@ -308,18 +308,19 @@ class LRScheduler:
         self.base_lrs: list[float] = [
             float(group.setdefault("initial_lr", group["lr"])) for group in optimizer.param_groups
         ]
-        self.last_epoch = 0
-        self._apply()
+        self._apply(0)
 
-    def _apply(self) -> None:
-        self._last_lr = [self.schedule(self.last_epoch, b) for b in self.base_lrs]
-        for group, lr in zip(self.optimizer.param_groups, self._last_lr, strict=True):
+    def _apply(self, epoch: int) -> None:
+        # every lr computed before anything changes: a schedule that raises (OneCycle past
+        # total_steps) leaves the scheduler and the optimizer as they were
+        lrs = [self.schedule(epoch, b) for b in self.base_lrs]
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
             group["lr"] = lr
+        self.last_epoch, self._last_lr = epoch, lrs
 
     def step(self) -> None:
         """Advance one step and write every group's lr."""
-        self.last_epoch += 1
-        self._apply()
+        self._apply(self.last_epoch + 1)
 
     def get_last_lr(self) -> list[float]:
         """The lrs last written, one per param group."""
@@ -330,15 +331,26 @@ class LRScheduler:
         return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore progress and rewrite the groups' lrs (the schedule is stateless, so this is
-        exact whichever of optimizer and scheduler is loaded first)."""
+        """Restore progress and the base lrs, and rewrite the groups' lrs and ``'initial_lr'``
+        (the schedule is stateless, so this is exact whichever of optimizer and scheduler is
+        loaded first, and a scheduler stacked later starts from the restored base)."""
+        missing = [k for k in ("last_epoch", "base_lrs") if k not in state_dict]
+        if missing:
+            raise ValueError(f"state_dict lacks {', '.join(missing)}")
         base_lrs = [float(b) for b in state_dict["base_lrs"]]
         if len(base_lrs) != len(self.optimizer.param_groups):
             raise ValueError(f"state_dict has {len(base_lrs)} base lrs but the optimizer has "
                              f"{len(self.optimizer.param_groups)} param groups")
-        self.last_epoch = _int("last_epoch", state_dict["last_epoch"], 0)
+        epoch = _int("last_epoch", state_dict["last_epoch"], 0)
+        before = self.base_lrs
         self.base_lrs = base_lrs
-        self._apply()
+        try:
+            self._apply(epoch)
+        except Exception:
+            self.base_lrs = before
+            raise
+        for group, base in zip(self.optimizer.param_groups, base_lrs, strict=True):
+            group["initial_lr"] = base
 
     def __repr__(self) -> str:
         return f"LRScheduler(schedule={self.schedule!r}, last_epoch={self.last_epoch})"

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from trajectory import SIZES, against_reference, against_torch
+from trajectories import SHAPES, against_reference, against_torch
 
 from fastopt.optim import Adam, AdamW
 
@@ -24,19 +24,19 @@ ADAMW_OPTIONS = [
 
 @pytest.mark.parametrize("options", ADAM_OPTIONS, ids=str)
 def test_adam_options_match_reference(backend, dtype, options):
-    against_reference(Adam, options, backend, dtype, SIZES["mixed"])
+    against_reference(Adam, options, backend, dtype, SHAPES["mixed"])
 
 
 @pytest.mark.parametrize("options", ADAMW_OPTIONS, ids=str)
 def test_adamw_options_match_reference(backend, dtype, options):
-    against_reference(AdamW, options, backend, dtype, SIZES["mixed"])
+    against_reference(AdamW, options, backend, dtype, SHAPES["mixed"])
 
 
-@pytest.mark.parametrize("size", list(SIZES), ids=str)
+@pytest.mark.parametrize("size", list(SHAPES), ids=str)
 @pytest.mark.parametrize("cls", [Adam, AdamW])
 def test_sizes_and_seeds_match_reference(backend, dtype, cls, size):
     for seed in (0, 7):
-        against_reference(cls, {"lr": 1e-2}, backend, dtype, SIZES[size], seed=seed)
+        against_reference(cls, {"lr": 1e-2}, backend, dtype, SHAPES[size], seed=seed)
 
 
 TORCH_CASES = [
@@ -54,7 +54,7 @@ def test_matches_torch(dtype, name, options):
     torch = pytest.importorskip("torch")
     cls = {"Adam": Adam, "AdamW": AdamW}[name]
     against_torch(cls, getattr(torch.optim, name), options, {**options, "foreach": False},
-                  dtype, SIZES["mixed"])
+                  dtype, SHAPES["mixed"])
 
 
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])
@@ -62,4 +62,4 @@ def test_matches_torch_fused(name):
     torch = pytest.importorskip("torch")
     cls = {"Adam": Adam, "AdamW": AdamW}[name]
     against_torch(cls, getattr(torch.optim, name), {"lr": 1e-2}, {"lr": 1e-2, "fused": True},
-                  np.float32, SIZES["mixed"])
+                  np.float32, SHAPES["mixed"])

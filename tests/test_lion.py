@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from trajectory import SIZES, against_reference
+from trajectories import SHAPES, against_reference
 
 from fastopt import reference
 from fastopt.optim import Lion
@@ -14,13 +14,13 @@ OPTIONS = [
 
 @pytest.mark.parametrize("options", OPTIONS, ids=str)
 def test_options_match_reference(backend, dtype, options):
-    against_reference(Lion, options, backend, dtype, SIZES["mixed"])
+    against_reference(Lion, options, backend, dtype, SHAPES["mixed"])
 
 
-@pytest.mark.parametrize("size", list(SIZES), ids=str)
+@pytest.mark.parametrize("size", list(SHAPES), ids=str)
 def test_sizes_and_seeds_match_reference(backend, dtype, size):
     for seed in (0, 7):
-        against_reference(Lion, {"weight_decay": 0.01}, backend, dtype, SIZES[size], seed=seed)
+        against_reference(Lion, {"weight_decay": 0.01}, backend, dtype, SHAPES[size], seed=seed)
 
 
 def test_reference_follows_the_paper():

@@ -1,5 +1,6 @@
-"""The `numba` CPU backend beyond the shared op tests (which run every available CPU backend,
-numba included, through tests/conftest.py): clipping, thread determinism, dtypes, config."""
+"""The `numba` CPU backend beyond the shared op tests (which run every CPU backend, numba
+included, through tests/conftest.py; thread determinism: tests/test_determinism.py):
+clipping, dtypes, config."""
 
 import numpy as np
 import pytest
@@ -18,20 +19,6 @@ from fastopt.backends import numba as numba_backend  # noqa: E402
 def test_clip_matches_reference(dtype):
     for name, actual, expected in run_clip(dtype, backend="numba"):
         assert_close(actual, expected, dtype, name)
-
-
-def test_norm_is_deterministic_across_thread_counts():
-    import numba
-
-    rng = np.random.default_rng(1)
-    grads = [rng.standard_normal(n).astype(np.float32) for n in (70001, 3, 40000)]
-    results = set()
-    for threads in (1, numba.config.NUMBA_NUM_THREADS):
-        numba.set_num_threads(threads)
-        g = [x.copy() for x in grads]
-        results.add(fastopt.clip.clip_grad_norm_(g, 1e9, backend="numba"))
-    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    assert len(results) == 1
 
 
 def test_rejects_unsupported_dtype_and_reports_compile_times():

@@ -17,6 +17,7 @@ import fastopt  # noqa: E402
 HERE = pathlib.Path(__file__).resolve().parent
 
 
+@pytest.mark.slow  # the simulator runs every CUDA thread in Python: about a minute
 def test_numba_cuda_kernels_match_reference_in_simulator():
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     # the child imports the same fastopt as this process (installed or source checkout)

@@ -2,12 +2,16 @@
 frameworks' arrays, the functional layer."""
 
 import copy
+import inspect
 import pickle
+import sys
 
 import numpy as np
 import pytest
+from conftest import backend_params
 from tolerances import assert_close
-from trajectory import SIZES, grad_stream, initial_params
+from trajectories import CASES, grad_stream, initial_params
+from trajectories import SHAPES as _SHAPES
 
 import fastopt
 from fastopt import functional as F
@@ -22,30 +26,79 @@ ALL = [
     (RMSprop, {"centered": True, "momentum": 0.9}),
     (Lion, {"weight_decay": 0.1}),
 ]
-SHAPES = SIZES["mixed"]
+SHAPES = _SHAPES["mixed"]
 
 
+#: Every hyperparameter unlike ALL's (state slots switched off where ALL switches them on):
+#: a checkpoint must bring its own hyperparameters back.
+OTHER = {
+    SGD: {"lr": 0.3, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.2, "maximize": True},
+    Adam: {"lr": 0.1, "betas": (0.5, 0.6), "eps": 1e-3, "weight_decay": 0.2, "amsgrad": False,
+           "maximize": True, "bias_correction": False, "eps_inside_sqrt": True},
+    AdamW: {"lr": 0.1, "betas": (0.5, 0.6), "eps": 1e-3, "weight_decay": 0.2, "amsgrad": True},
+    Adagrad: {"lr": 0.3, "lr_decay": 0.2, "weight_decay": 0.2, "eps": 1e-3,
+              "initial_accumulator_value": 0.0, "maximize": True},
+    RMSprop: {"lr": 0.1, "alpha": 0.5, "eps": 1e-3, "weight_decay": 0.2, "momentum": 0.0,
+              "centered": False, "maximize": True},
+    Lion: {"lr": 0.1, "betas": (0.5, 0.6), "weight_decay": 0.0, "maximize": True},
+}
+
+
+def test_lists_cover_every_optimizer():
+    public = {getattr(fastopt.optim, n) for n in fastopt.optim.__all__} - {fastopt.optim.Optimizer}
+    assert {cls for cls, _ in ALL} == set(OTHER) == public
+    assert {cls.op for cls in public} == set(F.SLOTS)
+
+
+def test_trajectory_cases_set_every_option_of_every_kernel():
+    """trajectories.CASES (the CPU, CUDA and simulator trajectories) follows
+    fastopt.functional: every op, and each of its options set away from its default."""
+    assert {op for op, _ in CASES} == set(F.SLOTS)
+    for op in F.SLOTS:
+        params = inspect.signature(getattr(F, op + "_")).parameters
+        options = {name: p.default for name, p in params.items()
+                   if p.kind is p.KEYWORD_ONLY and name not in ("step", "first_step", "backend")}
+        varied = {k for o, hyper in CASES if o == op for k, v in hyper.items()
+                  if k not in options or v != options[k]}
+        assert varied == set(options), (op, sorted(set(options) ^ varied))
+
+
+@pytest.mark.parametrize("target", ["fresh", "stepped"])
 @pytest.mark.parametrize("cls,options", ALL, ids=lambda x: getattr(x, "__name__", ""))
-def test_resume_from_state_dict_is_bitwise_identical(cls, options):
+def test_resume_from_state_dict_is_bitwise_identical(cls, options, target):
+    """A checkpoint loaded into an optimizer built with other hyperparameters, fresh or
+    already stepped (its state allocated and its pointer tables cached), continues exactly as
+    the uninterrupted run."""
     params = initial_params(SHAPES, np.float32)
-    grads = list(grad_stream(SHAPES, np.float32, 20))
-    straight = [p.copy() for p in params]
-    opt = cls(straight, **options)
-    for g in grads:
+    grads = list(grad_stream(SHAPES, np.float32, 12))
+    opt = cls(params, **options)
+    for g in grads[:6]:
+        opt.step(g)
+    saved = pickle.loads(pickle.dumps(opt.state_dict()))
+    at_save = [p.copy() for p in params]
+    for g in grads[6:]:
         opt.step(g)
 
-    first = [p.copy() for p in params]
-    opt1 = cls(first, **options)
-    for g in grads[:8]:
-        opt1.step(g)
-    saved = pickle.loads(pickle.dumps(opt1.state_dict()))
-    resumed = [p.copy() for p in first]
-    opt2 = cls(resumed, **options)
-    opt2.load_state_dict(saved)
-    for g in grads[8:]:
-        opt2.step(g)
-    for a, b in zip(straight, resumed, strict=True):
+    resumed = initial_params(SHAPES, np.float32, seed=5)
+    other = cls(resumed, **OTHER[cls])
+    if target == "stepped":
+        for g in grad_stream(SHAPES, np.float32, 3, seed=9):
+            other.step(g)
+    for p, q in zip(resumed, at_save, strict=True):
+        p[...] = q  # the model's weights are restored in place, as load_state_dict does
+    other.load_state_dict(saved)
+    for mine, theirs in zip(other.param_groups, saved["param_groups"], strict=True):
+        assert {k: v for k, v in mine.items() if k != "params"} == \
+            {k: v for k, v in theirs.items() if k != "params"}
+    for g in grads[6:]:
+        other.step(g)
+    for a, b in zip(params, resumed, strict=True):
         np.testing.assert_array_equal(a, b)
+    want, got = opt.state_dict()["state"], other.state_dict()["state"]
+    for k in want:
+        for key, value in want[k].items():
+            if value is not None:
+                np.testing.assert_array_equal(got[k][key], value, err_msg=f"{key} {k}")
 
 
 def test_state_dict_is_a_copy_with_torch_layout():
@@ -174,7 +227,8 @@ def test_dlpack_arrays_without_array_interface_are_accepted():
     np.testing.assert_array_equal(params[0], ref[0])
 
 
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
+# the one test of the reference backend itself: the plumbing from the functional layer
+@pytest.mark.parametrize("backend", [*backend_params(["cpu"]), "reference"])
 def test_functional_layer_matches_reference(backend):
     params = initial_params(SHAPES, np.float32)
     exp_avg = [np.zeros_like(p) for p in params]
@@ -213,3 +267,55 @@ def test_backend_env_variable_is_the_default(monkeypatch):
     monkeypatch.setenv("FASTOPT_BACKEND", "no-such-backend")
     with pytest.raises(ValueError, match="unknown backend"):
         fastopt.backends.resolve(None, "cpu")
+
+
+def _python_calls(fn) -> int:
+    """Python-level calls (functions and builtins called from Python code) while fn runs."""
+    count = 0
+
+    def profile(frame, event, arg):
+        nonlocal count
+        count += event in ("call", "c_call")
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+def _cached_step(framework: str, n: int):
+    """An AdamW over n tensors, stepped once (tables built); returns a step with new grads."""
+    if framework == "torch":
+        torch = pytest.importorskip("torch")
+        import fastopt.torch as fo
+
+        ps = [torch.zeros(4, requires_grad=True) for _ in range(n)]
+        opt = fo.AdamW(ps)
+
+        def step():
+            for p in ps:  # new .grad tensors at new addresses, as zero_grad(set_to_none=True)
+                p.grad = torch.ones_like(p)
+            return opt.step
+    else:
+        opt = AdamW([np.zeros(4, np.float32) for _ in range(n)])
+
+        def step():
+            grads = [np.ones(4, np.float32) for _ in range(n)]
+            return lambda: opt.step(grads)
+    step()()
+    return step
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["numpy", "torch"])
+def test_step_python_work_does_not_grow_with_tensor_count(framework):
+    """README: pointer tables are cached, so a step over 20,000 tensors costs little more than
+    the kernel. A step with new gradients makes the same Python calls for 20,000 tensors as for
+    20: the per-tensor work (new pointers, checks) runs in C."""
+    calls = {}
+    for n in (20, 20000):
+        step = _cached_step(framework, n)
+        calls[n] = [_python_calls(step()) for _ in range(2)]
+    assert calls[20000] == calls[20], calls

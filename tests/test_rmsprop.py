@@ -1,5 +1,5 @@
 import pytest
-from trajectory import SIZES, against_reference, against_torch
+from trajectories import SHAPES, against_reference, against_torch
 
 from fastopt.optim import RMSprop
 
@@ -15,18 +15,18 @@ OPTIONS = [
 
 @pytest.mark.parametrize("options", OPTIONS, ids=str)
 def test_options_match_reference(backend, dtype, options):
-    against_reference(RMSprop, options, backend, dtype, SIZES["mixed"])
+    against_reference(RMSprop, options, backend, dtype, SHAPES["mixed"])
 
 
-@pytest.mark.parametrize("size", list(SIZES), ids=str)
+@pytest.mark.parametrize("size", list(SHAPES), ids=str)
 def test_sizes_and_seeds_match_reference(backend, dtype, size):
     for seed in (0, 7):
         against_reference(RMSprop, {"centered": True, "momentum": 0.9}, backend, dtype,
-                          SIZES[size], seed=seed)
+                          SHAPES[size], seed=seed)
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=str)
 def test_matches_torch(dtype, options):
     torch = pytest.importorskip("torch")
     against_torch(RMSprop, torch.optim.RMSprop, options, {**options, "foreach": False}, dtype,
-                  SIZES["mixed"])
+                  SHAPES["mixed"])

@@ -124,6 +124,20 @@ def test_warmup_cosine_matches_torch_sequential(warmup):
     assert_close(fastopt_lrs(ours), torch_lrs(make))
 
 
+@pytest.mark.parametrize("warmup", [1, 4])
+def test_warmup_then_a_schedule_not_starting_at_the_base_lr(warmup):
+    # the follow-on schedule's own step 0 lands exactly at warmup_steps, and its first lr
+    # (start_factor * base) is not the base lr the warmup ends on
+    def make(o):
+        L = _L()
+        return L.SequentialLR(o, [L.LinearLR(o, 0.1, 1.0, warmup), L.LinearLR(o, 0.5, 0.2, 9)],
+                              milestones=[warmup])
+
+    ours = S.Warmup(warmup, S.Linear(0.5, 0.2, 9), start_factor=0.1)
+    assert_close(fastopt_lrs(ours), torch_lrs(make))
+    assert ours(warmup, 1.0) == 0.5
+
+
 def test_warmup_formula():
     # start_factor=0 (our default) has no torch counterpart (LinearLR rejects it): check the
     # float64 formula directly.
@@ -133,6 +147,8 @@ def test_warmup_formula():
         expect = 0.3 * t / 8 if t < 8 else 0.3 * 0.5 ** ((t - 8) // 4)
         assert w(t, 0.3) == pytest.approx(expect, rel=1e-12, abs=0)
     assert S.Warmup(0, then)(5, 0.3) == then(5, 0.3)
+    constant = S.Warmup(3, S.Constant(0.25, 2))
+    assert [constant(t, 1.0) for t in range(7)] == [0.0, 1 / 3, 2 / 3, 0.25, 0.25, 1.0, 1.0]
 
 
 def test_closed_forms():
@@ -213,6 +229,47 @@ def test_state_dict_round_trip():
 
     with pytest.raises(ValueError, match="param groups"):
         sched2.load_state_dict({"last_epoch": 1, "base_lrs": [0.1]})
+    with pytest.raises(ValueError, match="base_lrs"):
+        sched2.load_state_dict({"last_epoch": 1})
+
+
+def test_state_dict_restores_the_saved_base_lrs():
+    """A resumed run's optimizer is built with other lrs (a new config, or the lrs the
+    schedule had reached): the schedule continues from the checkpoint's base lrs."""
+    schedule = S.Warmup(3, S.Cosine(20, 1e-4))
+    sched = S.LRScheduler(FakeOptimizer(), schedule)
+    for _ in range(7):
+        sched.step()
+    state = copy.deepcopy(sched.state_dict())
+
+    opt2 = FakeOptimizer()
+    for group, lr in zip(opt2.param_groups, (0.5, 0.2), strict=True):
+        group["lr"] = lr
+    sched2 = S.LRScheduler(opt2, schedule)
+    assert sched2.base_lrs == [0.5, 0.2]
+    sched2.load_state_dict(state)
+    assert sched2.base_lrs == list(BASE_LRS)
+    assert [g["lr"] for g in opt2.param_groups] == [schedule(7, b) for b in BASE_LRS]
+    # a scheduler stacked afterwards starts from the restored base as well
+    assert [g["initial_lr"] for g in opt2.param_groups] == list(BASE_LRS)
+    assert S.LRScheduler(opt2, S.Exponential(0.5)).base_lrs == list(BASE_LRS)
+    sched2.step()
+    assert sched2.get_last_lr() == [schedule(8, b) for b in BASE_LRS]
+
+
+def test_a_step_that_raises_changes_nothing():
+    opt = FakeOptimizer()
+    sched = S.LRScheduler(opt, S.OneCycle(1.0, total_steps=2))
+    sched.step()
+    sched.step()
+    lrs, state = sched.get_last_lr(), sched.state_dict()
+    with pytest.raises(ValueError, match="total_steps"):
+        sched.step()
+    assert sched.state_dict() == state and sched.get_last_lr() == lrs
+    assert [g["lr"] for g in opt.param_groups] == lrs
+    with pytest.raises(ValueError, match="total_steps"):
+        sched.load_state_dict({"last_epoch": 5, "base_lrs": list(BASE_LRS)})
+    assert sched.state_dict() == state
 
 
 def test_initial_lr_is_kept_across_schedulers():

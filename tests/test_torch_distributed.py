@@ -1,6 +1,8 @@
 """fastopt.torch optimizers under torch.distributed: DistributedDataParallel, and ZeRO stage 1
 through torch.distributed.optim.ZeroRedundancyOptimizer. Two processes on this machine (gloo,
-loopback only) train; their parameters must equal single-process training."""
+loopback only) train with fastopt.torch.AdamW; their parameters must equal single-process
+training with torch.optim.AdamW. The workers import the fastopt this process imports (the
+installed package, or this checkout when run from it) and report the backend they ran."""
 
 import os
 import socket
@@ -10,12 +12,18 @@ from pathlib import Path
 
 import pytest
 
+import fastopt
+
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
 if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
+# two fresh interpreters importing torch and training twice: tens of seconds
+pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+#: the folder holding the fastopt package imported here, first on the workers' path
+PACKAGE_ROOT = Path(fastopt.__file__).resolve().parents[1]
 WORLD = 2
 STEPS = 6
 BATCH = 8  # global batch, split evenly across ranks
@@ -53,12 +61,15 @@ def _worker(rank, port, out):
     from torch.distributed.optim import ZeroRedundancyOptimizer
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    import fastopt
     import fastopt.torch as fo
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=WORLD, timeout=datetime.timedelta(seconds=60))
-    result = {}
+    # what the optimizers' automatic backend choice picks in this worker, and from where
+    result = {"backend": fastopt.backends.resolve(None, "cpu").name,
+              "package": str(Path(fastopt.__file__).resolve())}
     # DDP: gradients averaged across ranks, every rank steps all params with fastopt
     ddp = DDP(_model())
     _train(ddp, fo.AdamW(ddp.parameters(), **_opt_kwargs()), rank, WORLD)
@@ -92,10 +103,11 @@ def _free_port():
 def results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+    path = [str(PACKAGE_ROOT), str(HERE), os.environ.get("PYTHONPATH")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path)),
            "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, __file__, str(r), str(port), str(tmp / f"{r}.pt")],
-                              env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for r in range(WORLD)]
     logs = []
     try:
@@ -113,11 +125,17 @@ def results(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def single_process():
-    import fastopt.torch as fo
-
     model = _model()
-    _train(model, fo.AdamW(model.parameters(), **_opt_kwargs()), 0, 1)
+    _train(model, torch.optim.AdamW(model.parameters(), **_opt_kwargs()), 0, 1)
     return [p.detach() for p in model.parameters()]
+
+
+def test_workers_run_this_fastopt_and_its_cpu_kernels(results):
+    # 'cpu' (the C++ kernels) whenever they are built, unless FASTOPT_BACKEND says otherwise
+    expected = fastopt.backends.resolve(None, "cpu").name
+    for rank, res in enumerate(results):
+        assert res["package"] == str(Path(fastopt.__file__).resolve()), rank
+        assert res["backend"] == expected, f"rank {rank} ran {res['backend']}, not {expected}"
 
 
 def _assert_params(actual, expected, what):
