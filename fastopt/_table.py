@@ -69,6 +69,19 @@ class _TorchRow:
 
 
 _torch_row: _TorchRow | None = None
+_gather: list[Any] = []  # [fastopt._C.gather_pointers or None], resolved once
+
+
+def _gather_pointers() -> Any:
+    """The C++ NumPy pointer gather, or None in a source checkout that was never built (the
+    generic describe() path then re-reads every array: slower, as safe)."""
+    if not _gather:
+        try:
+            from ._C import gather_pointers
+        except ImportError:
+            gather_pointers = None
+        _gather.append(gather_pointers)
+    return _gather[0]
 
 
 def _torch() -> _TorchRow:
@@ -149,7 +162,7 @@ class TensorTable:
         shape and layout. False means the table no longer describes them: rebuild it."""
         picked = self._pick(arrays)
         row = self.row(slot)
-        if self.framework == "numpy" and self._all_contiguous:
+        if self.framework == "numpy" and self._all_contiguous and _gather_pointers():
             out = np.empty(len(picked), np.uint64)
             return (self._gather_numpy(picked, out, writeable)
                     and np.array_equal(out, self.ptrs[row]))
@@ -210,12 +223,11 @@ class TensorTable:
 
     def _gather_numpy(self, picked: list[Any], out: np.ndarray, writeable: bool) -> bool:
         type_num = _NUMPY_TYPE_NUM.get(self.dtype)
-        if type_num is None or self.device[0] != "cpu":
+        gather = _gather_pointers()
+        if type_num is None or self.device[0] != "cpu" or gather is None:
             return False
-        from . import _C
-
-        return _C.gather_pointers(picked, out, type_num, self.shape_dims,
-                                  self.shape_offsets, writeable) < 0
+        return gather(picked, out, type_num, self.shape_dims, self.shape_offsets,
+                      writeable) < 0
 
     def _ptr_list(self, row: int) -> list[int]:
         """The row's pointers as Python ints (cached: compared with fresh reads each call)."""
