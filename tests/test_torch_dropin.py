@@ -137,6 +137,17 @@ def test_sparse_grads_stepped_as_torch(name, kw, dense_too):
             _close(a.state[p][k].to_dense(), b.state[q][k].to_dense(), k)
 
 
+def test_sparse_params_run_torchs_step():
+    torch.sparse.check_sparse_tensor_invariants.disable()
+    ours = [torch.sparse_coo_tensor([[0, 2]], [1.0, 2.0], (4,)).requires_grad_()]
+    theirs = [ours[0].detach().clone().requires_grad_()]
+    a, b = fo.SGD(ours, lr=0.1), torch.optim.SGD(theirs, lr=0.1)
+    with pytest.warns(UserWarning, match="torch.sparse_coo params"):
+        _run(ours, theirs, a, b, 3, lambda p, g: torch.sparse_coo_tensor(
+            [[1, 2]], torch.randn(2, generator=g), (4,)))
+    assert torch.equal(ours[0].to_dense(), theirs[0].to_dense())
+
+
 @pytest.mark.parametrize("name", ["Adam", "AdamW", "RMSprop"])
 def test_sparse_grads_refused_with_torchs_error(name):
     errors = []
@@ -231,6 +242,37 @@ def test_param_swapped_for_a_strided_view_is_followed():
     _close(wide, wide_t)
 
 
+def test_lion_steps_strided_and_complex_params_and_refuses_the_rest_clearly(no_fallback):
+    """torch.optim has no Lion: nothing to hand over to, but layouts and complex params are the
+    kernels' own business."""
+    gen = torch.Generator().manual_seed(10)
+    base, ours = _strided_params(gen)
+    ours.append(torch.randn(4, generator=gen, dtype=torch.complex64, requires_grad=True))
+    twins = [torch.nn.Parameter(_real(p.detach()).clone(memory_format=torch.contiguous_format))
+             for p in ours]
+    a, b = fo.Lion(ours, lr=0.01, weight_decay=0.1), fo.Lion(twins, lr=0.01, weight_decay=0.1)
+    for _ in range(4):
+        for p, q in zip(ours, twins, strict=True):
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            q.grad = _real(p.grad).contiguous()
+        a.step()
+        b.step()
+    for p, q in zip(ours, twins, strict=True):
+        assert torch.equal(_real(p.detach()), q.detach())
+    half = torch.nn.Parameter(torch.zeros(3, dtype=torch.float16))
+    half.grad = torch.ones(3, dtype=torch.float16)
+    with pytest.raises(TypeError, match=r"param\[0\].*float16"):
+        fo.Lion([half]).step()
+    q = torch.nn.Parameter(torch.zeros(4, 2))
+    q.grad = torch.sparse_coo_tensor([[1]], [[1.0, 1.0]], (4, 2))
+    with pytest.raises(TypeError, match="sparse"):
+        fo.Lion([q]).step()
+
+
+def _real(t):
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
 # --- dtypes and devices the kernels do not take -------------------------------------------
 
 
@@ -250,6 +292,7 @@ def test_half_precision_on_cpu_runs_torchs_step_beside_the_kernel(name, kw):
     assert whys == ["torch.bfloat16 params on cpu", "torch.float16 params on cpu"]
     entry = a._fo_cache[0]
     assert entry.fast == [0] and entry.torch_params == ours[1:]
+    assert entry.plain and entry.cache.builds == 1  # the float32 param: the cached tables
     _close(ours[0], theirs[0])
     for p, q in zip(ours[1:], theirs[1:], strict=True):
         assert torch.equal(p, q)  # the very same code ran

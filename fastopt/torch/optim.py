@@ -127,7 +127,7 @@ class _Entry:
         self.params = params
         self.fast = fast
         self.torch_params = torch_params
-        self.plain = plain  # every param as it is: the cached tables serve the whole group
+        self.plain = plain  # kernel-stepped params as they are: the cached tables serve them
         self.cache = cache
         self.steps = steps
         self.step_views = step_views
@@ -242,10 +242,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         """Why `p` goes to torch's own step (None: the kernels step it)."""
         if self._torch_step_fn() is None:
             return None  # nothing to hand over to: the kernels' checks explain
+        if p.layout != torch.strided:
+            return f"{p.layout} params"
         dev = p.device.type
         real = p.dtype.to_real() if p.is_complex() else p.dtype
-        if p.layout != torch.strided or \
-                str(real).removeprefix("torch.") not in SUPPORTED_DTYPES.get(dev, ()):
+        if str(real).removeprefix("torch.") not in SUPPORTED_DTYPES.get(dev, ()):
             return f"{p.dtype} params on {dev}"
         if dev not in backend_ok:
             try:
@@ -416,10 +417,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             step_views = [steps[k] for k in range(len(kernel_params))]
             for p, view in zip(kernel_params, step_views, strict=True):
                 self.state[p]["step"] = view
-        all_fast = len(fast) == len(params)
-        plain = all_fast and not any(p.is_complex() or not describe(p).dense
-                                     for p in kernel_params)
-        return _Entry(slots, list(params), None if all_fast else fast,
+        plain = not any(p.is_complex() or not describe(p).dense for p in kernel_params)
+        return _Entry(slots, list(params), None if len(fast) == len(params) else fast,
                       [params[k] for k, r in enumerate(routes) if r is not None],
                       F.table_cache(self.op), steps, step_views, fresh, plain)
 
