@@ -25,6 +25,40 @@ def _clone(obj: Any) -> Any:
     return obj.clone() if hasattr(obj, "clone") else obj.copy()
 
 
+def _dense_copy(a: Any) -> Any:
+    copy_ = _arrays.zeros_like(a)  # dense, in a's axis order
+    _arrays.copy_into(copy_, a)
+    return copy_
+
+
+def _walkable(arrays: dict[str, list[Any] | None], copies: list[tuple[Any, Any]]
+              ) -> dict[str, list[Any] | None]:
+    """`arrays` (slot -> one array per param) with every array a kernel cannot walk in place
+    replaced by an exact copy: a strided param (e.g. ``big[:, ::2]``) by a dense one, and an
+    array laid out unlike its (dense) param by one in the param's layout. Appends the pairs
+    (user's array, copy) of the written slots to `copies`, to copy back after the step. An
+    array of another shape or dtype is left for the kernel's validation to name."""
+    out = {slot: None if lst is None else list(lst) for slot, lst in arrays.items()}
+    params = out["param"]
+    for i, p in enumerate(params):
+        ref = _arrays.describe(p, "param", i)
+        if not ref.dense:
+            params[i] = _dense_copy(p)
+            copies.append((p, params[i]))
+            ref = _arrays.describe(params[i])
+        for slot, lst in out.items():
+            if slot == "param" or lst is None or lst[i] is None:
+                continue
+            a = _arrays.describe(lst[i], slot, i)
+            if a.shape == ref.shape and a.dtype == ref.dtype and a.layout != ref.layout:
+                copy_ = _arrays.zeros_like(params[i])
+                _arrays.copy_into(copy_, lst[i])
+                if slot not in F.READ_ONLY:
+                    copies.append((lst[i], copy_))
+                lst[i] = copy_
+    return out
+
+
 class Optimizer:
     """Base class: subclasses name their kernel (`op`), their state arrays and hyperparameters.
 
@@ -102,9 +136,15 @@ class Optimizer:
         self._known.append(list(params))
 
     def _check_params(self, extra: Sequence[Any] = ()) -> None:
-        """Every param valid (dtype, layout, writability) and no memory shared by two, across
-        all groups."""
+        """Every param valid (dtype, writability) and no memory shared by two, across all
+        groups. A strided param (stepped through a dense copy, see _walkable) is writable and
+        checked through such a copy."""
         every = [p for g in self.param_groups for p in g["params"]] + list(extra)
+        for i, p in enumerate(every):
+            spec = _arrays.describe(p, "param", i)
+            if not spec.dense:
+                _arrays.check_writable(spec, "param", i)
+                every[i] = _dense_copy(p)
         F.tables_for(self.op, {"param": every, "grad": None})
 
     def _sync_params(self, gi: int) -> None:
@@ -197,20 +237,23 @@ class Optimizer:
             if shared is not None and all(map(operator.is_not, gs, repeat(None))):
                 try:
                     tables = self._group_tables(gi, rows, gs)
-                    calls = [(tables, shared[0] + 1, shared[1], slice(None))]
-                except MissingGrad:
-                    pass
+                    calls = [(tables, shared[0] + 1, shared[1], slice(None), ())]
+                except (MissingGrad, TypeError, ValueError):
+                    pass  # the slow path validates in full: it steps through copies or explains
             plan.append((gi, calls if calls is not None else self._subsets(gi, gs, slots)))
         for gi, calls in plan:
-            for tables, step, fresh, members in calls:
+            for tables, step, fresh, members, copies in calls:
                 self._run(self.param_groups[gi], tables, step, fresh)
+                for user, copy_ in copies:
+                    _arrays.copy_into(user, copy_)
                 self._steps[gi][members] += 1
                 for mask in self._fresh[gi].values():
                     mask[members] = False
 
     def _subsets(self, gi: int, gs: Sequence[Any], slots: tuple[str, ...]) -> list[tuple]:
-        """Slow path, when some grads are None or params are at different step counts: one
-        set of freshly validated tables per (step, fresh slots)."""
+        """Slow path, when some grads are None, params are at different step counts or arrays
+        are laid out so that the kernel cannot walk them in place: one set of freshly validated
+        tables per (step, fresh slots), over exact copies where needed (see _walkable)."""
         group, states = self.param_groups[gi], self.state[gi]
         by_key: dict[tuple[int, frozenset[str]], list[int]] = {}
         for k, g in enumerate(gs):
@@ -223,7 +266,9 @@ class Optimizer:
                                       "grad": [gs[k] for k in ks]}
             for slot in slots:
                 arrays[slot] = [states[k][slot] for k in ks]
-            calls.append((F.tables_for(self.op, arrays), step + 1, fresh, np.array(ks)))
+            copies: list[tuple[Any, Any]] = []
+            arrays = _walkable(arrays, copies)
+            calls.append((F.tables_for(self.op, arrays), step + 1, fresh, np.array(ks), copies))
         return calls
 
     def _run(self, group: dict[str, Any], tables: list[TensorTable], step: int,
