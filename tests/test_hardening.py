@@ -367,3 +367,42 @@ def test_steps_over_many_tensors_reuse_their_tables(kind):
                 p.grad = torch.ones(8)
             opt.step()
         assert opt._fo_cache[0].cache.builds == 1
+
+
+def test_state_changes_through_every_dict_method_are_seen():
+    # the step re-reads state dicts only when one changed: every way of changing them counts
+    ours, theirs, a, b = _pair("Adam", lr=0.1)
+    edits = [
+        lambda o, ps: o.state.__setitem__(ps[0], {}),
+        lambda o, ps: o.state[ps[1]].update(exp_avg=torch.full_like(ps[1], 2.0)),
+        lambda o, ps: o.state[ps[0]].clear(),
+        lambda o, ps: o.state.pop(ps[1]),
+        lambda o, ps: o.state[ps[0]].__setitem__("step", torch.tensor(7.0)),
+    ]
+    for seed, edit in enumerate(edits):
+        _grads([(ours, theirs)], seed)
+        a.step()
+        b.step()
+        edit(a, ours)
+        edit(b, theirs)
+    _grads([(ours, theirs)], 99)
+    a.step()
+    b.step()
+    _same(ours, theirs)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_copied_torch_optimizer_steps_its_own_tensors(how):
+    w = torch.nn.Parameter(torch.ones(5))
+    opt = fo.AdamW([w], lr=0.1)
+    w.grad = torch.ones(5)
+    opt.step()
+    twin = copy.deepcopy(opt) if how == "deepcopy" else pickle.loads(pickle.dumps(opt))
+    tw = twin.param_groups[0]["params"][0]
+    tw.grad = torch.ones(5)
+    before = w.detach().clone()
+    twin.step()
+    assert torch.equal(w, before)
+    assert not torch.equal(tw, before)
+    opt.step()
+    torch.testing.assert_close(w, tw)

@@ -179,7 +179,10 @@ class Optimizer:
         states = self.state[gi]
         rows = {}
         for slot in self._state_slots(group):
-            row = [st.get(slot) for st in states]
+            try:  # one C-level pass over the state dicts
+                row = list(map(operator.itemgetter(slot), states))
+            except KeyError:
+                row = [st.get(slot) for st in states]
             if not all(map(operator.is_not, row, repeat(None))):
                 missing = [k for k, a in enumerate(row) if a is None]
                 for k in missing:

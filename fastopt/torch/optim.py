@@ -52,6 +52,7 @@ from .. import backends
 from .. import functional as F
 from .._arrays import describe
 from .._table import SUPPORTED_DTYPES, TableCache
+from ._state import ParamState, TrackedState
 
 __all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Lion", "RMSprop"]
 
@@ -66,6 +67,14 @@ def _scalar_dtype() -> torch.dtype:
 
 def _f(x: Any) -> float:
     return float(x.item()) if isinstance(x, Tensor) else float(x)
+
+
+def _column(states: list[dict[str, Any]], key: str) -> list[Any]:
+    """states[i][key] for every i (None where missing), in one C-level pass when none is."""
+    try:
+        return list(map(operator.itemgetter(key), states))
+    except KeyError:
+        return [st.get(key) for st in states]
 
 
 def _real(t: Tensor) -> Tensor:
@@ -133,6 +142,10 @@ class _Entry:
         self.step_views = step_views
         self.fresh = fresh  # per kernel-stepped param: state created at this step (SGD)
         self.mixed_fresh = len(set(fresh)) > 1
+        # the state rows as last read, and the state's change count then (TrackedState)
+        self.rows: dict[str, list[Any]] = {}
+        self.step_row: list[Any] | None = None
+        self.mark: tuple[Any, int] | None = None
 
     def holds(self, slots: tuple[str, ...], params: list[Tensor]) -> bool:
         return (slots == self.slots and len(params) == len(self.params)
@@ -171,8 +184,22 @@ class FusedOptimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
         self._invalidate()
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "state" and not isinstance(value, TrackedState):
+            value = TrackedState(value)  # torch.optim's __init__ and any user assignment
+        super().__setattr__(name, value)
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)  # load_state_dict and copies come through here
+        self.state = self.state  # a loaded defaultdict becomes a TrackedState
+        self._invalidate()  # tables name the memory of what was there before
+
+    def state_dict(self) -> dict[str, Any]:
+        # plain dicts, as torch.optim's: torch.load(weights_only=True) knows no ParamState
+        sd = super().state_dict()
+        sd["state"] = {k: dict(v) if isinstance(v, ParamState) else v
+                       for k, v in sd["state"].items()}
+        return sd
         self._invalidate()
 
     def _invalidate(self) -> None:
@@ -276,11 +303,15 @@ class FusedOptimizer(torch.optim.Optimizer):
         if entry is None or not entry.holds(slots, params):
             entry = self._fo_cache[gi] = self._build(group, active, params, slots)
         kparams = entry.pick(params)
-        rows, step_row = self._rows(kparams, slots)
+        state = self.state
+        if entry.mark is not None and entry.mark[0] is state and entry.mark[1] == state.changes:
+            rows, step_row = entry.rows, entry.step_row  # no state dict changed since
+        else:
+            rows, step_row = self._read_rows(entry, kparams, slots)
         if not entry.current(step_row, rows):
             entry = self._fo_cache[gi] = self._build(group, active, params, slots)
             kparams = entry.pick(params)
-            rows, step_row = self._rows(kparams, slots)
+            rows, step_row = self._read_rows(entry, kparams, slots)
         if kparams and not self._step_kernels(gi, group, entry, kparams, entry.pick(grads),
                                               rows):
             if retry:  # re-routed: nothing of this group was stepped yet
@@ -311,13 +342,20 @@ class FusedOptimizer(torch.optim.Optimizer):
                 return True
         return self._step_each(gi, group, entry, params, grads, rows)
 
+    def _read_rows(self, entry: _Entry, params: list[Tensor], slots: tuple[str, ...]
+                   ) -> tuple[dict[str, list[Any]], list[Any] | None]:
+        """_rows, remembered in the entry with the state's change count after the read."""
+        entry.rows, entry.step_row = self._rows(params, slots)
+        entry.mark = (self.state, self.state.changes)
+        return entry.rows, entry.step_row
+
     def _rows(self, params: list[Tensor], slots: tuple[str, ...]
               ) -> tuple[dict[str, list[Any]], list[Any] | None]:
         if not slots and not self.has_step:
             return {}, None  # as torch: no state entry at all (SGD without momentum)
         states = list(map(self.state.__getitem__, params))
-        rows = {slot: [st.get(_STATE_KEY.get(slot, slot)) for st in states] for slot in slots}
-        return rows, ([st.get("step") for st in states] if self.has_step else None)
+        rows = {slot: _column(states, _STATE_KEY.get(slot, slot)) for slot in slots}
+        return rows, (_column(states, "step") if self.has_step else None)
 
     def _count(self, entry: _Entry) -> None:
         if entry.steps is not None:
