@@ -14,16 +14,16 @@ def large(request):
     return 4096 if _quick(request.config) else 1 << 24
 
 
-@pytest.mark.parametrize("variant", BACKENDS)
-def test_numba_adam(benchmark, variant, large):
-    run_case(benchmark, "adam", variant, large)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_numba_adam(benchmark, backend, large):
+    run_case(benchmark, "adam", backend, large)
 
 
-@pytest.mark.parametrize("variant", BACKENDS)
-def test_numba_adam_many_tensors(benchmark, variant, many):
-    run_case(benchmark, "adam", variant, many[1], tensors=many[0])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_numba_adam_many_tensors(benchmark, backend, many):
+    run_case(benchmark, "adam", backend, many[1], tensors=many[0])
 
 
-@pytest.mark.parametrize("variant", BACKENDS)
-def test_numba_clip_many_tensors(benchmark, variant, many):
-    run_case(benchmark, "clip_grad_norm", variant, many[1], tensors=many[0])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_numba_clip_many_tensors(benchmark, backend, many):
+    run_case(benchmark, "clip_grad_norm", backend, many[1], tensors=many[0])

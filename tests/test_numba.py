@@ -33,3 +33,31 @@ def test_rejects_unsupported_dtype_and_reports_compile_times():
 def test_listed_by_show_config(capsys):
     fastopt.show_config()
     assert "numba" in capsys.readouterr().out
+
+
+_CACHE_PROBE = """
+import numpy as np
+from fastopt import _numba_cpu, functional
+functional.sgd_([np.zeros(5)], [np.ones(5)], lr=0.1, momentum=0.9,
+                momentum_buffers=[np.zeros(5)],
+                backend="numba")
+st = _numba_cpu.sgd.stats
+print(sum(st.cache_hits.values()), sum(st.cache_misses.values()))
+"""
+
+
+def test_second_process_loads_kernels_from_the_disk_cache(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def run() -> tuple[int, int]:
+        out = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=env, cwd=root,
+                             capture_output=True, text=True, check=True).stdout.split()
+        return int(out[0]), int(out[1])
+
+    assert run() == (0, 1)  # compiled and saved
+    assert run() == (1, 0)  # loaded: the second process compiles nothing
