@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from . import functional, nn
 from ._pointers import SparseGradError
+from .clip import clip_grad_norm_
 from .functional import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -27,6 +28,7 @@ from .functional import (
 from .optim import SGD, Adagrad, Adam, AdamW, FusedOptimizer, Lion, RMSprop
 
 __all__ = ["SGD", "Adagrad", "Adam", "AdamW", "FusedOptimizer", "Lion", "RMSprop",
-           "SparseGradError", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+           "SparseGradError", "binary_cross_entropy",
+           "clip_grad_norm_", "binary_cross_entropy_with_logits",
            "cross_entropy", "functional", "fused_losses_available", "huber_loss", "kl_div",
            "l1_loss", "linear_cross_entropy", "mse_loss", "nn", "smooth_l1_loss"]
