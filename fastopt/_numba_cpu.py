@@ -1,17 +1,24 @@
 """The Numba CPU kernels: fastopt._numba_rules compiled with @njit(parallel=True, cache=True).
 Imported only when the `numba` backend first runs (importing numba takes a second). Kernels
 are module-level functions so that Numba's on-disk cache finds them again in a new process.
+
+Every kernel is one parallel launch over a whole pointer table, split as csrc/cpu's driver
+splits it (csrc/cpu/multi_tensor.h): each tensor into fixed CHUNK-element chunks, the chunks
+of all tensors numbered in order (`first[t]` = tensor t's first chunk, `first[n]` = the total)
+and spread over the threads. A chunk's work never depends on the thread count, so neither do
+the results (norm partials included: one per chunk, folded in chunk order by the caller).
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import carray, njit, prange, types
 from numba.core import caching
+from numba.extending import intrinsic
 
 from . import _numba_rules as R
 
 R.track_rules_in_cache(caching)
 
-CHUNK = 1 << 14  # elements per partial sum of a norm (fixed: any thread count, same bits)
+CHUNK = 1 << 14  # as csrc/cpu/multi_tensor.h kChunk
 
 rule = njit(cache=True, error_model="numpy")
 adam_rule = rule(R.adam_rule)
@@ -23,70 +30,133 @@ clamp_rule = rule(R.clamp_rule)
 kernel = njit(parallel=True, cache=True, error_model="numpy", fastmath=False)
 
 
-@kernel
-def adam(p, g, m, v, vmax, c):
-    for i in prange(p.size):
-        k = min(np.int64(i), vmax.size - 1)
-        r = adam_rule(p[i], g[i], m[i], v[i], vmax[k], c)
-        p[i] = r[0]
-        m[i] = r[1]
-        v[i] = r[2]
-        if vmax.size == p.size:
-            vmax[i] = r[3]
+@intrinsic
+def _as_pointer(typingctx, addr, like):
+    """The address `addr` (an integer from the pointer table) as a pointer to like's dtype."""
+    sig = types.CPointer(like.dtype)(addr, like)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+@rule
+def _tensor(ptrs, row, t, n, like):
+    """Row `row`, tensor t of the table as an n-element array; a missing entry (address 0, an
+    optional state row such as AMSGrad's max_exp_avg_sq) is `like`, a 1-element dummy."""
+    addr = ptrs[row, t]
+    if addr == 0:
+        return like
+    return carray(_as_pointer(addr, like), (n,))
+
+
+@rule
+def _chunk(first, numel, ch):
+    """(tensor, begin, end) of chunk ch."""
+    t = np.searchsorted(first, ch, side="right") - 1
+    begin = (ch - first[t]) * CHUNK
+    return t, begin, min(begin + CHUNK, numel[t])
 
 
 @kernel
-def sgd(p, g, b, c):
-    for i in prange(p.size):
-        j = min(np.int64(i), b.size - 1)
-        p[i], bb = sgd_rule(p[i], g[i], b[j], c)
-        if b.size == p.size:
-            b[i] = bb
+def adam(ptrs, first, numel, like, c):
+    for ch in prange(first[-1]):
+        t, begin, end = _chunk(first, numel, ch)
+        n = numel[t]
+        p, g = _tensor(ptrs, 0, t, n, like), _tensor(ptrs, 1, t, n, like)
+        m, v = _tensor(ptrs, 2, t, n, like), _tensor(ptrs, 3, t, n, like)
+        vmax = _tensor(ptrs, 4, t, n, like)
+        full = ptrs[4, t] != 0
+        for i in range(begin, end):
+            r = adam_rule(p[i], g[i], m[i], v[i], vmax[i if full else 0], c)
+            p[i] = r[0]
+            m[i] = r[1]
+            v[i] = r[2]
+            if full:
+                vmax[i] = r[3]
 
 
 @kernel
-def adagrad(p, g, s, c):
-    for i in prange(p.size):
-        p[i], s[i] = adagrad_rule(p[i], g[i], s[i], c)
+def sgd(ptrs, first, numel, like, c):
+    for ch in prange(first[-1]):
+        t, begin, end = _chunk(first, numel, ch)
+        n = numel[t]
+        p, g, b = (_tensor(ptrs, 0, t, n, like), _tensor(ptrs, 1, t, n, like),
+                   _tensor(ptrs, 2, t, n, like))
+        full = ptrs[2, t] != 0
+        for i in range(begin, end):
+            p[i], bb = sgd_rule(p[i], g[i], b[i if full else 0], c)
+            if full:
+                b[i] = bb
 
 
 @kernel
-def rmsprop(p, g, s, b, ga, c):
-    for i in prange(p.size):
-        jb = min(np.int64(i), b.size - 1)
-        jg = min(np.int64(i), ga.size - 1)
-        p[i], s[i], bb, gg = rmsprop_rule(p[i], g[i], s[i], b[jb], ga[jg], c)
-        if b.size == p.size:
-            b[i] = bb
-        if ga.size == p.size:
-            ga[i] = gg
+def adagrad(ptrs, first, numel, like, c):
+    for ch in prange(first[-1]):
+        t, begin, end = _chunk(first, numel, ch)
+        n = numel[t]
+        p, g, s = (_tensor(ptrs, 0, t, n, like), _tensor(ptrs, 1, t, n, like),
+                   _tensor(ptrs, 2, t, n, like))
+        for i in range(begin, end):
+            p[i], s[i] = adagrad_rule(p[i], g[i], s[i], c)
 
 
 @kernel
-def lion(p, g, m, c, cd):
-    for i in prange(p.size):
-        p[i], m[i] = lion_rule(p[i], g[i], m[i], c, cd)
+def rmsprop(ptrs, first, numel, like, c):
+    for ch in prange(first[-1]):
+        t, begin, end = _chunk(first, numel, ch)
+        n = numel[t]
+        p, g, s = (_tensor(ptrs, 0, t, n, like), _tensor(ptrs, 1, t, n, like),
+                   _tensor(ptrs, 2, t, n, like))
+        b, ga = _tensor(ptrs, 3, t, n, like), _tensor(ptrs, 4, t, n, like)
+        full_b, full_ga = ptrs[3, t] != 0, ptrs[4, t] != 0
+        for i in range(begin, end):
+            p[i], s[i], bb, gg = rmsprop_rule(p[i], g[i], s[i], b[i if full_b else 0],
+                                              ga[i if full_ga else 0], c)
+            if full_b:
+                b[i] = bb
+            if full_ga:
+                ga[i] = gg
 
 
 @kernel
-def scale(x, coef):
-    for i in prange(x.size):
-        x[i] = x[i] * coef
+def lion(ptrs, first, numel, like, c, cd):
+    for ch in prange(first[-1]):
+        t, begin, end = _chunk(first, numel, ch)
+        n = numel[t]
+        p, g, m = (_tensor(ptrs, 0, t, n, like), _tensor(ptrs, 1, t, n, like),
+                   _tensor(ptrs, 2, t, n, like))
+        for i in range(begin, end):
+            p[i], m[i] = lion_rule(p[i], g[i], m[i], c, cd)
 
 
 @kernel
-def clamp(x, lo, hi):
-    for i in prange(x.size):
-        x[i] = clamp_rule(x[i], lo, hi)
+def scale(ptrs, first, numel, like, coef):
+    for ch in prange(first[-1]):
+        t, begin, end = _chunk(first, numel, ch)
+        x = _tensor(ptrs, 0, t, numel[t], like)
+        for i in range(begin, end):
+            x[i] = x[i] * coef
 
 
 @kernel
-def norm_partials(x, kind, p, out):
-    # kind: 0 l2, 1 l1, 2 linf, 3 lp; one float64 partial per chunk, in a fixed order
-    n_chunks = out.size
-    for k in prange(n_chunks):
+def clamp(ptrs, first, numel, like, lo, hi):
+    for ch in prange(first[-1]):
+        t, begin, end = _chunk(first, numel, ch)
+        x = _tensor(ptrs, 0, t, numel[t], like)
+        for i in range(begin, end):
+            x[i] = clamp_rule(x[i], lo, hi)
+
+
+@kernel
+def norm_partials(ptrs, first, numel, like, kind, p, out):
+    # kind: 0 l2, 1 l1, 2 linf, 3 lp; one float64 partial per chunk
+    for ch in prange(first[-1]):
+        t, begin, end = _chunk(first, numel, ch)
+        x = _tensor(ptrs, 0, t, numel[t], like)
         acc = 0.0
-        for i in range(k * 16384, min((k + 1) * 16384, x.size)):
+        for i in range(begin, end):
             a = abs(np.float64(x[i]))
             if kind == 0:
                 acc += a * a
@@ -96,7 +166,7 @@ def norm_partials(x, kind, p, out):
                 acc = a if (a > acc or a != a) else acc
             else:
                 acc += a**p
-        out[k] = acc
+        out[ch] = acc
 
 
 KERNELS = dict(adam=adam, sgd=sgd, adagrad=adagrad, rmsprop=rmsprop, lion=lion, scale=scale,

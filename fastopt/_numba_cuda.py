@@ -1,6 +1,13 @@
 """The Numba-CUDA kernels: fastopt._numba_rules compiled with numba.cuda.jit (device functions
-inlined into one grid-stride kernel per optimizer). Imported only when the `numba_cuda` backend
-first runs; under NUMBA_ENABLE_CUDASIM=1 the same kernels run in Numba's CUDA simulator.
+inlined into one kernel per optimizer). Imported only when the `numba_cuda` backend first runs;
+under NUMBA_ENABLE_CUDASIM=1 the same kernels run in Numba's CUDA simulator.
+
+Every kernel is one launch over a whole pointer table. Its metadata, one int64 array per
+launch: the table's pointers (`ptrs[row * n + t]`, 0 for a missing optional row), the block
+starts `first` (`first[t]` = tensor t's first block, `first[n]` = the grid size) and each
+tensor's element count. Tensor t gets `first[t+1] - first[t]` blocks (as many as 256-thread
+blocks cover it, capped) that stride over it exactly as a launch on that tensor alone would:
+the norm partials are the same as per-tensor launches', whatever the number of tensors.
 """
 
 from numba import cuda, float64
@@ -8,9 +15,45 @@ from numba import cuda, float64
 from . import _numba_rules as R
 
 if not cuda.config.ENABLE_CUDASIM:  # the simulator has no on-disk cache
+    from numba.cuda import types
     from numba.cuda.core import caching
+    from numba.cuda.extending import intrinsic
 
     R.track_rules_in_cache(caching)
+
+    @intrinsic
+    def _as_pointer(typingctx, addr, like):
+        """An address from the pointer table as a pointer to like's dtype."""
+        sig = types.CPointer(like.dtype)(addr, like)
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+        return sig, codegen
+
+    @intrinsic
+    def _data(typingctx, like):
+        """The data pointer of the array `like`."""
+        sig = types.CPointer(like.dtype)(like)
+
+        def codegen(context, builder, signature, args):
+            return context.make_array(signature.args[0])(context, builder, args[0]).data
+
+        return sig, codegen
+
+    def _tensor(ptrs, numel, row, t, like):
+        """Row `row`, tensor t of the table, as a pointer indexed like an array; a missing
+        entry (address 0: an optional state row such as AMSGrad's max_exp_avg_sq) is `like`,
+        a 1-element dummy. (No device function calls another, nor carray: each would compile
+        for the current GPU, which compile_ptx and a GPU-less machine do not have.)"""
+        addr = ptrs[row * numel.size + t]
+        return _data(like) if addr == 0 else _as_pointer(addr, like)
+else:  # simulated device memory is host memory, and the kernels run as Python
+    from ._arrays import cpu_view
+
+    def _tensor(ptrs, numel, row, t, like):
+        addr = ptrs[row * numel.size + t]
+        return like if addr == 0 else cpu_view(int(addr), int(numel[t]), like.dtype.name)
 
 BLOCK = 256  # threads per block; also the norm's shared-memory tree width
 
@@ -21,104 +64,141 @@ adagrad_rule = device(R.adagrad_rule)
 rmsprop_rule = device(R.rmsprop_rule)
 lion_rule = device(R.lion_rule)
 clamp_rule = device(R.clamp_rule)
+_tensor = device(_tensor)
 kernel = cuda.jit(cache=True)
 
 
+@device
+def _block(first):
+    """(tensor, this block's index among the tensor's blocks, the tensor's block count) of
+    this block: a binary search of the block starts."""
+    g = cuda.blockIdx.x
+    lo = 0
+    hi = first.size - 1
+    while hi - lo > 1:  # first[lo] <= g < first[hi]
+        mid = (lo + hi) // 2
+        if first[mid] <= g:
+            lo = mid
+        else:
+            hi = mid
+    return lo, g - first[lo], first[lo + 1] - first[lo]
+
+
+@device
+def _has(ptrs, numel, row, t):
+    return ptrs[row * numel.size + t] != 0
+
+
 @kernel
-def adam(p, g, m, v, vmax, c):
-    i = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    full = vmax.size == p.size
-    while i < p.size:
+def adam(ptrs, first, numel, like, c):
+    t, b, nb = _block(first)
+    p, g = _tensor(ptrs, numel, 0, t, like), _tensor(ptrs, numel, 1, t, like)
+    m, v = _tensor(ptrs, numel, 2, t, like), _tensor(ptrs, numel, 3, t, like)
+    vmax = _tensor(ptrs, numel, 4, t, like)
+    full = _has(ptrs, numel, 4, t)
+    i = b * BLOCK + cuda.threadIdx.x
+    while i < numel[t]:
         r = adam_rule(p[i], g[i], m[i], v[i], vmax[i if full else 0], c)
         p[i] = r[0]
         m[i] = r[1]
         v[i] = r[2]
         if full:
             vmax[i] = r[3]
-        i += stride
+        i += nb * BLOCK
 
 
 @kernel
-def sgd(p, g, b, c):
-    i = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    full = b.size == p.size
-    while i < p.size:
-        r = sgd_rule(p[i], g[i], b[i if full else 0], c)
+def sgd(ptrs, first, numel, like, c):
+    t, b, nb = _block(first)
+    p, g = _tensor(ptrs, numel, 0, t, like), _tensor(ptrs, numel, 1, t, like)
+    buf = _tensor(ptrs, numel, 2, t, like)
+    full = _has(ptrs, numel, 2, t)
+    i = b * BLOCK + cuda.threadIdx.x
+    while i < numel[t]:
+        r = sgd_rule(p[i], g[i], buf[i if full else 0], c)
         p[i] = r[0]
         if full:
-            b[i] = r[1]
-        i += stride
+            buf[i] = r[1]
+        i += nb * BLOCK
 
 
 @kernel
-def adagrad(p, g, s, c):
-    i = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    while i < p.size:
+def adagrad(ptrs, first, numel, like, c):
+    t, b, nb = _block(first)
+    p, g = _tensor(ptrs, numel, 0, t, like), _tensor(ptrs, numel, 1, t, like)
+    s = _tensor(ptrs, numel, 2, t, like)
+    i = b * BLOCK + cuda.threadIdx.x
+    while i < numel[t]:
         r = adagrad_rule(p[i], g[i], s[i], c)
         p[i] = r[0]
         s[i] = r[1]
-        i += stride
+        i += nb * BLOCK
 
 
 @kernel
-def rmsprop(p, g, s, b, ga, c):
-    i = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    full_b = b.size == p.size
-    full_ga = ga.size == p.size
-    while i < p.size:
-        r = rmsprop_rule(p[i], g[i], s[i], b[i if full_b else 0], ga[i if full_ga else 0], c)
+def rmsprop(ptrs, first, numel, like, c):
+    t, b, nb = _block(first)
+    p, g = _tensor(ptrs, numel, 0, t, like), _tensor(ptrs, numel, 1, t, like)
+    s, buf = _tensor(ptrs, numel, 2, t, like), _tensor(ptrs, numel, 3, t, like)
+    ga = _tensor(ptrs, numel, 4, t, like)
+    full_b, full_ga = _has(ptrs, numel, 3, t), _has(ptrs, numel, 4, t)
+    i = b * BLOCK + cuda.threadIdx.x
+    while i < numel[t]:
+        r = rmsprop_rule(p[i], g[i], s[i], buf[i if full_b else 0], ga[i if full_ga else 0], c)
         p[i] = r[0]
         s[i] = r[1]
         if full_b:
-            b[i] = r[2]
+            buf[i] = r[2]
         if full_ga:
             ga[i] = r[3]
-        i += stride
+        i += nb * BLOCK
 
 
 @kernel
-def lion(p, g, m, c, cd):
-    i = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    while i < p.size:
+def lion(ptrs, first, numel, like, c, cd):
+    t, b, nb = _block(first)
+    p, g = _tensor(ptrs, numel, 0, t, like), _tensor(ptrs, numel, 1, t, like)
+    m = _tensor(ptrs, numel, 2, t, like)
+    i = b * BLOCK + cuda.threadIdx.x
+    while i < numel[t]:
         r = lion_rule(p[i], g[i], m[i], c, cd)
         p[i] = r[0]
         m[i] = r[1]
-        i += stride
+        i += nb * BLOCK
 
 
 @kernel
-def scale(x, c):
-    i = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    while i < x.size:
+def scale(ptrs, first, numel, like, c):
+    t, b, nb = _block(first)
+    x = _tensor(ptrs, numel, 0, t, like)
+    i = b * BLOCK + cuda.threadIdx.x
+    while i < numel[t]:
         x[i] = x[i] * c[0]
-        i += stride
+        i += nb * BLOCK
 
 
 @kernel
-def clamp(x, c):
-    i = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    while i < x.size:
+def clamp(ptrs, first, numel, like, c):
+    t, b, nb = _block(first)
+    x = _tensor(ptrs, numel, 0, t, like)
+    i = b * BLOCK + cuda.threadIdx.x
+    while i < numel[t]:
         x[i] = clamp_rule(x[i] * c[2], c[0], c[1])
-        i += stride
+        i += nb * BLOCK
 
 
 @kernel
-def norm_partials(x, kind, p, out):
+def norm_partials(ptrs, first, numel, like, kind, p, out):
     # one float64 partial per block: a fixed element -> thread map and a fixed-shape tree in
     # shared memory, so the bits never depend on scheduling (no atomics)
     acc = cuda.shared.array(BLOCK, float64)
+    tensor, b, nb = _block(first)
+    x = _tensor(ptrs, numel, 0, tensor, like)
     t = cuda.threadIdx.x
     a = 0.0
-    i = cuda.blockIdx.x * BLOCK + t
-    stride = cuda.gridDim.x * BLOCK
-    while i < x.size:
+    i = b * BLOCK + t
+    stride = nb * BLOCK
+    while i < numel[tensor]:
         e = abs(float64(x[i]))
         if kind == 0:
             a += e * e

@@ -3,22 +3,97 @@
 The norm is one multi-tensor reduction (fixed-order: the same bits for any thread count),
 the scaling one multi-tensor kernel; results follow torch.nn.utils.clip_grad_norm_ and
 clip_grad_value_. `GradNormClipper` is clip_grad_norm_ kept on the device (CUDA-graph
-capturable).
+capturable). The tables of recent grad lists are kept, and re-validated every call
+(_KeptTables), so clipping the same many small tensors again costs about one kernel.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from . import backends
 from ._arrays import cpu_view, describe, empty_like
-from ._table import build_tables
+from ._table import TableCache, TensorTable, build_tables
 
 
 def _tables(grads: Sequence[Any]):
     return build_tables(("grad",), {"grad": grads}, written={"grad"})
+
+
+class _KeptTables:
+    """Validated tables of recent grad lists, so that clipping the same tensors again costs
+    C-speed re-reads, not Python work per tensor (fastopt._table's invariant holds: nothing
+    reaches a kernel that was not re-validated in this call).
+
+    One TableCache per list length (the few most recently used; a list of another length
+    evicts the oldest). Its only row is "grad", the row a TableCache never keeps: every call
+    re-reads and validates every grad in full (dtype, shape, layout, device, writability and
+    aliasing, at C speed for NumPy and torch) against the grouping of the cached tables, and
+    the tables hold no reference to any array, so a kept entry neither pins memory nor can
+    name freed memory. A grad that no longer fits (another dtype or shape, another array
+    type) rebuilds the tables from scratch, whose full validation reports what is wrong.
+
+    A cache is taken out while a call uses it, so concurrent calls never share pointers."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._caches: OrderedDict[int, TableCache] = OrderedDict()
+
+    @contextmanager
+    def tables(self, grads: Sequence[Any]) -> Iterator[list[TensorTable]]:
+        n = len(grads)
+        with self._lock:
+            cache = self._caches.pop(n, None)
+        tables = None
+        if cache is not None:
+            try:
+                tables = cache.tables({"grad": grads})
+            except Exception:  # noqa: BLE001 - rebuilt below, which raises the clear error
+                tables = None
+        if tables is None:
+            cache = _GradTables()
+            tables = cache.tables({"grad": grads})
+        try:
+            yield tables
+        finally:
+            with self._lock:
+                self._caches[n] = cache
+                self._caches.move_to_end(n)
+                while len(self._caches) > self.size:
+                    self._caches.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._caches.clear()
+
+
+class _GradTables(TableCache):
+    """The TableCache of one grad list: "grad" is its only row, validated in full every call.
+
+    Clipping walks each grad as (pointer, element count): for C-contiguous torch tensors the
+    dtype, byte size and contiguity the per-call re-read checks fix both, so the shapes need
+    not be compared (torch.Size per tensor: the dearest re-read). Any other layout keeps the
+    shape check, since equal strides and byte size with another shape need not be dense."""
+
+    def __init__(self) -> None:
+        super().__init__(("grad",), {"grad"}, keep="grad")
+
+    def _build(self, lists: Any) -> list[TensorTable]:
+        tables = super()._build(lists)
+        dense = all(callable(getattr(g, "is_contiguous", None)) and g.is_contiguous()
+                    for g in lists["grad"])
+        for t in tables:
+            t.trusted_shapes = dense
+        return tables
+
+
+_kept = _KeptTables()
 
 
 def _check_norm_args(max_norm: float, norm_type: float) -> float:
@@ -53,21 +128,22 @@ def clip_grad_norm_(grads: Sequence[Any], max_norm: float, norm_type: float = 2.
 
     An empty list returns 0.0. With error_if_nonfinite, a NaN or infinite norm raises
     RuntimeError and leaves the grads unchanged (as torch). The norm comes back to the host
-    (a synchronization on CUDA arrays); GradNormClipper keeps it on the device.
+    (a synchronization on CUDA arrays); GradNormClipper keeps it on the device. Repeated
+    calls on the same grads reuse their validated tables (re-validated every call).
     """
     norm_type = _check_norm_args(max_norm, norm_type)
     if len(grads) == 0:
         return 0.0
-    tables = _tables(grads)
-    total = _host_norm(tables, norm_type, backend)
-    if error_if_nonfinite and not math.isfinite(total):
-        raise RuntimeError(f"The total norm of order {norm_type} for gradients is non-finite, "
-                           "so it cannot be clipped. To disable this error and scale the "
-                           "gradients by the non-finite norm anyway, set "
-                           "error_if_nonfinite=False")
-    coef = _coefficient(max_norm, total)
-    for t in tables:
-        backends.resolve(backend, t.device[0]).scale(t, coef)
+    with _kept.tables(grads) as tables:
+        total = _host_norm(tables, norm_type, backend)
+        if error_if_nonfinite and not math.isfinite(total):
+            raise RuntimeError(f"The total norm of order {norm_type} for gradients is "
+                               "non-finite, so it cannot be clipped. To disable this error "
+                               "and scale the gradients by the non-finite norm anyway, set "
+                               "error_if_nonfinite=False")
+        coef = _coefficient(max_norm, total)
+        for t in tables:
+            backends.resolve(backend, t.device[0]).scale(t, coef)
     return total
 
 
@@ -147,8 +223,9 @@ def clip_grad_value_(grads: Sequence[Any], clip_value: float, *,
         raise ValueError(f"Invalid clip_value: {clip_value} (must be >= 0)")
     if len(grads) == 0:
         return
-    for t in _tables(grads):
-        backends.resolve(backend, t.device[0]).clamp(t, float(clip_value))
+    with _kept.tables(grads) as tables:
+        for t in tables:
+            backends.resolve(backend, t.device[0]).clamp(t, float(clip_value))
 
 
 __all__ = ["GradNormClipper", "clip_grad_norm_", "clip_grad_value_"]

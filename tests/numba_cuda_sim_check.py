@@ -59,6 +59,23 @@ def main() -> int:
     for dtype in ("float32", "float64"):
         check(run_clip(dtype, backend="numba_cuda", sizes=(1, 7, 300), to_device=SimArray,
                        to_host=to_host), dtype, f"clip {dtype}")
+    # one launch per table, not per tensor: three tensors (one empty), one adam launch
+    from fastopt.backends import numba_cuda as nc
+
+    launches = []
+    call = nc.NumbaCudaBackend._call
+    nc.NumbaCudaBackend._call = staticmethod(
+        lambda fn, name, *a: (launches.append(name), call(fn, name, *a))[1])
+    try:
+        arrays = [[SimArray(np.full(n, fill, np.float32)) for n in (5, 0, 300)]
+                  for fill in (0.5, 0.5, 0.0, 0.0)]  # params, grads, exp_avg, exp_avg_sq
+        fastopt.functional.adam_(*arrays, step=1, lr=0.1, backend="numba_cuda")
+    finally:
+        nc.NumbaCudaBackend._call = staticmethod(call)
+    if launches != ["adam"]:
+        failures.append(f"numba_cuda adam over 3 tensors launched {launches}")
+    want = np.full(300, 0.4, np.float32)  # Adam's first step moves each param by lr
+    check([("adam one launch", to_host(arrays[0][2]), want)], "float32", "one launch")
     # automatic choice for CUDA arrays falls back to numba_cuda when cuda cannot run
     p, g = SimArray(np.ones(3, np.float32)), SimArray(np.ones(3, np.float32))
     fastopt.functional.sgd_([p], [g], lr=0.5)

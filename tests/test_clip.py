@@ -102,7 +102,7 @@ def test_grad_norm_clipper_on_the_host_matches_clip_grad_norm_and_torch(norm_typ
 
     clipper = GradNormClipper(0.5, norm_type)
     for step in range(3):
-        grads = next(grad_stream(SIZES["mixed"], np.float32, 1, seed=step))
+        grads = next(grad_stream(SHAPES["mixed"], np.float32, 1, seed=step))
         grads[1] = grads[1].astype(np.float64)
         same = [g.copy() for g in grads]
         norm = clipper(grads)
@@ -114,7 +114,7 @@ def test_grad_norm_clipper_on_the_host_matches_clip_grad_norm_and_torch(norm_typ
         assert step == 0 or work is previous
         previous = work
     # torch scales every grad by a coefficient of the first one's dtype: one dtype here
-    fresh = next(grad_stream(SIZES["mixed"], np.float32, 1, seed=9))
+    fresh = next(grad_stream(SHAPES["mixed"], np.float32, 1, seed=9))
     tgrads = [torch.from_numpy(g) for g in fresh]
     tparams = [torch.zeros_like(g, requires_grad=True) for g in tgrads]
     for t, g in zip(tparams, tgrads, strict=True):

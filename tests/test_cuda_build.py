@@ -71,15 +71,15 @@ def _kernel_signatures():
         def c(n, mt=mt):  # the constants, a tuple passed by value
             return types.UniTuple(mt, n)
 
-        yield "adam", (a, a, a, a, a, c(16))
-        yield "sgd", (a, a, a, c(9))
-        yield "adagrad", (a, a, a, c(5))
-        yield "rmsprop", (a, a, a, a, a, c(10))
-        yield "lion", (a, a, a, c(1), types.UniTuple(types.float64, 8))
-        yield "scale", (a, c(1))
-        yield "clamp", (a, c(3))
-        yield "norm_partials", (a, types.int64, types.float64, arr(types.float64))
-
+        i = arr(types.int64)  # the table's metadata: pointers, block starts, sizes
+        yield "adam", (i, i, i, a, c(16))
+        yield "sgd", (i, i, i, a, c(9))
+        yield "adagrad", (i, i, i, a, c(5))
+        yield "rmsprop", (i, i, i, a, c(10))
+        yield "lion", (i, i, i, a, c(1), types.UniTuple(types.float64, 8))
+        yield "scale", (i, i, i, a, c(1))
+        yield "clamp", (i, i, i, a, c(3))
+        yield "norm_partials", (i, i, i, a, types.int64, types.float64, arr(types.float64))
 
 def test_numba_cuda_kernels_compile_to_ptx_for_sm90():
     pytest.importorskip("numba.cuda")
@@ -388,6 +388,10 @@ class _FakeNumbaCuda:
         self.events.append(("view", self.current))
         return np.zeros(desc["shape"], np.dtype(desc["typestr"]))
 
+    def to_device(self, host, stream=None):
+        self.events.append(("copy", self.current))
+        return np.array(host)
+
     def device_array(self, n, dtype, stream=None):
         self.events.append(("alloc", self.current))
 
@@ -424,7 +428,8 @@ def test_numba_cuda_norm_runs_in_the_arrays_device_context(monkeypatch):
     table = fastopt.clip._tables([g])[0]
     assert table.device == ("cuda", 1)
     assert nc.NumbaCudaBackend().norm_sum(table, 2.0) == 4.0
-    assert fake.events == [("view", 1), ("alloc", 1), ("launch", 1)]
+    # the table's metadata, the partials and the dummy for missing rows, then the launch
+    assert fake.events == [("copy", 1), ("alloc", 1), ("copy", 1), ("launch", 1)]
     assert fake.current == 0  # restored
 
 

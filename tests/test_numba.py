@@ -33,3 +33,63 @@ def test_rejects_unsupported_dtype_and_reports_compile_times():
 def test_listed_by_show_config(capsys):
     fastopt.show_config()
     assert "numba" in capsys.readouterr().out
+
+
+_CACHE_PROBE = """
+import numpy as np
+from fastopt import _numba_cpu, functional
+functional.sgd_([np.zeros(5)], [np.ones(5)], lr=0.1, momentum=0.9,
+                momentum_buffers=[np.zeros(5)],
+                backend="numba")
+st = _numba_cpu.sgd.stats
+print(sum(st.cache_hits.values()), sum(st.cache_misses.values()))
+"""
+
+
+def test_second_process_loads_kernels_from_the_disk_cache(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def run() -> tuple[int, int]:
+        out = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=env, cwd=root,
+                             capture_output=True, text=True, check=True).stdout.split()
+        return int(out[0]), int(out[1])
+
+    assert run() == (0, 1)  # compiled and saved
+    assert run() == (1, 0)  # loaded: the second process compiles nothing
+
+
+def test_one_launch_per_table_whatever_the_number_of_tensors(monkeypatch):
+    """The whole chunk table in one parallel launch (was: one per tensor); the result is the
+    reference's, tensors of every size included (empty ones, one chunk, many chunks)."""
+    from fastopt import reference
+
+    kernels = numba_backend._get()
+    calls = []
+
+    def counting(name):
+        def launch(*args):
+            calls.append(name)
+            return kernels[name](*args)
+        return launch
+
+    monkeypatch.setattr(numba_backend, "_get", lambda: {k: counting(k) for k in kernels})
+    sizes = (1, 0, 7, 4097, 16384, 16385, 65537) + (3,) * 50
+    rng = np.random.default_rng(3)
+    p = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    g = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    b = [np.zeros(n, np.float32) for n in sizes]
+    want = [a.astype(np.float64) for a in p]
+    wb = [np.zeros(n) for n in sizes]
+    for step in range(3):
+        functional.sgd_(p, g, b, lr=0.1, momentum=0.9, first_step=step == 0, backend="numba")
+        for w, a, bw in zip(want, g, wb, strict=True):
+            reference.sgd(w, a.astype(np.float64), bw, lr=0.1, momentum=0.9,
+                          first_step=step == 0)
+    assert calls == ["sgd"] * 3
+    for k, (a, e) in enumerate(zip(p, want, strict=True)):
+        assert_close(a, e, np.float32, f"param {k}")

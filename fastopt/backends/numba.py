@@ -1,5 +1,6 @@
 """Numba CPU backend: the scalar rules of fastopt._numba_rules compiled with
-@njit(parallel=True, cache=True), each tensor split into fixed chunks spread over threads.
+@njit(parallel=True, cache=True); one launch per pointer table, its tensors split into fixed
+16K-element chunks spread over the threads as csrc/cpu does (fastopt/_numba_cpu.py).
 
 Compiled kernels are cached on disk (Numba's cache, next to this file or in
 NUMBA_CACHE_DIR); `compile_times()` reports what the first call of each kernel cost in this
@@ -14,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from .. import _numba_rules as R
-from .._arrays import cpu_view
 from .._table import TensorTable
 
 # as csrc/cpu: partial sums per fixed chunk, so any thread count gives the same bits
@@ -34,7 +34,7 @@ def _get() -> dict[str, Any]:
 
 
 def _timed(name: str, fn: Any, *args: Any) -> Any:
-    key = f"{name}[{args[0].dtype.name}]"
+    key = f"{name}[{args[3].dtype.name}]"
     if key in _compile_times:
         return fn(*args)
     t0 = time.perf_counter()
@@ -68,6 +68,13 @@ def _fold(kind: int, x: np.ndarray) -> float:
     return float(x[0])
 
 
+def _chunk_starts(numel: np.ndarray) -> np.ndarray:
+    """first[t] = index of tensor t's first _CHUNK-element chunk; first[-1] = the total."""
+    first = np.zeros(len(numel) + 1, np.int64)
+    np.cumsum((numel + (_CHUNK - 1)) // _CHUNK, out=first[1:])
+    return first
+
+
 _DUMMY: dict[str, np.ndarray] = {}
 
 
@@ -88,20 +95,13 @@ class NumbaBackend:
             return False, f"numba is not installed ({exc})"
         return True, f"Numba {numba.__version__} @njit(parallel), {numba.get_num_threads()} threads"
 
-    @staticmethod
-    def _tensors(t: TensorTable):
-        for k in range(len(t)):
-            n = int(t.numel[k])
-            if n == 0:
-                continue
-            yield [None if p == 0 else cpu_view(int(p), n, t.dtype) for p in t.ptrs[:, k]]
-
-    def _run(self, name: str, t: TensorTable, consts: Any) -> None:
-        fn = _get()[name]
-        extra = consts if isinstance(consts, tuple) else (consts,)
-        for views in self._tensors(t):
-            args = [v if v is not None else _dummy(t.dtype) for v in views]
-            _timed(name, fn, *args, *extra)
+    def _run(self, name: str, t: TensorTable, *consts: Any, out: np.ndarray | None = None) -> None:
+        """One launch of kernel `name` over the whole table (see fastopt._numba_cpu)."""
+        first = _chunk_starts(t.numel)
+        if first[-1] == 0:
+            return
+        args = (t.ptrs, first, t.numel, _dummy(t.dtype), *consts)
+        _timed(name, _get()[name], *args, *(() if out is None else (out,)))
 
     def sgd(self, t: TensorTable, **h: Any) -> None:
         self._run("sgd", t, R.sgd_consts(np.dtype(t.dtype), **h))
@@ -116,27 +116,19 @@ class NumbaBackend:
         self._run("rmsprop", t, R.rmsprop_consts(np.dtype(t.dtype), **h))
 
     def lion(self, t: TensorTable, **h: Any) -> None:
-        self._run("lion", t, R.lion_consts(np.dtype(t.dtype), **h))
+        self._run("lion", t, *R.lion_consts(np.dtype(t.dtype), **h))
 
     def norm_sum(self, t: TensorTable, norm_type: float) -> float:
         kind = {2.0: 0, 1.0: 1, float("inf"): 2}.get(float(norm_type), 3)
-        fn = _get()["norm_partials"]
-        parts = []
-        for (x,) in ([v[0]] for v in self._tensors(t)):
-            out = np.empty((x.size + _CHUNK - 1) // _CHUNK, dtype=np.float64)
-            _timed("norm_partials", fn, x, kind, float(norm_type), out)
-            parts.append(out)
-        return _fold(kind, np.concatenate(parts)) if parts else 0.0
+        out = np.empty(int(_chunk_starts(t.numel)[-1]), dtype=np.float64)
+        self._run("norm_partials", t, kind, float(norm_type), out=out)
+        return _fold(kind, out)
 
     def scale(self, t: TensorTable, coef: float) -> None:
-        m = np.dtype(t.dtype).type(coef)
-        for views in self._tensors(t):
-            _timed("scale", _get()["scale"], views[0], m)
+        self._run("scale", t, np.dtype(t.dtype).type(coef))
 
     def clamp(self, t: TensorTable, clip_value: float) -> None:
         m = np.dtype(t.dtype).type(clip_value)
-        for views in self._tensors(t):
-            _timed("clamp", _get()["clamp"], views[0], -m, m)
-
+        self._run("clamp", t, -m, m)
 
 BACKEND = NumbaBackend()

@@ -1,6 +1,7 @@
 """Numba-CUDA backend: the scalar rules of fastopt._numba_rules compiled with numba.cuda.jit,
-for GPU support without a CUDA build of fastopt. One grid-stride launch per tensor, on the
-arrays' current stream; float32, float64 and float16 storage (float32 math for float16).
+for GPU support without a CUDA build of fastopt. One launch per pointer table (all its tensors,
+metadata copied once; fastopt/_numba_cuda.py), on the arrays' current stream; float32,
+float64 and float16 storage (float32 math for float16).
 
 Kernels are cached on disk (cache=True); `compile_times()` reports what the first call of each
 kernel cost in this process, for `fastopt bench`.
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import _numba_rules as R
-from .._arrays import cpu_view, cuda_stream
+from .._arrays import cuda_stream
 from .._table import TensorTable
 
 _DTYPES = ("float32", "float64", "float16")
@@ -127,14 +128,7 @@ class NumbaCudaBackend:
         self._available = (True, f"Numba-CUDA on {name}")
         return self._available
 
-    # --- arrays from the pointer table ---------------------------------------------------
-    def _array(self, ptr: int, n: int, dtype: str) -> Any:
-        if _simulated():  # simulated "device" memory is host memory
-            return cpu_view(ptr, n, dtype)
-        desc = {"shape": (n,), "typestr": np.dtype(dtype).str, "data": (ptr, False),
-                "version": 3, "strides": None, "stream": None}
-        return _cuda().from_cuda_array_interface(desc, owner=None, sync=False)
-
+    # --- arrays and launches -------------------------------------------------------------
     def _dummy(self, dtype: str, device: int) -> Any:
         key = (dtype, device)
         if key not in self._dummies:
@@ -183,22 +177,35 @@ class NumbaCudaBackend:
             raise
         _compile_times[key] = time.perf_counter() - t0
 
+    def _metadata(self, t: TensorTable, cap: int, stream: Any) -> tuple[Any, Any, Any, int]:
+        """(ptrs, first, numel, grid) of one launch over the table (see fastopt._numba_cuda):
+        tensor t gets min(ceil(numel / 256), cap) blocks. One host-to-device copy of int64s."""
+        n = len(t)
+        blocks = np.minimum((t.numel + 255) // 256, cap)
+        meta = np.empty(t.ptrs.size + 2 * n + 1, np.int64)
+        meta[:t.ptrs.size] = t.ptrs.reshape(-1).view(np.int64)
+        first = meta[t.ptrs.size:t.ptrs.size + n + 1]
+        first[0] = 0
+        np.cumsum(blocks, out=first[1:])
+        meta[t.ptrs.size + n + 1:] = t.numel
+        grid = int(first[-1])
+        if not _simulated():
+            meta = _cuda().to_device(meta, stream=stream)
+        a, b = t.ptrs.size, t.ptrs.size + n + 1
+        return meta[:a], meta[a:b], meta[b:], grid
+
     def _launch(self, name: str, t: TensorTable, consts: tuple) -> None:
         if t.dtype not in _DTYPES:
             raise TypeError(f"numba_cuda: {t.dtype} storage is not supported (float32, float64 "
                             "and float16); the cuda backend takes bfloat16")
-        fn = _get()[name]
         with self._on_device(t):
             stream = self._stream(t)
+            ptrs, first, numel, grid = self._metadata(t, _MAX_BLOCKS, stream)
+            if grid == 0:
+                return
             consts = tuple(self._device_consts(c) for c in consts)
-            for k in range(len(t)):
-                n = int(t.numel[k])
-                if n == 0:
-                    continue
-                arrays = [self._dummy(t.dtype, t.device[1]) if p == 0
-                          else self._array(int(p), n, t.dtype) for p in t.ptrs[:, k]]
-                blocks = min((n + 255) // 256, _MAX_BLOCKS)
-                self._call(fn, name, t.dtype, blocks, stream, (*arrays, *consts))
+            self._call(_get()[name], name, t.dtype, grid, stream,
+                       (ptrs, first, numel, self._dummy(t.dtype, t.device[1]), *consts))
 
     def sgd(self, t: TensorTable, **h: Any) -> None:
         self._launch("sgd", t, (R.sgd_consts(_math_dtype(t.dtype), **h),))
@@ -230,25 +237,21 @@ class NumbaCudaBackend:
         kind = {2.0: 0, 1.0: 1, float("inf"): 2}.get(float(norm_type), 3)
         fn = _get()["norm_partials"]
         cuda = _cuda()
-        parts = []
-        # the partials are allocated and the kernels run in the table's device context, as in
+        # the partials are allocated and the kernel runs in the table's device context, as in
         # _launch (the current device need not be the arrays')
         with self._on_device(t):
             stream = self._stream(t)
-            for k in range(len(t)):
-                n = int(t.numel[k])
-                if n == 0:
-                    continue
-                x = self._array(int(t.ptrs[0, k]), n, t.dtype)
-                blocks = min((n + 255) // 256, _NORM_BLOCKS)
-                out = np.zeros(blocks) if _simulated() else cuda.device_array(blocks, np.float64,
-                                                                              stream=stream)
-                self._call(fn, "norm_partials", t.dtype, blocks, stream,
-                           (x, kind, float(norm_type), out))
-                parts.append(out if _simulated() else out.copy_to_host(stream=stream))
-            if not _simulated() and parts:
+            ptrs, first, numel, grid = self._metadata(t, _NORM_BLOCKS, stream)
+            if grid == 0:
+                return 0.0
+            out = np.zeros(grid) if _simulated() else cuda.device_array(grid, np.float64,
+                                                                        stream=stream)
+            self._call(fn, "norm_partials", t.dtype, grid, stream,
+                       (ptrs, first, numel, self._dummy(t.dtype, t.device[1]), kind,
+                        float(norm_type), out))
+            if not _simulated():
+                out = out.copy_to_host(stream=stream)
                 stream.synchronize()
-        return _fold(kind, np.concatenate(parts)) if parts else 0.0
-
+        return _fold(kind, out)
 
 BACKEND = NumbaCudaBackend()

@@ -11,6 +11,7 @@ fastopt's fused kernels on the tensors' own memory.
 from __future__ import annotations
 
 from . import functional, nn
+from .clip import clip_grad_norm_
 from .functional import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -26,6 +27,6 @@ from .functional import (
 from .optim import SGD, Adagrad, Adam, AdamW, FusedOptimizer, Lion, RMSprop
 
 __all__ = ["SGD", "Adagrad", "Adam", "AdamW", "FusedOptimizer", "Lion", "RMSprop",
-           "binary_cross_entropy", "binary_cross_entropy_with_logits",
+           "binary_cross_entropy", "binary_cross_entropy_with_logits", "clip_grad_norm_",
            "cross_entropy", "functional", "fused_losses_available", "huber_loss", "kl_div",
            "l1_loss", "linear_cross_entropy", "mse_loss", "nn", "smooth_l1_loss"]
