@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from . import backends
-from ._arrays import ArraySpec, check_contiguous, check_writable, describe, empty_like, from_host
+from ._arrays import (ArraySpec, check_contiguous, check_writable, describe, empty_like, from_host,
+                      to_numpy)
 from .reference.elementwise_loss import check_probabilities
 
 _FLOATS = ("float32", "float64")
@@ -37,17 +38,19 @@ _OTHER_INTS = ("int8", "int16", "uint8", "uint16", "uint32", "uint64")
 _REDUCTIONS = ("none", "mean", "sum")
 
 
-def _float_spec(obj: Any, name: str, device: tuple[str, int] | None = ("cpu", 0)) -> ArraySpec:
-    """device: where the array must live; None accepts host or CUDA arrays (cross_entropy)."""
+def _float_spec(obj: Any, name: str, device: tuple[str, int] | None = ("cpu", 0),
+                like: str = "logits") -> ArraySpec:
+    """device: where the array must live, as the argument named `like`; None accepts host or
+    CUDA arrays."""
     spec = describe(obj, name)
     if device is None:
         if spec.device[0] not in ("cpu", "cuda"):
             raise ValueError(f"{name}: unsupported device {spec.device[0]}")
     elif spec.device[0] == "cpu" and device[0] != "cpu":
-        raise ValueError(f"{name}: expected an array on {device[0]}:{device[1]} like logits, "
+        raise ValueError(f"{name}: expected an array on {device[0]}:{device[1]} like {like}, "
                          "got a host array")
     elif spec.device != device:
-        where = "host arrays" if device[0] == "cpu" else f"{device[0]}:{device[1]} like logits"
+        where = "host arrays" if device[0] == "cpu" else f"{device[0]}:{device[1]} like {like}"
         raise ValueError(f"{name}: expected {where}; got a {spec.device[0]}:{spec.device[1]} "
                          "array")
     if spec.dtype not in _FLOATS:
@@ -250,24 +253,32 @@ def _elementwise(kind: str, input: Any, target: Any, reduction: str, *, weight: 
     """check_nan(input, target), when given, runs if the losses sum to NaN: it raises for
     inputs the loss refuses (the kernels mark them with a NaN loss)."""
     reduction = _reduction(reduction, allowed)
-    xs = _float_spec(input, "input")
-    ts = _float_spec(target, "target")
+    xs = _float_spec(input, "input", None)
+    ts = _float_spec(target, "target", xs.device, "input")
     _same_dtype(ts, xs, "target", "input")
     if ts.shape != xs.shape:
         raise ValueError(f"target: shape {list(ts.shape)} does not match input's "
                          f"{list(xs.shape)}")
     ws = ps = None
     if weight is not None:
-        ws = _float_spec(weight, "weight")
+        ws = _float_spec(weight, "weight", xs.device, "input")
         _same_dtype(ws, xs, "weight", "input")
     if pos_weight is not None:
-        ps = _float_spec(pos_weight, "pos_weight")
+        ps = _float_spec(pos_weight, "pos_weight", xs.device, "input")
         _same_dtype(ps, xs, "pos_weight", "input")
     wp, pp = _period(ws, xs.shape, "weight"), _period(ps, xs.shape, "pos_weight")
+    b = backends.resolve(backend, xs.device[0])
+    if not hasattr(b, "elementwise_loss"):
+        raise backends.BackendUnavailable(f"backend {b.name!r} has no element-wise loss "
+                                          f"kernels for {xs.device[0]} arrays")
+    on_device = xs.device[0] != "cpu"
     grad_obj = empty_like(input) if return_grad else None
     gs = describe(grad_obj, "grad") if return_grad else None
-    out = np.empty(xs.shape, dtype=xs.dtype) if reduction == "none" else None
-    b = backends.resolve(backend, "cpu")
+    # per-element losses: a host NumPy array, or on a GPU an array like the input (its spec)
+    out_obj = out = None
+    if reduction == "none":
+        out_obj = empty_like(input) if on_device else np.empty(xs.shape, dtype=xs.dtype)
+        out = describe(out_obj, "out") if on_device else out_obj
     n = xs.numel
     if reduction == "mean":
         scale = 1.0 / n if n else math.nan
@@ -278,9 +289,13 @@ def _elementwise(kind: str, input: Any, target: Any, reduction: str, *, weight: 
     total = b.elementwise_loss(kind, xs, ts, ws, wp, ps, pp, gs, out, param=float(param),
                                grad_scale=scale)
     if check_nan is not None and math.isnan(total):
-        check_nan(_host_numpy(input, "input"), _host_numpy(target, "target"))
+        if on_device:
+            check_nan(to_numpy(input), to_numpy(target))
+        else:
+            check_nan(_host_numpy(input, "input"), _host_numpy(target, "target"))
     if reduction == "none":
-        loss = out if isinstance(input, np.ndarray) else _rows_out(out, input, xs.shape)
+        loss = out_obj if on_device or isinstance(input, np.ndarray) else \
+            _rows_out(out, input, xs.shape)
     elif reduction == "sum":
         loss = _round(total, xs.dtype)
     elif n == 0:
