@@ -153,7 +153,7 @@ def ce_row(x, tidx, probs, tprob, w, has_w, wsum, g, has_g, i, c, inner, ignore_
 # --- host side, shared by both Numba backends ------------------------------------------------
 
 
-def ce_prepare(target, weight, n, c, ignore_index, reduction, dtype):
+def ce_prepare(target, weight, n, c, ignore_index, reduction):
     """Checks class indices and finds 'mean''s denominator before any kernel writes:
     (bad row or -1, denom, scale, wsum, probs)."""
     probs = target.dtype.kind == "f"

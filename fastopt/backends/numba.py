@@ -149,8 +149,7 @@ class NumbaBackend:
         x = cpu_view(logits.ptr, logits.numel, logits.dtype)
         t = cpu_view(target.ptr, target.numel, target.dtype)
         w = None if weight is None else cpu_view(weight.ptr, weight.numel, weight.dtype)
-        bad, denom, scale, wsum, probs = L.ce_prepare(t, w, n, c, ignore_index, reduction,
-                                                      logits.dtype)
+        bad, denom, scale, wsum, probs = L.ce_prepare(t, w, n, c, ignore_index, reduction)
         rows = np.zeros(n, dtype=np.float64)
         if bad < 0 and n:
             g = x if grad is not None and grad.ptr == logits.ptr else (

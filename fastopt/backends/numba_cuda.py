@@ -297,7 +297,7 @@ class NumbaCudaBackend:
             t_host = np.zeros(0, dt) if probs else self._to_host(t_arr, stream)
             w_host = None if weight is None else self._to_host(w_arr, stream)
             bad, denom, scale, wsum, probs = L.ce_prepare(t_host, w_host, n, c, ignore_index,
-                                                          reduction, dt)
+                                                          reduction)
             rows = np.zeros(n)
             if bad < 0 and n:
                 x = self._loss_array(logits, dt)

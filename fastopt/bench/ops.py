@@ -370,6 +370,6 @@ def _register_losses() -> None:
 _register_losses()
 
 
-__all__ = ["LINEAR_CE_HIDDEN", "LINEAR_CE_VOCAB", "LOSS_CLASSES", "REGISTRY", "TORCH_AUTOGRAD", "TORCH_FOREACH", "TORCH_FUSED",
-           "TORCH_VARIANTS", "Case", "Op",
-           "Unavailable", "register"]
+__all__ = ["LINEAR_CE_HIDDEN", "LINEAR_CE_VOCAB", "LOSS_CLASSES", "REGISTRY", "TORCH_AUTOGRAD",
+           "TORCH_FOREACH", "TORCH_FUSED", "TORCH_VARIANTS", "Case", "Op", "Unavailable",
+           "register"]
