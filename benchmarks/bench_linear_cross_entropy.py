@@ -1,7 +1,17 @@
-"""linear_cross_entropy (chunked projection + fused cross-entropy) against the unfused
-composition (full [N, V] logits, then the fused kernel), time and peak traced memory.
+"""linear_cross_entropy (chunked projection + fused cross-entropy, forward and backward) beside
+its floors and the unfused compositions, in one run:
+
+  numpy_gemms      the three NumPy GEMMs alone (logits, grad_hidden, grad_weight): the floor for
+                   NumPy arrays (target: fused within 1.1x)
+  fused_numpy      fastopt.losses.linear_cross_entropy on NumPy arrays
+  unfused_numpy    full [N, V] logits, the fused kernel in place, two GEMMs
+  torch_unfused    torch's cross_entropy(h @ W.T, t) + backward (target: fused_torch >= 1.0x)
+  fused_torch      fastopt.torch.linear_cross_entropy + backward (torch's GEMMs)
 
     python -m pytest benchmarks/bench_linear_cross_entropy.py --benchmark-columns=median,rounds
+
+peak_bytes in extra_info is tracemalloc's peak (NumPy allocations; tests/peak_memory.py
+measures the resident set). --benchmark-disable runs tiny sizes as a smoke test.
 """
 
 import os
@@ -12,7 +22,7 @@ import pytest
 
 from fastopt import losses
 
-N, H, V = 8192, 1024, 32000
+N, H, V = 4096, 1024, 32000
 QUICK = (64, 16, 500)
 
 
@@ -33,7 +43,12 @@ def data(pytestconfig):
     return hidden, weight, target
 
 
-def unfused(hidden, weight, target):
+def numpy_gemms(hidden, weight, target):
+    logits = hidden @ weight.T
+    return logits @ weight, logits.T @ hidden
+
+
+def unfused_numpy(hidden, weight, target):
     logits = hidden @ weight.T
     loss, dlogits = losses.cross_entropy(logits, target, inplace=True)
     return loss, dlogits @ weight, dlogits.T @ hidden
@@ -47,11 +62,28 @@ def _peak(fn, *args):
     return peak
 
 
-def test_fused(benchmark, data):
-    benchmark.extra_info["peak_bytes"] = _peak(losses.linear_cross_entropy, *data)
-    benchmark.pedantic(losses.linear_cross_entropy, args=data, rounds=2, warmup_rounds=0)
+@pytest.mark.parametrize("fn", [numpy_gemms, losses.linear_cross_entropy, unfused_numpy],
+                         ids=["numpy_gemms", "fused_numpy", "unfused_numpy"])
+def test_numpy(benchmark, data, fn):
+    benchmark.extra_info["peak_bytes"] = _peak(fn, *data)
+    benchmark.pedantic(fn, args=data, rounds=2, warmup_rounds=0)
 
 
-def test_unfused(benchmark, data):
-    benchmark.extra_info["peak_bytes"] = _peak(unfused, *data)
-    benchmark.pedantic(unfused, args=data, rounds=2, warmup_rounds=0)
+@pytest.mark.parametrize("which", ["torch_unfused", "fused_torch"])
+def test_torch(benchmark, data, which):
+    torch = pytest.importorskip("torch")
+    import fastopt.torch as fo
+
+    hidden, weight, target = (torch.from_numpy(x) for x in data)
+    hidden.requires_grad_()
+    weight.requires_grad_()
+
+    def step():
+        hidden.grad = weight.grad = None
+        if which == "fused_torch":
+            loss = fo.linear_cross_entropy(hidden, weight, target)
+        else:
+            loss = torch.nn.functional.cross_entropy(hidden @ weight.T, target)
+        loss.backward()
+
+    benchmark.pedantic(step, rounds=2, warmup_rounds=0)

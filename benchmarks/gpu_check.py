@@ -21,6 +21,8 @@ Parts, in order of what a first run must not miss:
                 stream, the mixed-device error
   torch         fastopt.optim on CUDA tensors against torch.optim
   cross_entropy the `cuda` backend against the reference and torch's F.cross_entropy
+  losses        every element-wise loss on every GPU backend (cuda, numba_cuda), weights
+                broadcast, against the reference; numba_cuda's cross-entropy likewise
   benchmarks    CUDA-event timings: copy bandwidth, Adam over 2 GB of state, 20,000 x 256
                 tensors (32 KiB vs 4 KiB launches, torch fused), cross-entropy
 
@@ -60,7 +62,7 @@ import fastopt  # noqa: E402
 from fastopt import backends, functional  # noqa: E402
 
 PARTS = ("environment", "resolution", "sanitizer", "equality", "robustness", "capture", "torch",
-         "cross_entropy", "benchmarks")
+         "cross_entropy", "losses", "benchmarks")
 QUICK = DRY = False
 DEV = torch.device("cpu")
 BACKENDS: tuple[str, ...] = ("cpu",)
@@ -724,6 +726,79 @@ def part_cross_entropy() -> None:
             n_fail += check(res, "float32", "cross_entropy stream")
     summary.append((f"cross_entropy {backend} vs reference/torch", f"{n - n_fail}/{n} match"))
     log(f"cross_entropy {backend}: {n - n_fail}/{n} match")
+
+
+def part_losses() -> None:
+    """Every element-wise loss (value, gradient, element losses) on every backend under test,
+    odd sizes and broadcast weights, and numba_cuda's cross-entropy, against the reference."""
+    from fastopt import losses
+    from fastopt import reference as ref
+
+    kinds = [("mse_loss", {}, "normal"), ("l1_loss", {}, "normal"),
+             ("huber_loss", dict(delta=0.7), "normal"),
+             ("smooth_l1_loss", dict(beta=0.5), "normal"),
+             ("binary_cross_entropy", {}, "bce"),
+             ("binary_cross_entropy_with_logits", {}, "logits"),
+             ("kl_div", {}, "kl"), ("kl_div", dict(log_target=True), "normal")]
+    sizes = (7, 33) if DRY else ((7, 4097, 65537) if QUICK else (7, 4097, 65537, 1 << 24))
+    rng = np.random.default_rng(1)
+    for backend in BACKENDS:
+        ok, why = backends.get(backend).available()
+        if not ok:
+            fail(f"losses {backend}: unavailable: {why}")
+            continue
+        n = n_fail = 0
+        for dtype in ("float32", "float64"):
+            for size in sizes:
+                for k, (name, kw, kind) in enumerate(kinds):
+                    reduction = ("mean", "sum", "none")[(k + size) % 3]
+                    what = f"{name}{kw or ''} {backend} {dtype} [{size}] {reduction}"
+                    with case(what):
+                        shape = (size // 7, 7) if size % 7 == 0 else (size,)
+                        x, y = rng.standard_normal(shape) * 2, rng.standard_normal(shape)
+                        if kind == "bce":
+                            x, y = rng.random(shape), rng.random(shape)
+                        elif kind in ("logits", "kl"):
+                            y = rng.random(shape)
+                        if kind == "kl":
+                            x = np.log(rng.random(shape) + 1e-3)
+                        x, y = x.astype(dtype), y.astype(dtype)
+                        extra = {}
+                        if kind in ("bce", "logits"):
+                            extra["weight"] = (rng.random(shape[-1]) + 0.5).astype(dtype)
+                        if kind == "logits":
+                            extra["pos_weight"] = (rng.random(shape[-1]) * 3).astype(dtype)
+                        rloss, rgrad = getattr(ref, name)(x, y, reduction=reduction, **kw,
+                                                          **extra)
+                        loss, grad = getattr(losses, name)(
+                            to_torch(x), to_torch(y), reduction=reduction, backend=backend,
+                            **kw, **{a: to_torch(v) for a, v in extra.items()})
+                        res = [("loss", to_numpy(loss) if isinstance(loss, torch.Tensor)
+                                else loss, rloss), ("grad", to_numpy(grad), rgrad)]
+                        n += len(res)
+                        n_fail += check(res, dtype, what)
+        if backend == "numba_cuda":
+            for dtype in ("float32", "float64"):
+                for shape, opts in (((1, 1), {}), ((7, 4097), dict(label_smoothing=0.2)),
+                                    ((3, 50257), dict(z_loss=1e-3, softcap=5.0))):
+                    what = f"cross_entropy numba_cuda {dtype} {list(shape)} {opts}"
+                    with case(what):
+                        x = (rng.standard_normal(shape) * 3).astype(dtype)
+                        t = rng.integers(0, shape[1], shape[0])
+                        t[::3] = -100
+                        w = (rng.random(shape[1]) + 0.5).astype(dtype)
+                        rloss, rgrad = ref.cross_entropy(x, t, w, **opts)
+                        xd = to_torch(x)
+                        loss, grad = losses.cross_entropy(xd, to_torch(t), to_torch(w),
+                                                          backend="numba_cuda", **opts)
+                        _, gi = losses.cross_entropy(xd, to_torch(t), to_torch(w),
+                                                     inplace=True, backend="numba_cuda", **opts)
+                        res = [("loss", loss, rloss), ("grad", to_numpy(grad), rgrad),
+                               ("inplace grad", to_numpy(gi), rgrad)]
+                        n += len(res)
+                        n_fail += check(res, dtype, what)
+        summary.append((f"losses {backend} vs reference", f"{n - n_fail}/{n} match"))
+        log(f"losses {backend}: {n - n_fail}/{n} match")
 
 
 # --- benchmarks --------------------------------------------------------------------------------

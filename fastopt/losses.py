@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from . import backends
-from ._arrays import ArraySpec, check_contiguous, check_writable, describe, empty_like, from_host
+from ._arrays import (ArraySpec, check_contiguous, check_writable, describe, empty_like, from_host,
+                      to_numpy)
 from .reference.elementwise_loss import check_probabilities
 
 _FLOATS = ("float32", "float64")
@@ -37,17 +38,19 @@ _OTHER_INTS = ("int8", "int16", "uint8", "uint16", "uint32", "uint64")
 _REDUCTIONS = ("none", "mean", "sum")
 
 
-def _float_spec(obj: Any, name: str, device: tuple[str, int] | None = ("cpu", 0)) -> ArraySpec:
-    """device: where the array must live; None accepts host or CUDA arrays (cross_entropy)."""
+def _float_spec(obj: Any, name: str, device: tuple[str, int] | None = ("cpu", 0),
+                like: str = "logits") -> ArraySpec:
+    """device: where the array must live, as the argument named `like`; None accepts host or
+    CUDA arrays."""
     spec = describe(obj, name)
     if device is None:
         if spec.device[0] not in ("cpu", "cuda"):
             raise ValueError(f"{name}: unsupported device {spec.device[0]}")
     elif spec.device[0] == "cpu" and device[0] != "cpu":
-        raise ValueError(f"{name}: expected an array on {device[0]}:{device[1]} like logits, "
+        raise ValueError(f"{name}: expected an array on {device[0]}:{device[1]} like {like}, "
                          "got a host array")
     elif spec.device != device:
-        where = "host arrays" if device[0] == "cpu" else f"{device[0]}:{device[1]} like logits"
+        where = "host arrays" if device[0] == "cpu" else f"{device[0]}:{device[1]} like {like}"
         raise ValueError(f"{name}: expected {where}; got a {spec.device[0]}:{spec.device[1]} "
                          "array")
     if spec.dtype not in _FLOATS:
@@ -124,14 +127,7 @@ def cross_entropy(logits: Any, target: Any, weight: Any | None = None, ignore_in
     Returns (loss, grad), or loss alone with return_grad=False.
     """
     reduction = _reduction(reduction)
-    label_smoothing = float(label_smoothing)
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing: must be in [0, 1], got {label_smoothing}")
-    z_loss = float(z_loss)
-    if not z_loss >= 0:
-        raise ValueError(f"z_loss: must be >= 0, got {z_loss}")
-    if softcap is not None and not float(softcap) > 0:
-        raise ValueError(f"softcap: must be > 0 (or None to disable), got {softcap}")
+    ce = _ce_options(label_smoothing, z_loss, softcap)
     if inplace and not return_grad:
         raise ValueError("inplace: there is no gradient to write with return_grad=False")
     ls = _float_spec(logits, "logits", None)
@@ -198,14 +194,26 @@ def cross_entropy(logits: Any, target: Any, weight: Any | None = None, ignore_in
         raise backends.BackendUnavailable(f"backend {b.name!r} has no cross_entropy kernel{why}")
     strided = {"inner": inner} if inner > 1 else {}  # [N, C] rows need no stride
     loss = b.cross_entropy(ls, ts, ws, gs, n=n, c=c, ignore_index=int(ignore_index),
-                           label_smoothing=label_smoothing, z_loss=z_loss,
-                           softcap=float(softcap) if softcap else 0.0, reduction=reduction,
-                           **strided)
+                           reduction=reduction, **ce, **strided)
     if reduction == "none":
         loss = _rows_out(np.asarray(loss), logits, batch_shape)
     else:
         loss = _round(loss, ls.dtype)
     return (loss, grad_obj) if return_grad else loss
+
+
+def _ce_options(label_smoothing: float, z_loss: float, softcap: float | None) -> dict:
+    """The cross-entropy kernels' options, checked: softcap None is 0.0 (off)."""
+    label_smoothing = float(label_smoothing)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing: must be in [0, 1], got {label_smoothing}")
+    z_loss = float(z_loss)
+    if not z_loss >= 0:
+        raise ValueError(f"z_loss: must be >= 0, got {z_loss}")
+    if softcap is not None and not float(softcap) > 0:
+        raise ValueError(f"softcap: must be > 0 (or None to disable), got {softcap}")
+    return dict(label_smoothing=label_smoothing, z_loss=z_loss,
+                softcap=float(softcap) if softcap else 0.0)
 
 
 def _widened_index(ts: ArraySpec) -> ArraySpec:
@@ -245,24 +253,32 @@ def _elementwise(kind: str, input: Any, target: Any, reduction: str, *, weight: 
     """check_nan(input, target), when given, runs if the losses sum to NaN: it raises for
     inputs the loss refuses (the kernels mark them with a NaN loss)."""
     reduction = _reduction(reduction, allowed)
-    xs = _float_spec(input, "input")
-    ts = _float_spec(target, "target")
+    xs = _float_spec(input, "input", None)
+    ts = _float_spec(target, "target", xs.device, "input")
     _same_dtype(ts, xs, "target", "input")
     if ts.shape != xs.shape:
         raise ValueError(f"target: shape {list(ts.shape)} does not match input's "
                          f"{list(xs.shape)}")
     ws = ps = None
     if weight is not None:
-        ws = _float_spec(weight, "weight")
+        ws = _float_spec(weight, "weight", xs.device, "input")
         _same_dtype(ws, xs, "weight", "input")
     if pos_weight is not None:
-        ps = _float_spec(pos_weight, "pos_weight")
+        ps = _float_spec(pos_weight, "pos_weight", xs.device, "input")
         _same_dtype(ps, xs, "pos_weight", "input")
     wp, pp = _period(ws, xs.shape, "weight"), _period(ps, xs.shape, "pos_weight")
+    b = backends.resolve(backend, xs.device[0])
+    if not hasattr(b, "elementwise_loss"):
+        raise backends.BackendUnavailable(f"backend {b.name!r} has no element-wise loss "
+                                          f"kernels for {xs.device[0]} arrays")
+    on_device = xs.device[0] != "cpu"
     grad_obj = empty_like(input) if return_grad else None
     gs = describe(grad_obj, "grad") if return_grad else None
-    out = np.empty(xs.shape, dtype=xs.dtype) if reduction == "none" else None
-    b = backends.resolve(backend, "cpu")
+    # per-element losses: a host NumPy array, or on a GPU an array like the input (its spec)
+    out_obj = out = None
+    if reduction == "none":
+        out_obj = empty_like(input) if on_device else np.empty(xs.shape, dtype=xs.dtype)
+        out = describe(out_obj, "out") if on_device else out_obj
     n = xs.numel
     if reduction == "mean":
         scale = 1.0 / n if n else math.nan
@@ -273,9 +289,13 @@ def _elementwise(kind: str, input: Any, target: Any, reduction: str, *, weight: 
     total = b.elementwise_loss(kind, xs, ts, ws, wp, ps, pp, gs, out, param=float(param),
                                grad_scale=scale)
     if check_nan is not None and math.isnan(total):
-        check_nan(_host_numpy(input, "input"), _host_numpy(target, "target"))
+        if on_device:
+            check_nan(to_numpy(input), to_numpy(target))
+        else:
+            check_nan(_host_numpy(input, "input"), _host_numpy(target, "target"))
     if reduction == "none":
-        loss = out if isinstance(input, np.ndarray) else _rows_out(out, input, xs.shape)
+        loss = out_obj if on_device or isinstance(input, np.ndarray) else \
+            _rows_out(out, input, xs.shape)
     elif reduction == "sum":
         loss = _round(total, xs.dtype)
     elif n == 0:
@@ -373,13 +393,140 @@ def _host_numpy(obj: Any, name: str) -> np.ndarray:
 
 
 def _like(arr: np.ndarray, like: Any) -> Any:
-    if isinstance(like, np.ndarray):
+    if isinstance(like, np.ndarray) or not isinstance(arr, np.ndarray):
         return arr
     if type(like).__module__.startswith("torch"):
         import torch
 
         return torch.from_numpy(arr)
     return arr
+
+
+#: Logits of one chunk of rows: few enough bytes that the chunk stays a small part of the
+#: [N, V] logits, enough rows (1024 where the budget allows) that the chunk's three GEMMs run at
+#: the BLAS rate rather than as skinny products
+_CHUNK_BYTES = 1 << 27
+_MIN_ROWS = 1024
+
+
+def _chunk_rows(n: int, v: int, itemsize: int) -> int:
+    """Rows per chunk: at most _CHUNK_BYTES of logits and at most max(1024, N / 8) rows,
+    spread evenly over the chunks so that none is a skinny remainder."""
+    rows = min(_CHUNK_BYTES // max(v * itemsize, 1), max(_MIN_ROWS, -(-n // 8)))
+    rows = max(1, min(n, rows))
+    return -(-n // -(-n // rows)) if n else 1
+
+
+class _NumpyGemm:
+    """The chunk's products on NumPy arrays. With SciPy, BLAS gemm writes straight into the
+    gradients (beta = 1 accumulates grad_weight in place), every operand passed as a Fortran
+    view of C-ordered memory, so nothing is copied; without it, np.matmul into one
+    preallocated [V, H] buffer and an in-place add."""
+
+    def __init__(self, dtype: np.dtype) -> None:
+        try:
+            from scipy.linalg import blas
+        except ImportError:  # pragma: no cover - SciPy comes with the test extras
+            blas = None
+        self._gemm = None if blas is None else (blas.sgemm if dtype == np.float32 else
+                                                blas.dgemm)
+        self._tmp: np.ndarray | None = None
+
+    @staticmethod
+    def empty(shape: tuple[int, ...], like: np.ndarray, zero: bool = False,
+              float64: bool = False) -> np.ndarray:
+        dtype = np.float64 if float64 else like.dtype
+        return np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
+
+    def _into(self, c: np.ndarray, *args: Any, **kw: Any) -> None:
+        out = self._gemm(*args, c=c, overwrite_c=True, **kw)
+        if out.ctypes.data != c.ctypes.data:  # pragma: no cover - SciPy copied after all
+            c[...] = out
+
+    @staticmethod
+    def mask(m: np.ndarray) -> np.ndarray:
+        return m
+
+    @staticmethod
+    def cast(x: np.ndarray, dtype: Any) -> np.ndarray:
+        return x.astype(dtype)
+
+    def logits(self, hc: np.ndarray, w: np.ndarray, b: np.ndarray | None,
+               out: np.ndarray) -> None:
+        if self._gemm is None:
+            np.matmul(hc, w.T, out=out)
+            if b is not None:
+                out += b
+        elif b is None:  # out.T [V, rows] = w @ hc.T
+            self._into(out.T, 1.0, w.T, hc.T, trans_a=True)
+        else:
+            out[...] = b
+            self._into(out.T, 1.0, w.T, hc.T, beta=1.0, trans_a=True)
+
+    def grad_hidden(self, dl: np.ndarray, w: np.ndarray, alpha: float, out: np.ndarray) -> None:
+        if self._gemm is None:
+            np.matmul(dl, w, out=out)
+            out *= out.dtype.type(alpha)
+        else:  # out.T [H, rows] = alpha w.T @ dl.T
+            self._into(out.T, alpha, w.T, dl.T)
+
+    def grad_weight(self, dl: np.ndarray, hc: np.ndarray, alpha: float, acc: np.ndarray) -> None:
+        if self._gemm is None:
+            if self._tmp is None:
+                self._tmp = np.empty_like(acc)
+            np.matmul(dl.T, hc, out=self._tmp)
+            self._tmp *= acc.dtype.type(alpha)
+            acc += self._tmp
+        else:  # acc.T [H, V] += alpha hc.T @ dl
+            self._into(acc.T, alpha, hc.T, dl.T, beta=1.0, trans_b=True)
+
+    @staticmethod
+    def bias_sum(dl: np.ndarray, acc: np.ndarray) -> None:
+        acc += dl.sum(axis=0, dtype=np.float64)
+
+
+class _TorchGemm:
+    """The chunk's products on torch CPU tensors, with torch's GEMMs (usually faster than
+    NumPy's BLAS): mm/addmm into the chunk buffer and the gradients, addmm_ with beta = 1
+    accumulating grad_weight in place."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.torch = torch
+
+    def empty(self, shape: tuple[int, ...], like: Any, zero: bool = False,
+              float64: bool = False) -> Any:
+        dtype = self.torch.float64 if float64 else like.dtype
+        return (self.torch.zeros if zero else self.torch.empty)(shape, dtype=dtype)
+
+    def mask(self, m: np.ndarray) -> Any:
+        return self.torch.from_numpy(m)
+
+    @staticmethod
+    def cast(x: Any, dtype: Any) -> Any:
+        return x.to(dtype)
+
+    def logits(self, hc: Any, w: Any, b: Any, out: Any) -> None:
+        if b is None:
+            self.torch.mm(hc, w.T, out=out)
+        else:
+            self.torch.addmm(b, hc, w.T, out=out)
+
+    @staticmethod
+    def grad_hidden(dl: Any, w: Any, alpha: float, out: Any) -> None:
+        out.addmm_(dl, w, beta=0, alpha=alpha)  # beta = 0: out's old contents are not read
+
+    @staticmethod
+    def grad_weight(dl: Any, hc: Any, alpha: float, acc: Any) -> None:
+        acc.addmm_(dl.T, hc, alpha=alpha)
+
+    def bias_sum(self, dl: Any, acc: Any) -> None:
+        acc += dl.sum(0, dtype=self.torch.float64)
+
+
+def _is_torch(obj: Any) -> bool:
+    return obj is None or type(obj).__module__.startswith("torch")
 
 
 def linear_cross_entropy(hidden: Any, weight: Any, target: Any, bias: Any | None = None, *,
@@ -392,20 +539,23 @@ def linear_cross_entropy(hidden: Any, weight: Any, target: Any, bias: Any | None
     the [N, V] logits never exist at once.
 
     hidden [N, H], weight [V, H] (the output projection, as torch.nn.Linear), target [N] class
-    indices (any integer dtype), bias [V] or None. Per chunk of rows:
-    logits = hidden_chunk @ weight.T + bias (BLAS), the fused cross-entropy kernel writes
-    dlogits over them, then
-        grad_hidden_chunk = dlogits @ weight,  grad_weight += dlogits.T @ hidden_chunk,
-        grad_bias += sum of dlogits over the chunk.
-    Peak extra memory is one [chunk_size, V] buffer (plus the gradients themselves);
-    chunk_size defaults to the rows that fit 4M logits. Other arguments as cross_entropy
-    (class_weight is its per-class `weight`); reduction 'mean' or 'sum'. With 'mean' and every
-    target ignored the loss is NaN and the gradients are zeros, as torch's.
+    indices (any integer dtype), bias [V] or None. Per chunk of rows, in one [rows, V] buffer:
+    logits = hidden_chunk @ weight.T + bias (GEMM), the fused cross-entropy kernel writes
+    dlogits over them, then with a = 1 / (sum of the counted rows' class weights) for 'mean':
+        grad_hidden_chunk = a dlogits @ weight,  grad_weight += a dlogits.T @ hidden_chunk
+    (a GEMM accumulating in place, beta = 1), grad_bias += a (sum of dlogits over the chunk).
+    The GEMMs are torch's when hidden and weight are torch tensors, else BLAS through SciPy
+    (NumPy's matmul without it). Peak extra memory is one chunk buffer besides the gradients:
+    chunk_size defaults to at most 128 MiB of logits and at most max(1024, N / 8) rows. Other
+    arguments as cross_entropy (class_weight is its per-class `weight`); reduction 'mean' or
+    'sum'. With 'mean' and every target ignored the loss is NaN and the gradients are zeros,
+    as torch's.
 
     Returns (loss, grad_hidden, grad_weight, grad_bias or None), or the loss alone with
     return_grad=False (no gradient is computed).
     """
     reduction = _reduction(reduction, ("mean", "sum"))
+    ce = _ce_options(label_smoothing, z_loss, softcap)
     h = _host_numpy(hidden, "hidden")
     w = _host_numpy(weight, "weight")
     t = _host_numpy(target, "target")
@@ -428,22 +578,23 @@ def linear_cross_entropy(hidden: Any, weight: Any, target: Any, bias: Any | None
                         f"got {t.dtype}")
     if t.shape != (n,):
         raise ValueError(f"target: expected shape [{n}], got {list(t.shape)}")
-    if t.dtype.name not in _INDEX:
+    if t.dtype.name not in _INDEX or not t.flags.c_contiguous:
         t = _widened_index(describe(t, "target")).obj
     b = None
     if bias is not None:
         b = _host_numpy(bias, "bias")
-        if b.dtype != h.dtype or b.shape != (v,):
-            raise ValueError(f"bias: expected shape [{v}] and dtype {h.dtype}, got "
-                             f"{list(b.shape)} {b.dtype}")
+        if b.dtype != h.dtype or b.shape != (v,) or not b.flags.c_contiguous:
+            raise ValueError(f"bias: expected a contiguous array of shape [{v}] and dtype "
+                             f"{h.dtype}, got {list(b.shape)} {b.dtype}")
     cw = None
     if class_weight is not None:
         cw = _host_numpy(class_weight, "class_weight")
         if cw.dtype != h.dtype or cw.shape != (v,):
             raise ValueError(f"class_weight: expected shape [{v}] and dtype {h.dtype}, got "
                              f"{list(cw.shape)} {cw.dtype}")
+        cw = np.ascontiguousarray(cw)
     if chunk_size is None:
-        chunk_size = max(1, min(n, (1 << 22) // max(v, 1)))
+        chunk_size = _chunk_rows(n, v, h.itemsize)
     chunk_size = int(chunk_size)
     if chunk_size < 1:
         raise ValueError(f"chunk_size: must be >= 1, got {chunk_size}")
@@ -454,70 +605,56 @@ def linear_cross_entropy(hidden: Any, weight: Any, target: Any, bias: Any | None
                          f"[0, {v})")
     denom = float(np.sum(cw[t[counted]], dtype=np.float64)) if cw is not None else \
         float(np.count_nonzero(counted))
-    gh = np.empty_like(h) if return_grad else None
-    gw = np.zeros_like(w) if return_grad else None
-    gb = None if b is None or not return_grad else np.zeros(v, dtype=np.float64)
-    buf = np.empty((min(chunk_size, n), v), dtype=h.dtype)
+    alpha = 1.0 / denom if reduction == "mean" and denom else 1.0
+    be = backends.resolve(backend, "cpu")
+    if not hasattr(be, "cross_entropy"):
+        raise backends.BackendUnavailable(f"backend {be.name!r} has no cross_entropy kernel")
+    ws = None if cw is None else describe(cw, "class_weight")
+
+    on_torch = _is_torch(hidden) and _is_torch(weight) and _is_torch(bias)
+    if on_torch:
+        gemm: Any = _TorchGemm()
+        hx, wx = hidden.detach(), weight.detach()
+        bx = None if bias is None else bias.detach()
+    else:
+        gemm, hx, wx, bx = _NumpyGemm(h.dtype), h, w, b
+    gh = gemm.empty((n, hdim), hx) if return_grad else None
+    gw = gemm.empty((v, hdim), hx, zero=True) if return_grad else None
+    gb = gemm.empty((v,), hx, zero=True, float64=True) if return_grad and b is not None \
+        else None
+    buf = gemm.empty((min(chunk_size, n), v), hx)
     rows_loss = []
-    gemm = _accumulating_gemm(h.dtype)
     for i0 in range(0, n, chunk_size):
         i1 = min(n, i0 + chunk_size)
         logits = buf[: i1 - i0]
-        np.matmul(h[i0:i1], w.T, out=logits)
-        if b is not None:
-            logits += b
-        out = cross_entropy(logits, t[i0:i1], cw, ignore_index, "none", label_smoothing,
-                            z_loss=z_loss, softcap=softcap, inplace=return_grad,
-                            return_grad=return_grad, backend=backend)
-        rows_loss.append(np.asarray(out[0] if return_grad else out, dtype=np.float64))
+        gemm.logits(hx[i0:i1], wx, bx, logits)
+        ls = describe(logits, "logits")
+        rows_loss.append(be.cross_entropy(ls, describe(t[i0:i1], "target"), ws,
+                                          ls if return_grad else None, n=i1 - i0, c=v,
+                                          ignore_index=int(ignore_index), reduction="none",
+                                          **ce))
         if not return_grad:
             continue
-        # as (weight.T @ dlogits.T).T: OpenBLAS is several times slower on the
-        # short-and-deep product dlogits @ weight (few rows, V-long inner axis); the [rows, H]
-        # temporary is small
-        gh[i0:i1] = (w.T @ logits.T).T
-        gemm(h[i0:i1], logits, gw)
+        gemm.grad_hidden(logits, wx, alpha, gh[i0:i1])
+        gemm.grad_weight(logits, hx[i0:i1], alpha, gw)
         if gb is not None:
-            gb += logits.sum(axis=0, dtype=np.float64)
+            gemm.bias_sum(logits, gb)
     total = math.fsum(np.concatenate(rows_loss)) if rows_loss else 0.0
     loss = total
     if reduction == "mean":
         loss = total / denom if denom else math.nan
     if not return_grad:
         return _round(loss, h.dtype.name)
-    if reduction == "mean" and denom:
-        scale = 1.0 / denom
-        gh *= h.dtype.type(scale)
-        gw *= h.dtype.type(scale)
+    if reduction == "mean" and not denom and np.any(counted):
+        # counted rows of zero class weight: NaN gradients, as torch (every row ignored
+        # leaves the zero gradients those rows gave)
+        gh[gemm.mask(counted)] = math.nan
+        gw[...] = math.nan
         if gb is not None:
-            gb *= scale
-    elif reduction == "mean":
-        # as torch: every row ignored leaves the zero gradients those rows gave (a NaN scale
-        # would turn every weight NaN); counted rows of zero class weight give NaN
-        if np.any(counted):
-            gh[counted] = np.nan
-            gw[...] = np.nan
-            if gb is not None:
-                gb[...] = np.nan
-    gb_out = None if gb is None else _like(gb.astype(h.dtype), bias)
-    return (_round(loss, h.dtype.name), _like(gh, hidden), _like(gw, weight), gb_out)
-
-
-def _accumulating_gemm(dtype: np.dtype):
-    """acc += dlogits.T @ hidden_chunk, in place through BLAS (beta = 1) where SciPy is
-    installed, so no [V, H] temporary exists; otherwise through a temporary."""
-    try:
-        from scipy.linalg import blas
-    except ImportError:  # pragma: no cover - SciPy comes with scikit-learn in the test extras
-        def add(hc: np.ndarray, dl: np.ndarray, acc: np.ndarray) -> None:
-            acc += dl.T @ hc
-        return add
-    fn = blas.sgemm if dtype == np.float32 else blas.dgemm
-
-    def add(hc: np.ndarray, dl: np.ndarray, acc: np.ndarray) -> None:
-        # acc.T (Fortran order [H, V]) += hc.T @ dl, every operand a Fortran view: no copies
-        fn(1.0, hc.T, dl.T, beta=1.0, c=acc.T, trans_b=True, overwrite_c=True)
-    return add
+            gb[...] = math.nan
+    if gb is not None:
+        gb = _like(gemm.cast(gb * alpha, hx.dtype), bias)
+    return (_round(loss, h.dtype.name), _like(gh, hidden), _like(gw, weight), gb)
 
 
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",

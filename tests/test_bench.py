@@ -108,6 +108,33 @@ def test_registry_bytes_follow_design_table():
     assert per_elem["adagrad"] == per_elem["rmsprop"] == per_elem["lion"] == 20
 
 
+def test_registry_losses_bytes_and_flops():
+    from fastopt.bench.ops import LINEAR_CE_HIDDEN, LINEAR_CE_VOCAB, Case
+
+    per_elem = {name: op.streams.accesses * 4 for name, op in REGISTRY.items()}
+    # input and target read, gradient written
+    assert per_elem["mse"] == per_elem["huber"] == per_elem["bce_with_logits"] == 12
+    assert per_elem["kl_div"] == 12
+    # per logit: written by the GEMM, read and overwritten by cross-entropy, read by two GEMMs
+    assert per_elem["linear_cross_entropy"] == 20
+    case = Case("linear_cross_entropy", "float32", 3 * LINEAR_CE_VOCAB)
+    assert REGISTRY["linear_cross_entropy"].flops(case) == \
+        6 * 3 * LINEAR_CE_VOCAB * LINEAR_CE_HIDDEN
+
+
+def test_cli_losses_with_gemm_floor(capsys):
+    """The losses run on the CPU backends and torch; linear_cross_entropy also times the three
+    NumPy GEMMs alone and fastopt.torch (torch's GEMMs) in the same rounds, with GFLOP/s."""
+    pytest.importorskip("torch")
+    out = _bench(capsys, "--op", "mse,bce_with_logits,huber,kl_div,linear_cross_entropy",
+                 "--backend", "cpu,torch", *TINY, "--sizes", "8K")
+    for word in ("mse", "bce_with_logits", "huber", "kl_div", "linear_cross_entropy",
+                 "numpy-gemms", "fastopt.torch", "GFLOP/s", "vs torch"):
+        assert word in out, word
+    rows = [line.split() for line in out.splitlines() if line.startswith("linear_cross")]
+    assert {r[1] for r in rows} >= {"cpu", "torch", "numpy-gemms", "fastopt.torch", LIMIT}
+
+
 def test_cli_op_table(capsys):
     out = _bench(capsys, "--op", "sgd_momentum,lion", "--backend", "cpu,reference", *TINY,
                  "--sizes", "5x512")

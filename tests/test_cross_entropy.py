@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import backend_params
 from peak_memory import peak_extra_bytes
 from tolerances import assert_close
 
@@ -9,7 +10,7 @@ import fastopt
 from fastopt import losses
 from fastopt import reference as ref
 
-BACKENDS = ["cpu", "reference"]
+BACKENDS = [*backend_params(), "reference"]
 DTYPES = [np.float32, np.float64]
 SHAPES = [(1, 1), (4096, 1), (3, 7), (4096, 7), (3, 32000), (1, 50257), (3, 50257)]
 OPTIONS = {
@@ -119,60 +120,75 @@ def test_index_dtypes_and_1d_logits(index_dtype):
     assert_close(losses.cross_entropy(x2, t2)[1], ref.cross_entropy(x2, t2)[1])
 
 
+@pytest.mark.parametrize("backend", backend_params())
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("option", ["smooth_weight_ignore", "probs_softcap_z", "everything"])
-def test_inplace_and_forward_only(dtype, option):
+def test_inplace_and_forward_only(dtype, option, backend):
     x, t, w, kw = make((65, 4097), dtype, OPTIONS[option])
     rloss, rgrad = ref.cross_entropy(x, t, w, **kw)
-    fwd = losses.cross_entropy(x, t, w, return_grad=False, **kw)
+    fwd = losses.cross_entropy(x, t, w, return_grad=False, backend=backend, **kw)
     assert_close(fwd, rloss, dtype)
     y = x.copy()
-    loss, grad = losses.cross_entropy(y, t, w, inplace=True, **kw)
+    loss, grad = losses.cross_entropy(y, t, w, inplace=True, backend=backend, **kw)
     assert grad is y
     assert_close(loss, rloss, dtype)
     assert_grad_close(y, rgrad, dtype, mean_denominator(t, w, "mean"))
     # soft-capping with no gradient buffer works on a scratch row
     z = x.copy()
-    assert_close(losses.cross_entropy(z, t, softcap=2.0, return_grad=False),
+    assert_close(losses.cross_entropy(z, t, softcap=2.0, return_grad=False, backend=backend),
                  ref.cross_entropy(x, t, softcap=2.0)[0], dtype)
     np.testing.assert_array_equal(z, x)
 
 
-def test_deterministic_across_threads():
+def _thread_setters(backend):
+    if backend == "numba":
+        import numba
+
+        return numba.get_num_threads, numba.set_num_threads, min(numba.config.NUMBA_NUM_THREADS,
+                                                                 3)
+    return fastopt.get_num_threads, fastopt.set_num_threads, 3
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_deterministic_across_threads(backend):
     x, t, w, kw = make((513, 1000), np.float32, OPTIONS["smooth_weight_ignore"], seed=3)
-    before = fastopt.get_num_threads()
+    get, set_, most = _thread_setters(backend)
+    before = get()
     try:
         results = []
-        for n in (1, 2, 3):
-            fastopt.set_num_threads(n)
-            loss, grad = losses.cross_entropy(x, t, w, reduction="sum", **kw)
+        for n in range(1, most + 1):
+            set_(n)
+            loss, grad = losses.cross_entropy(x, t, w, reduction="sum", backend=backend, **kw)
             results.append((loss, grad))
     finally:
-        fastopt.set_num_threads(before)
+        set_(before)
     for loss, grad in results[1:]:
         assert loss == results[0][0]
         np.testing.assert_array_equal(grad, results[0][1])
 
 
+@pytest.mark.parametrize("backend", backend_params())
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_nonfinite_logits_follow_reference(dtype, bad):
+def test_nonfinite_logits_follow_reference(dtype, bad, backend):
     x, t, _, _ = make((6, 40), dtype, {}, seed=4)
     x[1, 3] = bad
     x[2, :] = -np.inf
     x[4, t[4]] = bad
     for smoothing in (0.0, 0.1):
-        loss, grad = losses.cross_entropy(x, t, reduction="none", label_smoothing=smoothing)
+        loss, grad = losses.cross_entropy(x, t, reduction="none", label_smoothing=smoothing,
+                                          backend=backend)
         rloss, rgrad = ref.cross_entropy(x, t, reduction="none", label_smoothing=smoothing)
         assert_close(loss, rloss, dtype)
         assert_close(grad, rgrad, dtype)
 
 
-def test_all_ignored_mean_is_nan_like_torch():
+@pytest.mark.parametrize("backend", backend_params())
+def test_all_ignored_mean_is_nan_like_torch(backend):
     torch = pytest.importorskip("torch")
     x, _, _, _ = make((4, 5), np.float32, {})
     t = np.full(4, -100)
-    loss, grad = losses.cross_entropy(x, t)
+    loss, grad = losses.cross_entropy(x, t, backend=backend)
     xt = torch.tensor(x, requires_grad=True)
     out = torch.nn.functional.cross_entropy(xt, torch.tensor(t))
     out.backward()
@@ -251,7 +267,7 @@ def make_kdim(shape, dtype, opts, seed=0, index_dtype=np.int64):
     return x, t, w, kw
 
 
-@pytest.mark.parametrize("backend", ["cpu"])
+@pytest.mark.parametrize("backend", backend_params())
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", KDIM_SHAPES, ids=str)
 @pytest.mark.parametrize("option", KDIM_OPTIONS)

@@ -132,15 +132,15 @@ def test_every_loss_is_covered():
     assert set(ELEMENTWISE) | {"cross_entropy", "linear_cross_entropy"} == set(losses.__all__)
 
 
-@needs_C
+@pytest.mark.parametrize("backend", backend_params())
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", sorted(ELEMENTWISE))
-def test_elementwise_losses_bitwise_for_any_thread_count(name, dtype):
+def test_elementwise_losses_bitwise_for_any_thread_count(name, dtype, backend):
     x, y, kw = _inputs(name, dtype)
     fn = getattr(losses, name)
     for reduction in ELEMENTWISE[name]:
-        _assert_all_equal(_each_thread_count("cpu", lambda r=reduction: fn(x, y, reduction=r,
-                                                                           **kw)))
+        _assert_all_equal(_each_thread_count(backend, lambda r=reduction: fn(
+            x, y, reduction=r, backend=backend, **kw)))
 
 
 @needs_C

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import backend_params
 from tolerances import assert_close
 
 import fastopt
@@ -48,7 +49,7 @@ LOSSES = {
 }
 
 
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("backend", [*backend_params(), "reference"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SIZES, ids=str)
 @pytest.mark.parametrize("name", list(LOSSES))
@@ -73,9 +74,10 @@ def test_kl_div_batchmean():
         assert_close(grad, rgrad)
 
 
+@pytest.mark.parametrize("backend", [*backend_params(), "reference"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(7,), (13, 9), (3, 4, 5)], ids=str)
-def test_bce_weights_broadcast(dtype, shape):
+def test_bce_weights_broadcast(dtype, shape, backend):
     rng = np.random.default_rng(5)
     x, y = data("bce_logits", shape, dtype)
     p, _ = data("bce", shape, dtype)
@@ -84,11 +86,12 @@ def test_bce_weights_broadcast(dtype, shape):
     wfull = (rng.random(shape) + 0.5).astype(dtype)
     for weight in (w, wfull):
         for reduction in REDUCTIONS:
-            got = losses.binary_cross_entropy_with_logits(x, y, weight, reduction, pw)
+            got = losses.binary_cross_entropy_with_logits(x, y, weight, reduction, pw,
+                                                         backend=backend)
             want = ref.binary_cross_entropy_with_logits(x, y, weight, reduction, pw)
             assert_close(got[0], want[0], dtype)
             assert_close(got[1], want[1], dtype)
-            got = losses.binary_cross_entropy(p, y, weight, reduction)
+            got = losses.binary_cross_entropy(p, y, weight, reduction, backend=backend)
             want = ref.binary_cross_entropy(p, y, weight, reduction)
             assert_close(got[0], want[0], dtype)
             assert_close(got[1], want[1], dtype)
@@ -189,7 +192,7 @@ BCE_BAD = [("input", np.nan), ("input", 1.5), ("input", -0.25), ("input", np.inf
            ("target", 1.5), ("target", -0.25), ("target", np.nan), ("target", -np.inf)]
 
 
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("backend", [*backend_params(), "reference"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("where,value", BCE_BAD, ids=[f"{w}={v}" for w, v in BCE_BAD])

@@ -75,13 +75,77 @@ def test_peak_memory_bounded_by_chunk():
     hidden, weight, target, bias = make(n, h, v, np.float32, seed=2)
     outputs = hidden.nbytes + weight.nbytes + bias.nbytes  # the three gradients
     chunk_bytes = chunk * v * 4
+    losses.linear_cross_entropy(hidden[:2], weight, target[:2], bias)  # imports SciPy's BLAS
     tracemalloc.start()
     losses.linear_cross_entropy(hidden, weight, target, bias, chunk_size=chunk)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     full_logits = n * v * 4
-    assert peak <= outputs + 3 * chunk_bytes + 64 * n + (1 << 16), (peak, outputs, chunk_bytes)
+    # one chunk buffer, the float64 bias sum, per-row losses: a [V, H] temporary per chunk (the
+    # size of grad_weight) would not fit
+    assert peak <= outputs + chunk_bytes + 16 * v + 16 * n + (1 << 16), (peak, outputs,
+                                                                          chunk_bytes)
     assert peak < outputs + full_logits / 8
+
+
+def test_default_chunk_rows():
+    # >= 1024 rows where 128 MiB of logits allow it, N / 8 for large N, even chunks
+    assert losses._chunk_rows(4096, 32000, 4) == 1024
+    assert losses._chunk_rows(100, 32000, 4) == 100
+    assert losses._chunk_rows(65537, 1000, 4) == 8193  # 8 even chunks
+    assert losses._chunk_rows(3000, 32000, 4) == 1000
+    assert losses._chunk_rows(4096, 262144, 4) == 128  # a large vocabulary: the budget rules
+    assert losses._chunk_rows(1, 7, 8) == 1
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_without_scipy_matches(monkeypatch, bias):
+    """Without SciPy the products run through np.matmul into preallocated buffers."""
+    hidden, weight, target, b = make(65, 9, 31, np.float64, seed=6, bias=bias)
+    with_scipy = losses.linear_cross_entropy(hidden, weight, target, b, chunk_size=16)
+    monkeypatch.setitem(__import__("sys").modules, "scipy.linalg", None)
+    assert losses._NumpyGemm(np.dtype(np.float64))._gemm is None
+    without = losses.linear_cross_entropy(hidden, weight, target, b, chunk_size=16)
+    for a, w in zip(with_scipy, without, strict=True):
+        if a is not None:
+            np.testing.assert_allclose(a, w, rtol=1e-12, atol=1e-14)
+
+
+def test_torch_tensors_use_torch_gemms():
+    torch = pytest.importorskip("torch")
+    hidden, weight, target, b = make(70, 12, 45, np.float64, seed=7)
+    got = losses.linear_cross_entropy(*(torch.tensor(x) for x in (hidden, weight, target, b)),
+                                      chunk_size=8, label_smoothing=0.1)
+    want = ref.linear_cross_entropy(hidden, weight, target, b, label_smoothing=0.1)
+    assert all(isinstance(g, torch.Tensor) for g in got[1:])
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(np.asarray(g), w, rtol=1e-12, atol=1e-13)
+
+
+_UNFUSED_SETUP = """
+import torch
+import fastopt.torch as fo
+torch.manual_seed(0)
+n, h, v = 4096, 64, 16000
+hidden = torch.randn(n, h, requires_grad=True)
+weight = (torch.randn(v, h) / h ** 0.5).requires_grad_()
+target = torch.randint(0, v, (n,))
+def unfused():
+    torch.nn.functional.cross_entropy(hidden @ weight.T, target).backward()
+def fused():
+    fo.linear_cross_entropy(hidden, weight, target).backward()
+{which}()  # warm-up
+hidden.grad = weight.grad = None
+"""
+
+
+def test_peak_memory_a_fifth_of_unfused():
+    """The default chunking against torch's unfused cross_entropy(h @ W.T, t) + backward:
+    resident peak <= 1/5, gradients included."""
+    pytest.importorskip("torch")
+    peaks = {which: peak_extra_bytes(_UNFUSED_SETUP.format(which=which), f"{which}()")
+             for which in ("fused", "unfused")}
+    assert peaks["fused"] * 5 <= peaks["unfused"], peaks
 
 
 def test_bad_input():

@@ -27,3 +27,15 @@ def test_numba_cuda_kernels_match_reference_in_simulator():
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
     assert "arrays match" in proc.stdout
+
+
+@pytest.mark.slow  # about half a minute in the simulator
+def test_numba_cuda_losses_match_reference_in_simulator():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    root = str(pathlib.Path(fastopt.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    proc = subprocess.run([sys.executable, str(HERE / "numba_cuda_losses_sim_check.py")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
+    assert "arrays match" in proc.stdout
+

@@ -320,6 +320,54 @@ void bind_cuda(py::module_& parent) {
       py::arg("target"), py::arg("target_kind"), py::arg("weight"), py::arg("row_loss"),
       py::arg("n"), py::arg("c"), py::arg("ignore_index"), py::arg("label_smoothing"),
       py::arg("z_loss"), py::arg("softcap"), py::arg("reduction"));
+  m.def(
+      "elementwise_loss",
+      [](int kind, int dtype, int device, uint64_t stream, uint64_t input, uint64_t target,
+         uint64_t weight, int64_t weight_period, uint64_t pos_weight, int64_t pos_weight_period,
+         uint64_t grad, uint64_t out, int64_t n, double param, double grad_scale) {
+        if (dtype != int(DType::f32) && dtype != int(DType::f64))
+          throw py::type_error("CUDA element-wise losses take float32 or float64");
+        if (kind < 0 || kind > int(PointLoss::kl_div_log_target))
+          throw py::value_error("unknown element-wise loss kind");
+        if (n < 0) throw py::value_error("elementwise_loss needs n >= 0");
+        if ((weight && weight_period < 1) || (pos_weight && pos_weight_period < 1))
+          throw py::value_error("elementwise_loss: a weight needs a period >= 1");
+        const int elem = dtype == int(DType::f64) ? 8 : 4;
+        const struct {
+          const char* name;
+          uint64_t ptr;
+          int64_t count;
+          bool required;
+        } pointers[] = {{"input", input, n, n > 0},
+                        {"target", target, n, n > 0},
+                        {"weight", weight, weight_period, false},
+                        {"pos_weight", pos_weight, pos_weight_period, false},
+                        {"grad", grad, n, false},
+                        {"out", out, n, false}};
+        for (const auto& q : pointers) {
+          const std::string why = cuda::pointer_problem(q.ptr, q.count, elem, q.required);
+          if (!why.empty())
+            throw py::value_error(std::string("fastopt CUDA elementwise_loss: ") + q.name +
+                                  ": " + why);
+        }
+        auto dev_ptr = [](uint64_t p) { return reinterpret_cast<void*>(uintptr_t(p)); };
+        const PointLossArgs a{dev_ptr(input), dev_ptr(target), dev_ptr(weight), weight_period,
+                              dev_ptr(pos_weight), pos_weight_period, dev_ptr(grad),
+                              dev_ptr(out), n, param, grad_scale};
+        double total;
+        {
+          py::gil_scoped_release nogil;
+          cuda::DeviceGuard guard(device);
+          total = cuda::elementwise_loss(a, DType(dtype), PointLoss(kind), stream);
+        }
+        return total;
+      },
+      "element-wise loss and its gradient over n elements of device arrays, in one pass: "
+      "the loss sum (grad: scale * weight * dloss/dx, out: weight * loss, either 0 to skip)",
+      py::arg("kind"), py::arg("dtype"), py::arg("device"), py::arg("stream"), py::arg("input"),
+      py::arg("target"), py::arg("weight"), py::arg("weight_period"), py::arg("pos_weight"),
+      py::arg("pos_weight_period"), py::arg("grad"), py::arg("out"), py::arg("n"),
+      py::arg("param"), py::arg("grad_scale"));
 }
 
 }  // namespace fastopt

@@ -10,6 +10,7 @@
 #include "fastopt/rules/adam.h"
 #include "fastopt/rules/clip.h"
 #include "fastopt/rules/cross_entropy.h"
+#include "fastopt/rules/elementwise_loss.h"
 #include "fastopt/rules/lion.h"
 #include "fastopt/rules/rmsprop.h"
 #include "fastopt/rules/sgd.h"
@@ -75,6 +76,10 @@ void clamp(const TensorList&, DType, double clip_value, uintptr_t stream);
 // loss is a host value), once when the targets need no validation on the host (probabilities
 // without class weights), twice otherwise; host copies go through pinned staging memory.
 CrossEntropyResult cross_entropy(const CrossEntropyArgs& a, DType, uintptr_t stream);
+// Element-wise loss (forward + gradient) over a.n elements of device arrays in one pass;
+// returns the loss sum (fixed-order: per-thread, per-block tree, host pairwise fold).
+// Synchronizes (the sum is a host value).
+double elementwise_loss(const PointLossArgs& a, DType, PointLoss, uintptr_t stream);
 // x[0] += value on the device (the step counter of a capturable optimizer).
 void add_scalar(double* x, double value, uintptr_t stream);
 

@@ -178,6 +178,20 @@ class CudaBackend:
             label_smoothing, z_loss, softcap, _REDUCTION[reduction])
         return cross_entropy_result(bad, target, c, ignore_index, reduction, rows, total, denom)
 
+    def elementwise_loss(self, kind: str, input: Any, target: Any, weight: Any,
+                         weight_period: int, pos_weight: Any, pos_weight_period: int, grad: Any,
+                         out: Any, *, param: float, grad_scale: float) -> float:
+        """An element-wise loss on CUDA arrays (ArraySpecs; `out` too), in one pass on the
+        input's current stream; the loss sum comes back to the host (fixed order)."""
+        from .cpu import _DTYPE_CODE, _POINT_LOSS
+
+        dev = input.device[1]
+        return self._cu.elementwise_loss(
+            _POINT_LOSS[kind], _DTYPE_CODE[input.dtype], dev, cuda_stream(input.obj, dev),
+            input.ptr, target.ptr, weight.ptr if weight else 0, weight_period,
+            pos_weight.ptr if pos_weight else 0, pos_weight_period, grad.ptr if grad else 0,
+            out.ptr if out is not None else 0, input.numel, param, grad_scale)
+
     def add_scalar(self, ptr: int, value: float, device: int, stream: int) -> None:
         """x[0] += value for a float64 scalar in device memory, on `stream` (no host sync)."""
         self._cu.add_scalar(ptr, value, device, stream)

@@ -9,6 +9,7 @@ process (compilation or cache load), for `fastopt bench`.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -130,5 +131,49 @@ class NumbaBackend:
     def clamp(self, t: TensorTable, clip_value: float) -> None:
         m = np.dtype(t.dtype).type(clip_value)
         self._run("clamp", t, -m, m)
+
+    # --- losses (fastopt/_numba_losses.py): arrays arrive as validated ArraySpecs ------------
+    def cross_entropy(self, logits: Any, target: Any, weight: Any, grad: Any, *, n: int, c: int,
+                      ignore_index: int, label_smoothing: float, z_loss: float, softcap: float,
+                      reduction: str, inner: int = 1) -> Any:
+        from .. import _numba_losses as L
+        from ._losses import cross_entropy_result
+
+        x = cpu_view(logits.ptr, logits.numel, logits.dtype)
+        t = cpu_view(target.ptr, target.numel, target.dtype)
+        w = None if weight is None else cpu_view(weight.ptr, weight.numel, weight.dtype)
+        bad, denom, scale, wsum, probs = L.ce_prepare(t, w, n, c, ignore_index, reduction)
+        rows = np.zeros(n, dtype=np.float64)
+        if bad < 0 and n:
+            g = x if grad is not None and grad.ptr == logits.ptr else (
+                cpu_view(grad.ptr, grad.numel, grad.dtype) if grad is not None else
+                _dummy(logits.dtype))
+            _timed("cross_entropy", L.cross_entropy, x,
+                   _dummy("int64") if probs else t, probs, t if probs else _dummy(logits.dtype),
+                   _dummy(logits.dtype) if w is None else w, w is not None, wsum, g,
+                   grad is not None, n, c, inner, ignore_index, label_smoothing, z_loss,
+                   softcap, scale, rows)
+        return cross_entropy_result(bad, target, c, ignore_index, reduction, rows,
+                                    float(np.sum(rows)), denom)
+
+    def elementwise_loss(self, kind: str, input: Any, target: Any, weight: Any,
+                         weight_period: int, pos_weight: Any, pos_weight_period: int, grad: Any,
+                         out: Any, *, param: float, grad_scale: float) -> float:
+        from .. import _numba_losses as L
+
+        def view(spec: Any) -> np.ndarray:
+            return _dummy(input.dtype) if spec is None else cpu_view(spec.ptr, spec.numel,
+                                                                     spec.dtype)
+
+        n = input.numel
+        partials = np.empty(-(-n // L.CHUNK), dtype=np.float64)
+        if n:
+            _timed("elementwise_loss", L.elementwise, view(input), L.KINDS[kind], view(target),
+                   view(weight), weight_period if weight is not None else 0, view(pos_weight),
+                   pos_weight_period if pos_weight is not None else 0, view(grad),
+                   grad is not None, _dummy(input.dtype) if out is None else out.reshape(-1),
+                   out is not None, float(param), float(grad_scale), partials)
+        return math.fsum(partials)
+
 
 BACKEND = NumbaBackend()

@@ -15,6 +15,7 @@ RuntimeError that names both versions and the ways out, not the driver's bare er
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import time
 from collections.abc import Iterator
@@ -253,5 +254,99 @@ class NumbaCudaBackend:
                 out = out.copy_to_host(stream=stream)
                 stream.synchronize()
         return _fold(kind, out)
+
+    # --- losses (fastopt/_numba_cuda_losses.py): arrays arrive as validated ArraySpecs ------
+    def _loss_context(self, spec: Any) -> tuple[Any, Any]:
+        """(device context, stream) of a loss call: the array's device and current stream."""
+        if _simulated():
+            return contextlib.nullcontext(), 0
+        cuda = _cuda()
+        handle = cuda_stream(spec.obj, spec.device[1])
+        return (cuda.gpus[spec.device[1]],
+                cuda.external_stream(handle) if handle else cuda.default_stream())
+
+    def _loss_array(self, spec: Any, dtype: str) -> Any:
+        """The spec's memory as a flat device array, or the dtype's dummy for None."""
+        if spec is None:
+            return self._dummy(dtype, 0 if _simulated() else _cuda().get_current_device().id)
+        return self._array(spec.ptr, spec.numel, spec.dtype)
+
+    def _to_host(self, arr: Any, stream: Any) -> np.ndarray:
+        if _simulated():
+            return np.array(arr, copy=True)
+        out = arr.copy_to_host(stream=stream)
+        stream.synchronize()
+        return out
+
+    def _out_array(self, n: int, stream: Any) -> Any:
+        return np.zeros(n) if _simulated() else _cuda().device_array(n, np.float64,
+                                                                      stream=stream)
+
+    def cross_entropy(self, logits: Any, target: Any, weight: Any, grad: Any, *, n: int, c: int,
+                      ignore_index: int, label_smoothing: float, z_loss: float, softcap: float,
+                      reduction: str, inner: int = 1) -> Any:
+        """One block per row; the class indices and weights are read on the host first (to
+        raise for an out-of-range index before any gradient is written and to find 'mean''s
+        denominator), the row losses come back and are added there."""
+        from .. import _numba_cuda_losses as K
+        from .. import _numba_losses as L
+        from ._losses import cross_entropy_result
+
+        dt = logits.dtype
+        ctx, stream = self._loss_context(logits)
+        with ctx:
+            probs = target.dtype not in ("int32", "int64")
+            t_arr = self._loss_array(target, dt)
+            w_arr = self._loss_array(weight, dt)
+            t_host = np.zeros(0, dt) if probs else self._to_host(t_arr, stream)
+            w_host = None if weight is None else self._to_host(w_arr, stream)
+            bad, denom, scale, wsum, probs = L.ce_prepare(t_host, w_host, n, c, ignore_index,
+                                                          reduction)
+            rows = np.zeros(n)
+            if bad < 0 and n:
+                x = self._loss_array(logits, dt)
+                g = x if grad is not None and grad.ptr == logits.ptr else \
+                    self._loss_array(grad, dt)
+                out = self._out_array(n, stream)
+                args = (x, self._loss_array(None, "int64") if probs else t_arr, probs,
+                        t_arr if probs else self._loss_array(None, dt), w_arr,
+                        weight is not None, wsum, g, grad is not None, n, c, inner,
+                        ignore_index, label_smoothing, z_loss, softcap, scale, out)
+                self._call_losses(K.cross_entropy, "cross_entropy", dt, min(n, 4096), stream,
+                                  args)
+                rows = self._to_host(out, stream)
+        return cross_entropy_result(bad, target, c, ignore_index, reduction, rows,
+                                    float(np.sum(rows)), denom, t_host)
+
+    def elementwise_loss(self, kind: str, input: Any, target: Any, weight: Any,
+                         weight_period: int, pos_weight: Any, pos_weight_period: int, grad: Any,
+                         out: Any, *, param: float, grad_scale: float) -> float:
+        """Grid-stride over the elements, one float64 partial sum per block (at most
+        1024 blocks), added exactly on the host."""
+        from .. import _numba_cuda_losses as K
+        from .. import _numba_losses as L
+
+        dt, n = input.dtype, input.numel
+        if n == 0:
+            return 0.0
+        ctx, stream = self._loss_context(input)
+        with ctx:
+            blocks = min(-(-n // K.BLOCK), _NORM_BLOCKS)
+            partials = self._out_array(blocks, stream)
+            args = (self._loss_array(input, dt), L.KINDS[kind], self._loss_array(target, dt),
+                    self._loss_array(weight, dt), weight_period if weight is not None else 0,
+                    self._loss_array(pos_weight, dt),
+                    pos_weight_period if pos_weight is not None else 0,
+                    self._loss_array(grad, dt), grad is not None, self._loss_array(out, dt),
+                    out is not None, float(param), float(grad_scale), partials)
+            self._call_losses(K.elementwise, "elementwise_loss", dt, blocks, stream, args)
+            return math.fsum(self._to_host(partials, stream))
+
+    def _call_losses(self, fn: Any, name: str, dtype: str, blocks: int, stream: Any,
+                     args: tuple) -> None:
+        if dtype not in ("float32", "float64"):
+            raise TypeError(f"numba_cuda: losses take float32 or float64, not {dtype}")
+        self._call(fn, name, dtype, blocks, stream, args)
+
 
 BACKEND = NumbaCudaBackend()

@@ -69,6 +69,7 @@ class Row:
     gbps: float
     pct_limit: float = math.nan
     speedup: dict[str, float] = field(default_factory=dict)  # vs torch-fused, ..., reference
+    gflops: float = math.nan  # for ops that count their flops (linear_cross_entropy)
 
     @property
     def key(self) -> tuple:
@@ -227,6 +228,13 @@ def run(cases: Sequence[Case], backends: Sequence[str] | None = None, *, repeat:
                     variants[v] = op.setup(case, v)
                 except Unavailable as exc:
                     unavailable[f"{v} {case.op} {case.dtype}"] = str(exc)
+        for name, make in op.baselines.items():
+            if name.startswith("fastopt.torch") and not use_torch:
+                continue
+            try:
+                variants[name] = make(case)
+            except Unavailable as exc:
+                unavailable[f"{name} {case.op} {case.dtype}"] = str(exc)
         probe = Probe(op.streams, case.size * case.itemsize, case.tensors)
         variants[LIMIT] = probe
         timings = interleaved(variants, repeat=repeat, warmup=warmup,
@@ -239,6 +247,8 @@ def run(cases: Sequence[Case], backends: Sequence[str] | None = None, *, repeat:
             row = Row(case.op, name, case.dtype, case.size, case.tensors, moved,
                       t.samples, t.number, t.first_call_s, t.median, gbps(moved, t.median))
             row.pct_limit = 100.0 * row.gbps / limit_gbps
+            if op.flops is not None and name != LIMIT:
+                row.gflops = op.flops(case) / t.median / 1e9
             case_rows[name] = row
         for name, row in case_rows.items():
             if name in (LIMIT, *TORCH_VARIANTS):

@@ -152,14 +152,17 @@ def print_table(report: Report, out: Any = None, markdown: bool = False) -> None
              "reference": "vs ref"}
     present = {k for r in report.rows for k in r.speedup}
     baselines = [k for k in names if k in present] or [TORCH_FUSED, TORCH_FOREACH, "reference"]
+    flops = any(not math.isnan(getattr(r, "gflops", math.nan)) for r in report.rows)
     head = ("op", "backend", "dtype", "size", "median", "GB/s", "% limit",
-            *(names[k] for k in baselines), "1st call")
+            *(("GFLOP/s",) if flops else ()), *(names[k] for k in baselines), "1st call")
     lines = [head]
     for r in report.rows:
         size = format_size(r.size) if r.tensors == 1 else f"{r.tensors}x{format_size(r.size)}"
         sp = [f"{r.speedup[k]:.2f}x" if k in r.speedup else "" for k in baselines]
+        gf = getattr(r, "gflops", math.nan)
         lines.append((r.op, r.backend, r.dtype, size, format_time(r.median_s),
-                      f"{r.gbps:.1f}", f"{r.pct_limit:.0f}%", *sp,
+                      f"{r.gbps:.1f}", f"{r.pct_limit:.0f}%",
+                      *((f"{gf:.1f}" if not math.isnan(gf) else "",) if flops else ()), *sp,
                       format_time(r.first_call_s) if r.backend != LIMIT else ""))
     if markdown:
         for k, line in enumerate(lines):

@@ -58,6 +58,11 @@ class Op:
     doc: str
     torch: tuple[str, ...] = (TORCH_FUSED, TORCH_FOREACH)  # torch variants of this op
     tags: tuple[str, ...] = field(default=())
+    #: floating-point operations of one call, for compute-bound ops (linear_cross_entropy)
+    flops: Callable[[Case], int] | None = None
+    #: more variants timed in the same run, name -> setup(case): e.g. the GEMMs alone, the
+    #: floor of a GEMM-bound op
+    baselines: dict[str, Callable[[Case], Callable[[], object]]] = field(default_factory=dict)
 
     def nbytes(self, case: Case) -> int:
         """Bytes the op must move (the performance model in docs/architecture.md)."""
@@ -221,11 +226,138 @@ def _cross_entropy_setup(inplace: bool) -> Setup:
     return setup
 
 
+def _fastopt_call(variant: str, fn: Callable[[], object]) -> Callable[[], object]:
+    """fn, called once to compile and check that the backend runs this op."""
+    from .. import backends
+
+    try:
+        fn()
+    except (backends.BackendUnavailable, NotImplementedError, AttributeError) as exc:
+        raise Unavailable(str(exc)) from None
+    return fn
+
+
+def _elementwise_setup(fastopt_fn: str, torch_fn: str, kind: str,
+                       kwargs: dict[str, Any] | None = None) -> Setup:
+    """An element-wise loss forward + gradient over `size` elements (mean reduction)."""
+    kwargs = kwargs or {}
+
+    def setup(case: Case, variant: str) -> Callable[[], object]:
+        if case.tensors != 1:
+            raise Unavailable("a loss takes one input array (no --tensors)")
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(case.size)
+        y = rng.random(case.size) if kind == "probs" else rng.standard_normal(case.size)
+        if fastopt_fn == "kl_div":
+            x = np.log(rng.random(case.size) + 1e-3)
+        x, y = x.astype(case.dtype), y.astype(case.dtype)
+        if variant == TORCH_AUTOGRAD:
+            torch = _torch()
+            xt = torch.from_numpy(x).requires_grad_()
+            yt = torch.from_numpy(y)
+            fn = getattr(torch.nn.functional, torch_fn)
+
+            def step() -> None:
+                xt.grad = None
+                fn(xt, yt, **kwargs).backward()
+
+            return step
+        if variant in TORCH_VARIANTS:
+            raise Unavailable(f"torch has no fused {torch_fn} with its gradient")
+        from .. import losses
+
+        fn = getattr(losses, fastopt_fn)
+        return _fastopt_call(variant, lambda: fn(x, y, backend=variant, **kwargs))
+
+    return setup
+
+
+#: linear_cross_entropy cases: a vocabulary of this many classes and hidden size; the case's
+#: size is the number of logits, N x V (N = size / V rows, at least one)
+LINEAR_CE_VOCAB = 8192
+LINEAR_CE_HIDDEN = 512
+
+
+def _linear_ce_shape(case: Case) -> tuple[int, int, int]:
+    v = min(LINEAR_CE_VOCAB, case.size)
+    return max(1, case.size // v), LINEAR_CE_HIDDEN, v
+
+
+def _linear_ce_data(case: Case) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n, h, v = _linear_ce_shape(case)
+    rng = np.random.default_rng(0)
+    hidden = rng.standard_normal((n, h)).astype(case.dtype)
+    weight = (rng.standard_normal((v, h)) / np.sqrt(h)).astype(case.dtype)
+    return hidden, weight, rng.integers(0, v, n)
+
+
+def _linear_ce_setup(case: Case, variant: str) -> Callable[[], object]:
+    """hidden [N, H] @ weight.T [H, V] + cross-entropy, forward and the three gradients."""
+    if case.tensors != 1:
+        raise Unavailable("a loss takes one hidden array (no --tensors)")
+    hidden, weight, target = _linear_ce_data(case)
+    if variant in (TORCH_AUTOGRAD, "fastopt.torch"):
+        torch = _torch()
+        h, w = (torch.from_numpy(a).requires_grad_() for a in (hidden, weight))
+        t = torch.from_numpy(target)
+
+        def step() -> None:
+            h.grad = w.grad = None
+            if variant == TORCH_AUTOGRAD:  # unfused: the [N, V] logits and their gradient
+                torch.nn.functional.cross_entropy(h @ w.T, t).backward()
+            else:
+                import fastopt.torch as fo
+
+                fo.linear_cross_entropy(h, w, t).backward()
+
+        return step
+    if variant in TORCH_VARIANTS:
+        raise Unavailable("torch has no fused linear cross-entropy")
+    from .. import losses
+
+    return _fastopt_call(variant, lambda: losses.linear_cross_entropy(hidden, weight, target,
+                                                                      backend=variant))
+
+
+def _numpy_gemms(case: Case) -> Callable[[], object]:
+    """The three GEMMs of linear_cross_entropy alone, through NumPy: the floor it is held to."""
+    hidden, weight, _ = _linear_ce_data(case)
+
+    def step() -> None:
+        logits = hidden @ weight.T
+        logits @ weight
+        logits.T @ hidden
+
+    return step
+
+
 def _register_losses() -> None:
     import importlib.util
 
     if importlib.util.find_spec("fastopt.losses") is None:
         return
+    # read input and target, write the gradient: 12 bytes per float32 element
+    for name, fn, torch_fn, kind, kw in (
+            ("mse", "mse_loss", "mse_loss", "normal", {}),
+            ("bce_with_logits", "binary_cross_entropy_with_logits",
+             "binary_cross_entropy_with_logits", "probs", {}),
+            ("huber", "huber_loss", "huber_loss", "normal", dict(delta=1.0)),
+            ("kl_div", "kl_div", "kl_div", "probs", dict(reduction="batchmean"))):
+        register(Op(name, Streams(0, 2, 1), _elementwise_setup(fn, torch_fn, kind, kw),
+                    f"{fn} forward + gradient (reads input and target, writes the gradient)",
+                    (TORCH_AUTOGRAD,), tags=("loss",)))
+    # per logit: the GEMM writes it, the cross-entropy kernel reads and overwrites it with
+    # its gradient, the two gradient GEMMs read it (5 accesses; the inputs and gradients of
+    # the projection are not counted). 6 N V H flops: three GEMMs of N x V x H.
+    register(Op("linear_cross_entropy", Streams(1, 2, 1), _linear_ce_setup,
+                f"linear_cross_entropy forward + 3 gradients, size = N x V logits "
+                f"(V = {LINEAR_CE_VOCAB}, H = {LINEAR_CE_HIDDEN}); GFLOP/s beside "
+                "numpy-gemms (the three GEMMs alone) and fastopt.torch (torch's GEMMs)",
+                (TORCH_AUTOGRAD,), tags=("loss",),
+                flops=lambda case: 6 * int(np.prod(_linear_ce_shape(case))),
+                baselines={"numpy-gemms": _numpy_gemms,
+                           "fastopt.torch": lambda case: _linear_ce_setup(case,
+                                                                          "fastopt.torch")}))
     # read logits, write the gradient: 8 bytes per float32 element (docs/architecture.md)
     register(Op("cross_entropy", Streams(0, 1, 1), _cross_entropy_setup(False),
                 "softmax cross-entropy forward + gradient, logits (size/4096, 4096)",
@@ -238,6 +370,6 @@ def _register_losses() -> None:
 _register_losses()
 
 
-__all__ = ["LOSS_CLASSES", "REGISTRY", "TORCH_AUTOGRAD", "TORCH_FOREACH", "TORCH_FUSED",
-           "TORCH_VARIANTS", "Case", "Op",
-           "Unavailable", "register"]
+__all__ = ["LINEAR_CE_HIDDEN", "LINEAR_CE_VOCAB", "LOSS_CLASSES", "REGISTRY", "TORCH_AUTOGRAD",
+           "TORCH_FOREACH", "TORCH_FUSED", "TORCH_VARIANTS", "Case", "Op", "Unavailable",
+           "register"]

@@ -478,10 +478,11 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, target: Tensor,
     hidden [..., H], weight [V, H] (as torch.nn.Linear, e.g. the LM head), target [...] class
     indices (any integer dtype), bias [V] or None; reduction 'mean' or 'sum'; the other
     arguments as cross_entropy (class_weight is its per-class `weight`). Forward computes the
-    loss and all three gradients chunk by chunk (fastopt.losses.linear_cross_entropy on CPU
-    float32/float64, the same algorithm in torch ops elsewhere): peak extra memory is one
-    [chunk_size, V] block (chunk_size defaults to the rows that fit 4M logits) besides the
-    gradients. Under create_graph=True backward differentiates the unchunked torch
+    loss and all three gradients chunk by chunk (fastopt.losses.linear_cross_entropy with
+    torch's GEMMs on CPU float32/float64, the same algorithm in torch ops elsewhere): peak extra
+    memory is one [chunk_size, V] block besides the gradients (chunk_size defaults to at most
+    128 MiB of logits and max(1024, N / 8) rows on CPU, the rows that fit 4M logits
+    elsewhere). Under create_graph=True backward differentiates the unchunked torch
     composition instead (its memory).
     """
     if reduction not in ("mean", "sum"):

@@ -1,0 +1,94 @@
+// Replays the CUDA element-wise loss kernel on the CPU (no GPU needed): every thread of the
+// launch runs the kernel's own host+device loop (LossThread::sum) with the kernel's thread ->
+// element map, each block's threads are folded in the kernel's tree order and the partials by
+// the launcher's pairwise sum. Reads raw arrays from files and writes the gradient and the
+// element losses, which tests/test_cuda_build.py compares with fastopt.reference.
+//   cuda_loss_emulation BITS KIND N PARAM SCALE INPUT TARGET WEIGHT|- WP POS_WEIGHT|- PP
+//                       OUT_GRAD OUT_LOSS
+// prints "ok SUM BLOCKS".
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "cuda/elementwise_loss.cu"
+
+using namespace fastopt;
+using namespace fastopt::cuda;
+
+template <typename T>
+static std::vector<T> read(const std::string& path, size_t n) {
+  std::vector<T> v(n);
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f || std::fread(v.data(), sizeof(T), n, f) != n) {
+    std::printf("FAIL reading %s\n", path.c_str());
+    std::exit(1);
+  }
+  std::fclose(f);
+  return v;
+}
+
+template <typename T>
+static void write(const std::string& path, const T* p, size_t n) {
+  FILE* f = std::fopen(path.c_str(), "wb");
+  std::fwrite(p, sizeof(T), n, f);
+  std::fclose(f);
+}
+
+template <PointLoss K, typename T>
+static double replay(const PointLossArgs& a) {
+  const int64_t blocks = loss_blocks(a.n);
+  const LossThread<K, T> th{a};
+  std::vector<double> partial(blocks), acc(kLossBlock);
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (int t = 0; t < kLossBlock; ++t) acc[t] = th.sum(b * kLossBlock + t, blocks * kLossBlock);
+    for (int w = kLossBlock / 2; w > 0; w /= 2)
+      for (int t = 0; t < w; ++t) acc[t] += acc[t + w];
+    partial[b] = acc[0];
+  }
+  return blocks ? cpu::pairwise_sum(partial.data(), blocks) : 0.0;
+}
+
+template <typename T>
+static double replay_kind(const PointLossArgs& a, int kind) {
+  switch (PointLoss(kind)) {
+    case PointLoss::mse: return replay<PointLoss::mse, T>(a);
+    case PointLoss::l1: return replay<PointLoss::l1, T>(a);
+    case PointLoss::huber: return replay<PointLoss::huber, T>(a);
+    case PointLoss::smooth_l1: return replay<PointLoss::smooth_l1, T>(a);
+    case PointLoss::bce: return replay<PointLoss::bce, T>(a);
+    case PointLoss::bce_logits: return replay<PointLoss::bce_logits, T>(a);
+    case PointLoss::kl_div: return replay<PointLoss::kl_div, T>(a);
+    default: return replay<PointLoss::kl_div_log_target, T>(a);
+  }
+}
+
+template <typename T>
+static int emulate(char** argv) {
+  const int kind = std::atoi(argv[2]);
+  const int64_t n = std::atoll(argv[3]);
+  const double param = std::atof(argv[4]), scale = std::atof(argv[5]);
+  const std::vector<T> x = read<T>(argv[6], size_t(n)), y = read<T>(argv[7], size_t(n));
+  const std::string wpath = argv[8], ppath = argv[10];
+  const int64_t wp = std::atoll(argv[9]), pp = std::atoll(argv[11]);
+  std::vector<T> w, pw;
+  if (wpath != "-") w = read<T>(wpath, size_t(wp));
+  if (ppath != "-") pw = read<T>(ppath, size_t(pp));
+  std::vector<T> g(n), out(n);
+  const PointLossArgs a{x.data(), y.data(), w.empty() ? nullptr : w.data(), wp,
+                        pw.empty() ? nullptr : pw.data(), pp, g.data(), out.data(), n, param,
+                        scale};
+  const double total = replay_kind<T>(a, kind);
+  write(argv[12], g.data(), size_t(n));
+  write(argv[13], out.data(), size_t(n));
+  std::printf("ok %.17g %lld\n", total, (long long)loss_blocks(n));
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  if (argc != 14) {
+    std::printf("usage: see the header of tests/cuda_loss_emulation.cu\n");
+    return 2;
+  }
+  return std::atoi(argv[1]) == 64 ? emulate<double>(argv) : emulate<float>(argv);
+}
