@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import _numba_rules as R
+from .._arrays import cpu_view
 from .._table import TensorTable
 
 # as csrc/cpu: partial sums per fixed chunk, so any thread count gives the same bits
