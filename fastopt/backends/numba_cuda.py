@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import _numba_rules as R
-from .._arrays import cuda_stream
+from .._arrays import cpu_view, cuda_stream
 from .._table import TensorTable
 
 _DTYPES = ("float32", "float64", "float16")
@@ -130,6 +130,14 @@ class NumbaCudaBackend:
         return self._available
 
     # --- arrays and launches -------------------------------------------------------------
+    def _array(self, ptr: int, n: int, dtype: str) -> Any:
+        """A flat device array over validated memory (the loss kernels take arrays)."""
+        if _simulated():  # simulated "device" memory is host memory
+            return cpu_view(ptr, n, dtype)
+        desc = {"shape": (n,), "typestr": np.dtype(dtype).str, "data": (ptr, False),
+                "version": 3, "strides": None, "stream": None}
+        return _cuda().from_cuda_array_interface(desc, owner=None, sync=False)
+
     def _dummy(self, dtype: str, device: int) -> Any:
         key = (dtype, device)
         if key not in self._dummies:
