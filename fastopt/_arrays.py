@@ -124,6 +124,11 @@ def _numpy_dtype_name(dt: np.dtype) -> str:
 
 def describe(obj: Any, name: str = "array", index: int | None = None) -> ArraySpec:
     """Read pointer, shape, dtype, device and flags of any supported array, without copying."""
+    if isinstance(obj, np.generic):
+        # a NumPy scalar is immutable: its __array_interface__ exports a temporary copy,
+        # which an in-place kernel would write after it is freed
+        raise TypeError(f"{_where(name, index)}: a NumPy scalar ({type(obj).__name__}) is "
+                        "immutable; pass an array (e.g. np.array(x) or x.reshape(1))")
     if isinstance(obj, np.ndarray):
         flags = obj.flags
         contiguous = flags.c_contiguous

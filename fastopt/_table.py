@@ -345,18 +345,17 @@ def build_tables(slots: Sequence[str], arrays: Mapping[str, Sequence[Any] | None
     memory.
     """
     ref_name = slots[0]
-    ref = arrays[ref_name]
+    lists = {slot: _as_list(slot, arrays.get(slot)) for slot in slots}
+    ref = lists[ref_name]
     if ref is None or len(ref) == 0:
         raise ValueError(f"{ref_name}: empty list (nothing to step)")
     n = len(ref)
     specs: dict[str, list[ArraySpec] | None] = {}
     for slot in slots:
-        lst = arrays.get(slot)
+        lst = lists[slot]
         if lst is None:
             specs[slot] = None
             continue
-        if isinstance(lst, (str, bytes)) or not isinstance(lst, Sequence):
-            lst = list(lst)
         if len(lst) != n:
             raise ValueError(f"{slot}: has {len(lst)} entries but {ref_name} has {n}")
         specs[slot] = [describe(a, slot, i) for i, a in enumerate(lst)]
@@ -378,6 +377,16 @@ def build_tables(slots: Sequence[str], arrays: Mapping[str, Sequence[Any] | None
         tables.append(TensorTable(tuple(slots), dtype, device, np.array(idx, np.int64), sub,
                                   frozenset(written)))
     return tables
+
+
+def _as_list(name: str, lst: Any) -> Sequence[Any] | None:
+    """A list argument as a sequence (generators and other iterables are read once), or a
+    TypeError naming the argument."""
+    if lst is None or (isinstance(lst, Sequence) and not isinstance(lst, (str, bytes))):
+        return lst
+    if isinstance(lst, (str, bytes)) or not hasattr(lst, "__iter__"):
+        raise TypeError(f"{name}: expected a list of arrays, got {type(lst).__name__}")
+    return list(lst)
 
 
 def _check_no_aliasing(slots: Sequence[str], specs: Mapping[str, list[ArraySpec] | None]) -> None:

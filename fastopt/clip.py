@@ -18,7 +18,15 @@ from typing import Any
 
 from . import backends
 from ._arrays import cpu_view, describe, empty_like
-from ._table import TableCache, TensorTable, build_tables
+from ._table import TableCache, TensorTable, _as_list, build_tables
+
+
+def _grad_list(grads: Any) -> Sequence[Any]:
+    """The grads argument as a sequence, or a TypeError naming it."""
+    lst = _as_list("grads", grads)
+    if lst is None:
+        raise TypeError("grads: expected a list of arrays, got None")
+    return lst
 
 
 def _tables(grads: Sequence[Any]):
@@ -132,6 +140,7 @@ def clip_grad_norm_(grads: Sequence[Any], max_norm: float, norm_type: float = 2.
     calls on the same grads reuse their validated tables (re-validated every call).
     """
     norm_type = _check_norm_args(max_norm, norm_type)
+    grads = _grad_list(grads)
     if len(grads) == 0:
         return 0.0
     with _kept.tables(grads) as tables:
@@ -187,6 +196,7 @@ class GradNormClipper:
         return self._work
 
     def __call__(self, grads: Sequence[Any]) -> Any:
+        grads = _grad_list(grads)
         if len(grads) == 0:
             return 0.0
         tables = _tables(grads)
@@ -221,6 +231,7 @@ def clip_grad_value_(grads: Sequence[Any], clip_value: float, *,
     """Clamp every gradient element to [-clip_value, clip_value], in place."""
     if not clip_value >= 0:
         raise ValueError(f"Invalid clip_value: {clip_value} (must be >= 0)")
+    grads = _grad_list(grads)
     if len(grads) == 0:
         return
     with _kept.tables(grads) as tables:

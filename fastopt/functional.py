@@ -27,6 +27,15 @@ SLOTS: dict[str, tuple[str, ...]] = {
 }
 #: Rows each optimizer reads only.
 READ_ONLY = {"grad"}
+#: Rows every call of an optimizer needs (the others depend on its options, which each
+#: function below checks): a kernel would dereference a missing row.
+REQUIRED = {
+    "sgd": ("param", "grad"),
+    "adam": ("param", "grad", "exp_avg", "exp_avg_sq"),
+    "adagrad": ("param", "grad", "state_sum"),
+    "rmsprop": ("param", "grad", "square_avg"),
+    "lion": ("param", "grad", "exp_avg"),
+}
 
 
 def _nonneg(name: str, value: float) -> None:
@@ -107,8 +116,13 @@ def check_step_count(value: Any, where: str) -> float:
     return step
 
 
-def tables_for(op: str, arrays: dict[str, Arrays | None]) -> list[TensorTable]:
-    """Validated pointer tables for one call of optimizer `op`."""
+def tables_for(op: str, arrays: dict[str, Arrays | None],
+               required: Sequence[str] | None = None) -> list[TensorTable]:
+    """Validated pointer tables for one call of optimizer `op` (`required`: the rows that must
+    be given, by default REQUIRED[op]; the optimizers pass ("param",) to check params alone)."""
+    for slot in REQUIRED[op] if required is None else required:
+        if arrays.get(slot) is None:
+            raise ValueError(f"{slot}: required by {op} (got None)")
     slots = SLOTS[op]
     written = {s for s in slots if s not in READ_ONLY}
     return build_tables(slots, arrays, written)

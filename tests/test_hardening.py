@@ -406,3 +406,48 @@ def test_copied_torch_optimizer_steps_its_own_tensors(how):
     assert not torch.equal(tw, before)
     opt.step()
     torch.testing.assert_close(w, tw)
+
+
+# --- found by the fuzz suite -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op,extra", [("sgd_", 0), ("adam_", 2), ("adagrad_", 1),
+                                      ("rmsprop_", 1), ("lion_", 1)])
+def test_functional_refuses_none_for_a_required_list(op, extra):
+    # None once meant "row unused": the kernel then dereferenced a null row
+    p = ones()
+    kw = {"step": 1} if op in ("adam_", "adagrad_") else {}
+    with pytest.raises(ValueError, match="grad: required"):
+        getattr(F, op)([p], None, *[[np.zeros(4, np.float32)]] * extra, **kw)
+    if extra:
+        with pytest.raises(ValueError, match="required"):
+            getattr(F, op)([p], [ones()], *[None] * extra, **kw)
+    np.testing.assert_array_equal(p, 1.0)
+
+
+def test_numpy_scalar_is_refused_not_written_after_free():
+    with pytest.raises(TypeError, match=r"param\[0\]: a NumPy scalar"):
+        F.sgd_([np.float64(3.0)], [np.ones((), np.float64)], lr=0.5)
+    with pytest.raises(TypeError, match=r"grad\[0\]: a NumPy scalar"):
+        F.sgd_([np.ones((), np.float32)], [np.float32(1.0)], lr=0.5)
+
+
+def test_aliasing_across_param_groups_is_refused():
+    a, b = ones(), ones()
+    opt = SGD([{"params": [a]}, {"params": [b]}], lr=0.5)
+    with pytest.raises(ValueError, match=r"param group 0 param\[0\] and param group 1 grad\[0\]"):
+        opt.step([ones(), a])
+    np.testing.assert_array_equal(a, 1.0)
+    np.testing.assert_array_equal(b, 1.0)
+    opt.step([ones(), ones()])
+    np.testing.assert_array_equal(a, 0.5)
+
+
+def test_list_arguments_name_themselves():
+    with pytest.raises(TypeError, match="param: expected a list of arrays, got int"):
+        F.sgd_(5, [ones()])
+    with pytest.raises(TypeError, match="grads: expected a list of arrays, got None"):
+        fastopt.clip.clip_grad_norm_(None, 1.0)
+    p = ones()
+    F.sgd_((q for q in [p]), [ones()], lr=0.5)  # any iterable is read once
+    np.testing.assert_array_equal(p, 0.5)

@@ -21,6 +21,29 @@ TORCH_FLAGS = frozenset({"foreach", "fused", "capturable", "differentiable"})
 SCHEDULE_KEYS = frozenset({"initial_lr"})
 
 
+def _check_across_groups(plan: list[tuple[int, list[tuple]]]) -> None:
+    """Each group's tables exclude shared memory within the group; groups run one after the
+    other, so an array of one group that is also one of another's (a grad that is another
+    group's param) would be read after it was updated. Refuse it, as within a group."""
+    starts, ends, names = [], [], []
+    for gi, calls in plan:
+        for tables, *_ in calls:
+            for t in tables:
+                nbytes = t.nbytes().astype(np.int64)
+                for row, slot in enumerate(t.slots):
+                    ptrs = t.ptrs[row].astype(np.int64)
+                    used = np.nonzero(ptrs)[0]
+                    starts.append(ptrs[used])
+                    ends.append(ptrs[used] + nbytes[used])
+                    names += [(gi, slot, int(t.index[k])) for k in used]
+    hit = _arrays.first_overlap(np.concatenate(starts), np.concatenate(ends))
+    if hit is not None:
+        (ga, a, i), (gb, b, j) = names[hit[0]], names[hit[1]]
+        raise ValueError(f"param group {ga} {a}[{i}] and param group {gb} {b}[{j}] share "
+                         "memory: fastopt updates arrays in place, so every param, grad and "
+                         "state array must be distinct")
+
+
 def _clone(obj: Any) -> Any:
     return obj.clone() if hasattr(obj, "clone") else obj.copy()
 
@@ -145,7 +168,7 @@ class Optimizer:
             if not spec.dense:
                 _arrays.check_writable(spec, "param", i)
                 every[i] = _dense_copy(p)
-        F.tables_for(self.op, {"param": every, "grad": None})
+        F.tables_for(self.op, {"param": every, "grad": None}, required=("param",))
 
     def _sync_params(self, gi: int) -> None:
         """Follow params added to, removed from or replaced in a group's list since the last
@@ -244,6 +267,8 @@ class Optimizer:
                 except (MissingGrad, TypeError, ValueError):
                     pass  # the slow path validates in full: it steps through copies or explains
             plan.append((gi, calls if calls is not None else self._subsets(gi, gs, slots)))
+        if len(plan) > 1:
+            _check_across_groups(plan)
         for gi, calls in plan:
             for tables, step, fresh, members, copies in calls:
                 self._run(self.param_groups[gi], tables, step, fresh)
