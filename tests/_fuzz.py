@@ -1,0 +1,173 @@
+"""Shared pieces of the property-based fuzz tests (tests/test_fuzz_*.py): the hypothesis
+profiles, strategies for shapes, dtypes and non-finite placements, and array helpers.
+
+Profiles (environment variable FASTOPT_FUZZ):
+  ci    (default) bounded and derandomized: the same examples on every run, so a CI failure
+        reproduces locally; the whole fuzz suite takes about two minutes on two cores.
+  long  many more examples from fresh random seeds, failures kept in hypothesis' example
+        database for replay:  FASTOPT_FUZZ=long python -m pytest tests/test_fuzz_*.py
+Either prints a @reproduce_failure blob with a failing example.
+
+Hypothesis draws the structure of each example (shapes, dtypes, options, where NaNs go, which
+argument is broken) and a seed; the bulk values come from NumPy's generator under that seed, so
+large arrays cost no shrinking effort.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from tolerances import assert_close, tol
+
+_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+settings.register_profile("ci", deadline=None, derandomize=True, database=None,
+                          print_blob=True, suppress_health_check=_HEALTH)
+settings.register_profile("long", deadline=None, print_blob=True,
+                          suppress_health_check=_HEALTH)
+PROFILE = os.environ.get("FASTOPT_FUZZ", "ci")
+if PROFILE not in ("ci", "long"):
+    raise ValueError(f"FASTOPT_FUZZ: expected 'ci' or 'long', got {PROFILE!r}")
+#: Examples of the long profile per example of the ci one.
+LONG_FACTOR = 40
+
+
+def fuzz(examples: int) -> settings:
+    """Settings of one fuzz test: `examples` in the ci profile, LONG_FACTOR times as many in
+    the long one."""
+    n = examples if PROFILE == "ci" else examples * LONG_FACTOR
+    return settings(settings.get_profile(PROFILE), max_examples=n)
+
+
+# --- shapes and dtypes ------------------------------------------------------------------------
+
+#: 1-D sizes: empty, one, primes and odd counts around the SIMD widths and chunk boundaries.
+SIZES = (0, 1, 2, 3, 5, 7, 8, 13, 31, 64, 127, 257, 1021, 4097)
+#: Sizes past 65536 (the 16-bit boundary), drawn rarely: they cost time in the reference.
+BIG_SIZES = (65537, 131071)
+#: Axis lengths of 2-D and 3-D shapes.
+DIMS = (0, 1, 2, 3, 5, 7, 17)
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+seeds = st.integers(0, 2**32 - 1)
+dtypes = st.sampled_from(DTYPES)
+
+
+@st.composite
+def shapes(draw: Any, big_one_in: int = 40, max_rank: int = 3) -> tuple[int, ...]:
+    """A shape of rank 0 to max_rank; one draw in `big_one_in` is 1-D and past 65536."""
+    if big_one_in and draw(st.integers(0, big_one_in - 1)) == big_one_in - 1:
+        return (draw(st.sampled_from(BIG_SIZES)),)
+    rank = draw(st.sampled_from([r for r in (1, 1, 1, 2, 2, 0, 3) if r <= max_rank]))
+    if rank == 1:
+        return (draw(st.sampled_from(SIZES)),)
+    return tuple(draw(st.sampled_from(DIMS)) for _ in range(rank))
+
+
+@st.composite
+def dtype_lists(draw: Any, n: int) -> list[np.dtype]:
+    """n dtypes: usually one for the whole list, sometimes float32 and float64 mixed."""
+    if draw(st.booleans()):
+        return [draw(dtypes)] * n
+    return [draw(dtypes) for _ in range(n)]
+
+
+def numel(shape: Sequence[int]) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+# --- values ---------------------------------------------------------------------------------
+
+NONFINITE = (np.nan, np.inf, -np.inf)
+
+
+def nonfinite_spots(max_spots: int = 4, tensors: int = 5, steps: int = 1) -> st.SearchStrategy:
+    """Where NaN/inf go: (step, tensor, position in [0, 1), value). Usually none."""
+    spot = st.tuples(st.integers(0, steps - 1), st.integers(0, tensors - 1),
+                     st.floats(0, 1, exclude_max=True), st.sampled_from(NONFINITE))
+    return st.one_of(st.just([]), st.lists(spot, min_size=1, max_size=max_spots))
+
+
+def place(arrays: Sequence[np.ndarray], spots: Sequence[tuple], step: int = 0) -> None:
+    """Write the spots of `step` into arrays (tensor index modulo the list length)."""
+    for s, k, where, value in spots:
+        a = arrays[k % len(arrays)]
+        if s == step and a.size:
+            a.reshape(-1)[int(where * a.size)] = value
+
+
+def normal(rng: np.random.Generator, shape: Sequence[int], dtype: Any,
+           zeros: bool = False) -> np.ndarray:
+    """Standard normal values times a magnitude in [1e-2, 1e2] (kept where float32 math
+    neither overflows nor underflows, so float32 kernels and the float64 reference can agree
+    to the tolerance table); with `zeros`, about one element in eight is exactly 0."""
+    x = np.asarray(rng.standard_normal(tuple(shape)) * 10.0 ** rng.uniform(-2, 2))
+    if zeros:
+        x[rng.random(x.shape) < 0.125] = 0.0
+    return x.astype(dtype)
+
+
+def carve(specs: Sequence[tuple[tuple[int, ...], np.dtype]],
+          rng: np.random.Generator) -> list[np.ndarray]:
+    """Zero-filled arrays of the given (shape, dtype) as adjacent, non-overlapping views of
+    one shared buffer, in a random order: flat parameter buffers (FSDP, DeepSpeed) look like
+    this, and touching arrays must not be taken for aliased ones."""
+    order = rng.permutation(len(specs))
+    offsets, total = {}, 0
+    for k in order:
+        shape, dtype = specs[k]
+        total += -total % dtype.itemsize  # each view aligned to its own itemsize
+        offsets[k] = total
+        total += numel(shape) * dtype.itemsize
+    buf = np.zeros(total + 8, np.uint8)
+    return [buf[offsets[k]:offsets[k] + numel(shape) * dtype.itemsize].view(dtype).reshape(shape)
+            for k, (shape, dtype) in enumerate(specs)]
+
+
+def snapshot(arrays: Sequence[Any]) -> list[np.ndarray]:
+    return [np.array(a, copy=True) for a in arrays]
+
+
+def assert_unchanged(before: Sequence[np.ndarray], arrays: Sequence[Any], what: str) -> None:
+    for k, (b, a) in enumerate(zip(before, arrays, strict=True)):
+        np.testing.assert_array_equal(np.asarray(a), b, err_msg=f"{what}: array {k} changed")
+
+
+# --- comparing with the reference where the problem is well-conditioned -----------------------
+
+
+def jitter(seed: int, ulps: int = 4) -> Callable[[np.ndarray], np.ndarray]:
+    """A function that copies an array with every element moved by about `ulps` units in the
+    last place of its dtype, up or down at random (zeros, NaN and inf unchanged)."""
+    rng = np.random.default_rng(seed)
+
+    def move(a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a)
+        sign = rng.choice((-1.0, 1.0), a.shape)
+        with np.errstate(invalid="ignore", over="ignore"):
+            return np.asarray(a * (1 + ulps * np.finfo(a.dtype).eps * sign), a.dtype)
+
+    return move
+
+
+def assert_close_where_stable(actual: Any, expected: np.ndarray,
+                              jittered: Sequence[np.ndarray], dtype: Any, what: str) -> None:
+    """assert_close on the elements where the reference is stable: where each of its runs from
+    inputs moved by a few ulps (`jittered`) agrees with `expected` to the tolerance table.
+    Elsewhere the problem itself is ill-conditioned at the storage precision (a gradient
+    cancelling its weight decay, centered RMSprop's s - ga^2, Adam with beta2 = 0 and eps = 0):
+    a rounding in the last place of any input moves the exact result further than the
+    tolerance, so no kernel can be held to it there."""
+    expected = np.asarray(expected)
+    t = dict(tol(dtype))
+    finite = np.abs(expected[np.isfinite(expected)].astype(np.float64))
+    t["atol"] *= max(1.0, float(finite.max()) if finite.size else 1.0)
+    stable = np.ones(expected.shape, bool)
+    for j in jittered:
+        stable &= np.isclose(np.asarray(j, np.float64), expected.astype(np.float64),
+                             equal_nan=True, **t)
+    assert_close(np.asarray(actual)[stable], expected[stable], dtype, what)
