@@ -178,7 +178,9 @@ def test_functional_bad_input(case, data):
     rng = np.random.default_rng(case["seed"])
     slots = functional.SLOTS[op]
     specs = list(zip(case["shapes"], case["dtypes"], strict=True))
-    lists = {s: [np.asarray(np.abs(normal(rng, shp, dt))) for shp, dt in specs] for s in slots}
+    # fresh (zero) state: a random one can make centered RMSprop ill-conditioned
+    lists = {s: [normal(rng, shp, dt) if s in ("param", "grad") else np.zeros(shp, dt)
+                 for shp, dt in specs] for s in slots}
     expected = {s: [a.copy() for a in lst] for s, lst in lists.items()}
     hyper = FULL[op]
     for k in range(len(case["shapes"])):
@@ -255,8 +257,11 @@ def test_optim_bad_grads_leave_no_trace(case, data, groups, warm):
                "tuple": tuple(bad)}[kind]
         names_ok = lambda e: outcome == OK or _message_names(e, "grads")  # noqa: E731
     else:
-        others = [("param", k, p) for k, p in enumerate(params)] + \
-                 [("grad", k, g) for k, g in enumerate(grads) if k != i]
+        # partners in the grad's own param group (across groups: see
+        # test_aliasing_across_param_groups)
+        group = range(split) if i < split else range(split, n)
+        others = [("param", k, params[k]) for k in group] + \
+                 [("grad", k, grads[k]) for k in group if k != i]
         new, outcome, partner = break_entry(data.draw, kind, grads[i], False, others)
         if isinstance(new, tuple):
             new, theirs = new
@@ -500,3 +505,16 @@ def test_list_arguments_that_are_not_lists(call, name):
         call()
     assert _message_names(info.value, name) or _message_names(info.value, name + "s"), \
         repr(info.value)
+
+
+@pytest.mark.xfail(strict=True, reason="fastopt.optim checks aliasing within each param group "
+                   "only: a grad of group 1 that is a param of group 0 is accepted and read "
+                   "after group 0 has updated it (here b = 0.75 instead of 0.5), where the same "
+                   "within one group raises -- fastopt/optim/optimizer.py Optimizer.step")
+def test_aliasing_across_param_groups():
+    a, b = np.ones(4, np.float32), np.ones(4, np.float32)
+    opt = fastopt.optim.SGD([{"params": [a]}, {"params": [b]}], lr=0.5)
+    with pytest.raises(ValueError, match="share memory"):
+        opt.step([np.ones(4, np.float32), a])
+    np.testing.assert_array_equal(a, 1.0)
+    np.testing.assert_array_equal(b, 1.0)
