@@ -171,7 +171,7 @@ def functional_cases(draw: Any) -> dict[str, Any]:
                 kind=draw(st.sampled_from(ENTRY_BREAKS + LIST_BREAKS)), seed=draw(seeds))
 
 
-@fuzz(300)
+@fuzz(800)
 @given(case=functional_cases(), data=st.data())
 def test_functional_bad_input(case, data):
     op, slot, i, kind = case["op"], case["slot"], case["index"], case["kind"]
@@ -223,7 +223,7 @@ CLASSES = {"sgd": ("SGD", dict(lr=0.1, momentum=0.9)), "adam": ("Adam", dict(ams
            "lion": ("Lion", {})}
 
 
-@fuzz(150)
+@fuzz(400)
 @given(case=functional_cases(), data=st.data(), groups=st.integers(1, 2),
        warm=st.booleans())
 def test_optim_bad_grads_leave_no_trace(case, data, groups, warm):
@@ -291,7 +291,7 @@ def test_optim_bad_grads_leave_no_trace(case, data, groups, warm):
         np.testing.assert_array_equal(p, q, err_msg=f"{what}: param[{k}] after the next step")
 
 
-@fuzz(100)
+@fuzz(300)
 @given(case=functional_cases(), data=st.data())
 def test_optim_bad_params_are_refused(case, data):
     op, i, kind = case["op"], case["index"], case["kind"]
@@ -318,7 +318,7 @@ def test_optim_bad_params_are_refused(case, data):
 # --- fastopt.clip -----------------------------------------------------------------------------
 
 
-@fuzz(100)
+@fuzz(300)
 @given(shape_list=st.lists(shapes(big_one_in=0), min_size=1, max_size=4), data=st.data(),
        kind=st.sampled_from(ENTRY_BREAKS), seed=seeds, by_norm=st.booleans())
 def test_clip_bad_input(shape_list, data, kind, seed, by_norm):
@@ -357,7 +357,7 @@ LOSS_BREAKS = ("dtype", "other float", "shape", "non-contiguous", "None", "not a
                "torch other dtype")
 
 
-@fuzz(100)
+@fuzz(300)
 @given(n=st.sampled_from((1, 3, 7)), c=st.sampled_from((1, 2, 5)), dtype=dtypes,
        argument=st.sampled_from(("logits", "target", "weight", "out of range", "inplace")),
        kind=st.sampled_from(LOSS_BREAKS), data=st.data(), seed=seeds)
@@ -407,7 +407,7 @@ def _broadcasts(wshape: tuple[int, ...], shape: tuple[int, ...]) -> bool:
     return len(w) <= len(shape) and (not w or tuple(w) == shape[len(shape) - len(w):])
 
 
-@fuzz(100)
+@fuzz(300)
 @given(shape=shapes(big_one_in=0), dtype=dtypes, data=st.data(), seed=seeds,
        loss=st.sampled_from(("mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "kl_div",
                              "binary_cross_entropy", "binary_cross_entropy_with_logits")),
