@@ -3,7 +3,7 @@ profiles, strategies for shapes, dtypes and non-finite placements, and array hel
 
 Profiles (environment variable FASTOPT_FUZZ):
   ci    (default) bounded and derandomized: the same examples on every run, so a CI failure
-        reproduces locally; the whole fuzz suite takes about two minutes on two cores.
+        reproduces locally; the whole fuzz suite takes about a minute on two cores.
   long  many more examples from fresh random seeds, failures kept in hypothesis' example
         database for replay:  FASTOPT_FUZZ=long python -m pytest tests/test_fuzz_*.py
 Either prints a @reproduce_failure blob with a failing example.
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from tolerances import assert_close, tol
+from tolerances import tol
 
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 settings.register_profile("ci", deadline=None, derandomize=True, database=None,
@@ -33,7 +33,7 @@ PROFILE = os.environ.get("FASTOPT_FUZZ", "ci")
 if PROFILE not in ("ci", "long"):
     raise ValueError(f"FASTOPT_FUZZ: expected 'ci' or 'long', got {PROFILE!r}")
 #: Examples of the long profile per example of the ci one.
-LONG_FACTOR = 40
+LONG_FACTOR = 20
 
 
 def fuzz(examples: int) -> settings:
@@ -171,39 +171,48 @@ def reference_moves(seed: int) -> list[tuple[Move, Move, Move]]:
             (jitter(rng), jitter(rng), jitter(rng)), (jitter(rng), jitter(rng), jitter(rng))]
 
 
-def assert_close_within_sensitivity(actual: Any, expected: np.ndarray,
-                                    jittered: Sequence[np.ndarray], dtype: Any,
-                                    what: str) -> None:
-    """assert_close, widened element by element by the reference's own sensitivity: twice
-    the largest change of the reference when its inputs move by a few ulps (`jittered`).
+def peak(previous: np.ndarray | None, a: np.ndarray) -> np.ndarray:
+    """The element-wise largest finite magnitude of a along a trajectory so far."""
+    m = np.abs(np.asarray(a, np.float64))
+    m = np.where(np.isfinite(m), m, 0.0)
+    return m if previous is None else np.maximum(previous, m)
 
-    Where the problem is ill-conditioned at the storage precision (a gradient cancelling its
-    weight decay, centered RMSprop's s - ga^2, Adam with beta2 = 0 and eps = 0) a rounding in
-    the last place of any input moves the exact result further than the tolerance table
-    allows, and no float32 kernel can be held to it; elsewhere the spread is far below the
-    tolerance and changes nothing. Elements whose NaN/inf status itself changes under the
-    moves are not compared."""
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected)
-    e = expected.astype(np.float64)
+
+def assert_close_within_sensitivity(actual: Any, expected: np.ndarray,
+                                    jittered: Sequence[np.ndarray], dtype: Any, what: str,
+                                    peaks: np.ndarray | None = None) -> None:
+    """assert_close of the tolerance table, element by element, with two allowances that
+    random trajectories need and fixed test data never meets:
+
+    - atol relative to the largest magnitude the element reached on its way (`peaks`), not
+      only to the final array's (the table's own rule, per element): a param that went to
+      2000 and came back to 0.6 carries rounding errors of order ulp(2000);
+    - plus twice the reference's own sensitivity: the largest change of its result when its
+      inputs move by a few ulps (`jittered`). Where the problem is ill-conditioned at the
+      storage precision (a gradient cancelling its weight decay, centered RMSprop's
+      s - ga^2) a rounding in the last place of an input moves the exact result further than
+      the table allows, and no float32 kernel can be held to it; elsewhere this is far below
+      the tolerance.
+
+    NaN and inf must match, except where the moves themselves change them."""
+    a, e = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    t = tol(dtype)
+    finite = np.isfinite(e)
+    mag = np.where(finite, np.abs(e), 0.0)
+    spread = np.zeros(e.shape)
+    same_kind = np.ones(e.shape, bool)
     with np.errstate(invalid="ignore"):
-        spread = np.zeros(e.shape)
-        same_kind = np.ones(e.shape, bool)
         for j in jittered:
             j = np.asarray(j, np.float64)
-            same_kind &= (np.isnan(j) == np.isnan(e)) & (np.isinf(j) == np.isinf(e))
-            same_kind &= ~np.isinf(e) | (j == e)
-            d = np.abs(j - e)
-            spread = np.maximum(spread, np.where(np.isfinite(d), d, 0.0))
-    t = dict(tol(dtype))
-    finite = np.abs(e[np.isfinite(e)])
-    t["atol"] *= max(1.0, float(finite.max()) if finite.size else 1.0)
-    widened = spread > 0.1 * (t["atol"] + t["rtol"] * np.abs(np.where(np.isfinite(e), e, 0)))
-    plain = same_kind & ~widened
-    assert_close(actual[plain], expected[plain], dtype, what)
-    check = same_kind & widened & np.isfinite(e)
-    if check.any():
-        limit = t["atol"] + t["rtol"] * np.abs(e[check]) + 2 * spread[check]
-        bad = np.abs(actual[check] - e[check]) > limit
-        assert not bad.any(), (f"{what}: {int(bad.sum())} ill-conditioned elements beyond "
-                               f"twice the reference's sensitivity: actual "
-                               f"{actual[check][bad][:5]}, expected {e[check][bad][:5]}")
+            same_kind &= np.where(finite, np.isfinite(j), (j == e) | np.isnan(j) & np.isnan(e))
+            spread = np.maximum(spread, np.where(finite & np.isfinite(j), np.abs(j - e), 0.0))
+        scale = np.maximum(max(1.0, float(mag.max()) if mag.size else 1.0),
+                           0.0 if peaks is None else peaks)
+        limit = t["atol"] * scale + t["rtol"] * mag + 2 * spread
+        ok = np.where(finite, np.abs(a - e) <= limit, (a == e) | np.isnan(a) & np.isnan(e))
+    bad = np.nonzero(~(ok | ~same_kind).reshape(-1))[0]
+    assert bad.size == 0, (
+        f"{what}: {bad.size} of {e.size} elements differ; first at flat indices "
+        f"{bad[:5].tolist()}: actual {a.reshape(-1)[bad[:5]].tolist()}, expected "
+        f"{e.reshape(-1)[bad[:5]].tolist()}, allowed difference "
+        f"{np.broadcast_to(limit, e.shape).reshape(-1)[bad[:5]].tolist()}")
