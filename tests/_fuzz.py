@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from tolerances import tol
 
@@ -58,9 +58,9 @@ dtypes = st.sampled_from(DTYPES)
 
 
 @st.composite
-def shapes(draw: Any, big_one_in: int = 40, max_rank: int = 3) -> tuple[int, ...]:
+def shapes(draw: Any, big_one_in: int = 20, max_rank: int = 3) -> tuple[int, ...]:
     """A shape of rank 0 to max_rank; one draw in `big_one_in` is 1-D and past 65536."""
-    if big_one_in and draw(st.integers(0, big_one_in - 1)) == big_one_in - 1:
+    if big_one_in and draw(st.sampled_from((False,) * (big_one_in - 1) + (True,))):
         return (draw(st.sampled_from(BIG_SIZES)),)
     rank = draw(st.sampled_from([r for r in (1, 1, 1, 2, 2, 0, 3) if r <= max_rank]))
     if rank == 1:
@@ -78,6 +78,21 @@ def dtype_lists(draw: Any, n: int) -> list[np.dtype]:
 
 def numel(shape: Sequence[int]) -> int:
     return int(np.prod(shape, dtype=np.int64))
+
+
+def note(shape_list: Sequence[tuple[int, ...]], dtype_list: Sequence[Any] = (),
+         nonfinite: bool = False) -> None:
+    """Hypothesis events for what an example covers (shown by --hypothesis-show-statistics)."""
+    if any(numel(s) > 65536 for s in shape_list):
+        event("a tensor past 65536 elements")
+    if any(numel(s) == 0 for s in shape_list):
+        event("an empty tensor")
+    if any(len(s) == 0 for s in shape_list):
+        event("a 0-d tensor")
+    if len(set(map(str, dtype_list))) > 1:
+        event("float32 and float64 mixed")
+    if nonfinite:
+        event("NaN/inf placed")
 
 
 # --- values ---------------------------------------------------------------------------------

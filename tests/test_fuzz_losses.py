@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _fuzz import BIG_SIZES, dtypes, fuzz, nonfinite_spots, normal, place, seeds, shapes
+from _fuzz import BIG_SIZES, dtypes, fuzz, nonfinite_spots, normal, note, place, seeds, shapes
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from tolerances import assert_close
@@ -66,6 +66,7 @@ def ce_cases(draw: Any) -> dict[str, Any]:
 def test_cross_entropy_matches_reference(case):
     rng = np.random.default_rng(case["seed"])
     shape, dtype = case["shape"], case["dtype"]
+    note([shape], nonfinite=bool(case["spots"]))
     c = shape[-1]
     x = normal(rng, shape, dtype)
     place([x], case["spots"])
@@ -184,6 +185,7 @@ def _elementwise_data(name: str, shape: tuple[int, ...], dtype: Any,
 @given(case=elementwise_cases())
 def test_elementwise_losses_match_reference(case):
     name, shape, dtype = case["name"], case["shape"], case["dtype"]
+    note([shape], nonfinite=bool(case["spots"]))
     rng = np.random.default_rng(case["seed"])
     x, y = _elementwise_data(name, shape, dtype, rng)
     place([x, y], case["spots"])

@@ -20,6 +20,7 @@ from _fuzz import (
     fuzz,
     nonfinite_spots,
     normal,
+    note,
     peak,
     place,
     reference_moves,
@@ -109,6 +110,7 @@ def check_functional(op: str, data: st.DataObject, backend: str) -> None:
     first = data.draw(st.lists(st.booleans(), min_size=steps, max_size=steps),
                       label="sgd first_step")
     rng = np.random.default_rng(data.draw(seeds, label="seed"))
+    note(shape_list, dts, bool(spots))
 
     slots = _used_slots(op, hyper)
     used = [s for s in slots if s is not None]
@@ -263,6 +265,7 @@ def run_stateful(case: dict[str, Any], make, set_grads, get_param, get_state) ->
     ReferenceModel through the same steps; compares params and every state array."""
     rng = np.random.default_rng(case["seed"])
     op, shape_list, dts = case["op"], case["shapes"], case["dtypes"]
+    note(shape_list, dts, bool(case["spots"]))
     n, split = len(shape_list), case["split"]
     params = [normal(rng, s, dt) for s, dt in zip(shape_list, dts, strict=True)]
     group_of = [0 if k < split else 1 for k in range(n)]
@@ -365,6 +368,7 @@ def clip_cases(draw: Any) -> dict[str, Any]:
 @given(case=clip_cases())
 def test_clip_matches_reference(case):
     rng = np.random.default_rng(case["seed"])
+    note(case["shapes"], case["dtypes"], bool(case["spots"]))
     specs = list(zip(case["shapes"], case["dtypes"], strict=True))
     grads = carve(specs, rng) if case["packed"] else [np.zeros(s, dt) for s, dt in specs]
     for g, (s, dt) in zip(grads, specs, strict=True):
