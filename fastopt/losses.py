@@ -283,7 +283,8 @@ def _elementwise(kind: str, input: Any, target: Any, reduction: str, *, weight: 
     if reduction == "mean":
         scale = 1.0 / n if n else math.nan
     elif reduction == "batchmean":
-        scale = 1.0 / (xs.shape[0] if xs.shape else 1)
+        rows = xs.shape[0] if xs.shape else 1
+        scale = 1.0 / rows if rows else math.nan  # torch: 0 / 0
     else:
         scale = 1.0
     total = b.elementwise_loss(kind, xs, ts, ws, wp, ps, pp, gs, out, param=float(param),
@@ -299,7 +300,7 @@ def _elementwise(kind: str, input: Any, target: Any, reduction: str, *, weight: 
     elif reduction == "sum":
         loss = _round(total, xs.dtype)
     elif n == 0:
-        loss = math.nan
+        loss = math.nan if reduction == "mean" else _round(0.0 * scale, xs.dtype)  # torch's
     else:
         loss = _round(total * scale, xs.dtype)
     return (loss, grad_obj) if return_grad else loss

@@ -27,15 +27,19 @@ def _check_across_groups(plan: list[tuple[int, list[tuple]]]) -> None:
     group's param) would be read after it was updated. Refuse it, as within a group."""
     starts, ends, names = [], [], []
     for gi, calls in plan:
-        for tables, *_ in calls:
+        for tables, _, _, members, _ in calls:
             for t in tables:
                 nbytes = t.nbytes().astype(np.int64)
+                # positions in the group: a subset's tables count within the subset
+                where = t.index if isinstance(members, slice) else np.asarray(members)[t.index]
                 for row, slot in enumerate(t.slots):
                     ptrs = t.ptrs[row].astype(np.int64)
                     used = np.nonzero(ptrs)[0]
                     starts.append(ptrs[used])
                     ends.append(ptrs[used] + nbytes[used])
-                    names += [(gi, slot, int(t.index[k])) for k in used]
+                    names += [(gi, slot, int(where[k])) for k in used]
+    if not starts:
+        return
     hit = _arrays.first_overlap(np.concatenate(starts), np.concatenate(ends))
     if hit is not None:
         (ga, a, i), (gb, b, j) = names[hit[0]], names[hit[1]]
