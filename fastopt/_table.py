@@ -123,6 +123,7 @@ class TensorTable:
         self._span = _as_range(self.index)
         self._others_sorted: tuple | None = None  # (starts, ends, row, ids, rows) cache
         self._objects: dict[str, list[Any]] = {}
+        self._written_objects: list[Any] | None = None  # what bump_versions bumps
         self._ptr_lists: dict[int, tuple[np.ndarray, list[int]]] = {}
         self.trusted_shapes = False  # see _gather_torch
         if self.framework == "torch":
@@ -260,8 +261,10 @@ class TensorTable:
         would), so a graph that saved their old values raises instead of using new ones."""
         if self.framework != "torch":
             return
-        _torch().increment_version([a for slot in self.written if self.specs.get(slot)
-                                    for a in self.objects(slot)])
+        if self._written_objects is None:
+            self._written_objects = [a for slot in self.slots if slot in self.written
+                                     and self.specs.get(slot) for a in self.objects(slot)]
+        _torch().increment_version(self._written_objects)
 
     def _check_row_overlap(self, row: int) -> None:
         n = len(self)

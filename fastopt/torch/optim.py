@@ -69,6 +69,9 @@ def _f(x: Any) -> float:
     return float(x.item()) if isinstance(x, Tensor) else float(x)
 
 
+_grad_of = operator.attrgetter("grad")
+
+
 def _column(states: list[dict[str, Any]], key: str) -> list[Any]:
     """states[i][key] for every i (None where missing), in one C-level pass when none is."""
     try:
@@ -286,7 +289,7 @@ class FusedOptimizer(torch.optim.Optimizer):
     # --- the step -----------------------------------------------------------------------
     def _step_group(self, gi: int, group: dict[str, Any], retry: bool = True) -> None:
         params = group["params"]
-        grads = [p.grad for p in params]
+        grads = list(map(_grad_of, params))
         if all(map(operator.is_not, grads, repeat(None))):
             active = range(len(params))
         else:
@@ -305,10 +308,12 @@ class FusedOptimizer(torch.optim.Optimizer):
         kparams = entry.pick(params)
         state = self.state
         if entry.mark is not None and entry.mark[0] is state and entry.mark[1] == state.changes:
-            rows, step_row = entry.rows, entry.step_row  # no state dict changed since
+            rows, step_row = entry.rows, entry.step_row  # no state dict changed since: these
+            same = True                                   # rows were found current then
         else:
             rows, step_row = self._read_rows(entry, kparams, slots)
-        if not entry.current(step_row, rows):
+            same = False
+        if not same and not entry.current(step_row, rows):
             entry = self._fo_cache[gi] = self._build(group, active, params, slots)
             kparams = entry.pick(params)
             rows, step_row = self._read_rows(entry, kparams, slots)
