@@ -89,6 +89,14 @@ def test_torch_same_address_smaller_storage_is_not_written():
     m.data = torch.zeros(16)
     with pytest.raises(ValueError, match="exp_avg"):
         opt.step()
+    # the same address for certain: a smaller view of the very storage
+    opt = fo.Adam([p], lr=0.1)
+    opt.step()
+    v = opt.state[p]["exp_avg_sq"]
+    v.data = v.data[:16]
+    assert v.data_ptr() == int(opt._fo_cache[0].cache.built[0].ptrs[3][0])
+    with pytest.raises(ValueError, match="exp_avg_sq"):
+        opt.step()
 
 
 def test_numpy_state_entry_replaced_or_resized():
