@@ -117,7 +117,9 @@ class TensorTable:
         self.shape_offsets = np.cumsum([0] + [len(s) for s in shapes], dtype=np.int64)
         self.shape_dims = np.array([d for s in shapes for d in s], dtype=np.int64)
         self.dtype_code = DTYPE_CODES[self.dtype]
-        self.framework = _framework(first[0].obj) if first else "other"
+        # one framework for the whole table, or the generic path (a list may mix them)
+        kinds = {_framework(x.obj) for slot in self.slots for x in (self.specs.get(slot) or ())}
+        self.framework = kinds.pop() if len(kinds) == 1 else "other"
         # NumPy's C++ gather checks C order only; other layouts take the generic path
         self._all_contiguous = all(s.contiguous for s in first)
         self._span = _as_range(self.index)
@@ -259,11 +261,12 @@ class TensorTable:
     def bump_versions(self) -> None:
         """Tell autograd that the written torch tensors changed (as an in-place torch op
         would), so a graph that saved their old values raises instead of using new ones."""
-        if self.framework != "torch":
-            return
         if self._written_objects is None:
             self._written_objects = [a for slot in self.slots if slot in self.written
-                                     and self.specs.get(slot) for a in self.objects(slot)]
+                                     and self.specs.get(slot) for a in self.objects(slot)
+                                     if _framework(a) == "torch"]
+        if not self._written_objects:
+            return
         _torch().increment_version(self._written_objects)
 
     def _check_row_overlap(self, row: int) -> None:

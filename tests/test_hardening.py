@@ -459,3 +459,15 @@ def test_list_arguments_name_themselves():
     p = ones()
     F.sgd_((q for q in [p]), [ones()], lr=0.5)  # any iterable is read once
     np.testing.assert_array_equal(p, 0.5)
+
+
+def test_a_list_mixing_torch_and_numpy_steps_both():
+    # one table may hold both kinds: re-read through the generic path, and only the torch
+    # tensors get a version bump (the fuzz suite found a RuntimeError after the step)
+    ps = [torch.ones(4), ones()]
+    opt = Adam(ps, lr=0.1)
+    for _ in range(3):
+        opt.step([torch.ones(4), ones()])
+    np.testing.assert_allclose(ps[1], 0.7, rtol=1e-6)
+    torch.testing.assert_close(ps[0], torch.full((4,), 0.7))
+    assert ps[0]._version > 0
