@@ -6,8 +6,8 @@ too short, too long or empty) and the call must either
   - raise TypeError/ValueError whose message names the argument and its list index (both
     arguments for aliasing), leaving every array unchanged (no partial update), or
   - where the broken-looking input is in fact fine (a read-only gradient, a one-element strided
-    view, adjacent views of one buffer, a torch tensor on the same device), give the reference's
-    result.
+    view, adjacent views of one buffer, a torch tensor on the same device, a strided layout that
+    fastopt.optim steps through exact copies), give the reference's result.
 
 Never a crash. Covers fastopt.functional, fastopt.optim (construction and step; a refused step
 leaves no trace), fastopt.clip and fastopt.losses. Profiles and strategies: tests/_fuzz.py."""
@@ -62,7 +62,8 @@ BAD_DTYPES = ("int32", "int64", "float16", "bool", "complex64", "uint8", ">f4", 
 
 # What a broken entry must do: "error" (TypeError/ValueError naming it), "ok" (accepted, the
 # reference's result), "alias" (ValueError naming it and the array it shares memory with), or
-# "either" of error and ok (fastopt.optim may step other layouts through exact copies).
+# "either" of error and ok (a layout that fastopt.optim may step through exact copies, or that
+# clipping, element-wise, may clip in place).
 ERROR, OK, ALIAS, EITHER = "error", "ok", "alias", "either"
 
 
@@ -379,12 +380,11 @@ def test_clip_bad_input(shape_list, data, kind, seed, by_norm):
     call = (lambda: clip.clip_grad_norm_(passed, 0.5, 2.0)) if by_norm else \
         (lambda: clip.clip_grad_value_(passed, 0.5))
     accepted, _ = expect(call, outcome, names, passed + grads, f"clip: grad[{i}] {kind}")
-    if accepted:  # (a float64 gradient given as float32 is held to float32's tolerance)
+    if accepted:  # a gradient rounded to float32 moves the joint norm: float32's tolerance
         for k, (got, want) in enumerate(zip(passed, expected, strict=True)):
-            got = np.asarray(_host(got))
-            coarse = np.float32 if np.float32 in (got.dtype, want.dtype) else np.float64
-            assert_close(got.astype(want.dtype), want, coarse, f"clip: grad[{i}] {kind}: "
-                         f"grad[{k}]")
+            coarse = np.float32 if kind == "other float" else want.dtype
+            assert_close(np.asarray(_host(got), want.dtype), want, coarse,
+                         f"clip: grad[{i}] {kind}: grad[{k}]")
 
 
 # --- fastopt.losses ---------------------------------------------------------------------------
