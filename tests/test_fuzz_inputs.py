@@ -6,8 +6,8 @@ too short, too long or empty) and the call must either
   - raise TypeError/ValueError whose message names the argument and its list index (both
     arguments for aliasing), leaving every array unchanged (no partial update), or
   - where the broken-looking input is in fact fine (a read-only gradient, a one-element strided
-    view, adjacent views of one buffer, a torch tensor on the same device), give the reference's
-    result.
+    view, adjacent views of one buffer, a torch tensor on the same device, a strided layout that
+    fastopt.optim steps through exact copies), give the reference's result.
 
 Never a crash. Covers fastopt.functional, fastopt.optim (construction and step; a refused step
 leaves no trace), fastopt.clip and fastopt.losses. Profiles and strategies: tests/_fuzz.py."""
@@ -24,14 +24,19 @@ from typing import Any
 import numpy as np
 import pytest
 from _fuzz import assert_unchanged, dtype_lists, dtypes, fuzz, normal, numel, seeds, shapes
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from tolerances import assert_close
 
+import fastopt._table
 import fastopt.optim
 from fastopt import clip, functional, losses, reference
 
 torch = pytest.importorskip("torch")
+
+#: Pointer tables that bump torch's version counters (since the pointer-table rewrite); see
+#: test_written_list_mixing_numpy_and_torch.
+_BUMPS_TORCH_VERSIONS = hasattr(fastopt._table.TensorTable, "bump_versions")
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -57,7 +62,8 @@ BAD_DTYPES = ("int32", "int64", "float16", "bool", "complex64", "uint8", ">f4", 
 
 # What a broken entry must do: "error" (TypeError/ValueError naming it), "ok" (accepted, the
 # reference's result), "alias" (ValueError naming it and the array it shares memory with), or
-# "either" of error and ok (fastopt.optim may step other layouts through exact copies).
+# "either" of error and ok (a layout that fastopt.optim may step through exact copies, or that
+# clipping, element-wise, may clip in place).
 ERROR, OK, ALIAS, EITHER = "error", "ok", "alias", "either"
 
 
@@ -196,6 +202,8 @@ def test_functional_bad_input(case, data):
         getattr(reference, op)(*[expected[s][k] for s in slots], **hyper)
 
     written = slot not in functional.READ_ONLY
+    # known bug, see test_written_list_mixing_numpy_and_torch
+    assume(not (kind == "torch" and written and _BUMPS_TORCH_VERSIONS))
     args = {s: list(lst) for s, lst in lists.items()}
     names: tuple[str, ...] = (f"{slot}[{i}]",)
     if kind in LIST_BREAKS:
@@ -362,6 +370,8 @@ def test_clip_bad_input(shape_list, data, kind, seed, by_norm):
     new, outcome, partner = break_entry(data.draw, kind, grads[i], True, others)
     if kind == "other float":
         outcome = OK  # float32 and float64 gradients may be mixed
+    if kind == "non-contiguous" and outcome == ERROR:
+        outcome = EITHER  # clipping is element-wise: any dense layout may be clipped in place
     passed = list(grads)
     if isinstance(new, tuple):
         new, passed[partner[1]] = new
@@ -369,10 +379,12 @@ def test_clip_bad_input(shape_list, data, kind, seed, by_norm):
     names = (f"grad[{i}]",) if outcome != ALIAS else (f"grad[{i}]", f"grad[{partner[1]}]")
     call = (lambda: clip.clip_grad_norm_(passed, 0.5, 2.0)) if by_norm else \
         (lambda: clip.clip_grad_value_(passed, 0.5))
-    expect(call, outcome, names, passed + grads, f"clip: grad[{i}] {kind}")
-    if outcome == OK and kind not in ("other float",):
+    accepted, _ = expect(call, outcome, names, passed + grads, f"clip: grad[{i}] {kind}")
+    if accepted:  # a gradient rounded to float32 moves the joint norm: float32's tolerance
         for k, (got, want) in enumerate(zip(passed, expected, strict=True)):
-            assert_close(np.asarray(got, dtype=want.dtype), want, want.dtype, f"grad[{k}]")
+            coarse = np.float32 if kind == "other float" else want.dtype
+            assert_close(np.asarray(_host(got), want.dtype), want, coarse,
+                         f"clip: grad[{i}] {kind}: grad[{k}]")
 
 
 # --- fastopt.losses ---------------------------------------------------------------------------
@@ -523,3 +535,23 @@ def test_aliasing_across_param_groups():
         opt.step([np.ones(4, np.float32), a])
     np.testing.assert_array_equal(a, 1.0)
     np.testing.assert_array_equal(b, 1.0)
+
+
+@pytest.mark.xfail(_BUMPS_TORCH_VERSIONS, strict=True, reason="a written list mixing torch "
+                   "tensors and NumPy arrays (a param or state list of fastopt.functional): the "
+                   "kernel steps, then TensorTable.bump_versions passes the NumPy arrays to "
+                   "torch's increment_version and raises RuntimeError -- an error after a "
+                   "completed update (fastopt/_table.py bump_versions)")
+def test_written_list_mixing_numpy_and_torch():
+    params = [torch.ones(3), np.ones(3, np.float32)]
+    before = [np.array(_host(p)) for p in params]
+    grads = [np.ones(3, np.float32), np.ones(3, np.float32)]
+    try:
+        functional.sgd_(params, grads, lr=0.5)
+    except (TypeError, ValueError) as e:  # refusing the mix is fine, stepping half of it not
+        assert _message_names(e, "param[0]") or _message_names(e, "param[1]"), repr(e)
+        for p, b in zip(params, before, strict=True):
+            np.testing.assert_array_equal(_host(p), b)
+    else:
+        for p in params:
+            np.testing.assert_array_equal(_host(p), 0.5)
