@@ -34,10 +34,6 @@ from fastopt import clip, functional, losses, reference
 
 torch = pytest.importorskip("torch")
 
-#: Pointer tables that bump torch's version counters (since the pointer-table rewrite); see
-#: test_written_list_mixing_numpy_and_torch.
-_BUMPS_TORCH_VERSIONS = hasattr(fastopt._table.TensorTable, "bump_versions")
-
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 #: Hyperparameters under which every state list of each optimizer is used, in argument order
@@ -202,8 +198,6 @@ def test_functional_bad_input(case, data):
         getattr(reference, op)(*[expected[s][k] for s in slots], **hyper)
 
     written = slot not in functional.READ_ONLY
-    # known bug, see test_written_list_mixing_numpy_and_torch
-    assume(not (kind == "torch" and written and _BUMPS_TORCH_VERSIONS))
     args = {s: list(lst) for s, lst in lists.items()}
     names: tuple[str, ...] = (f"{slot}[{i}]",)
     if kind in LIST_BREAKS:
@@ -537,11 +531,6 @@ def test_aliasing_across_param_groups():
     np.testing.assert_array_equal(b, 1.0)
 
 
-@pytest.mark.xfail(_BUMPS_TORCH_VERSIONS, strict=True, reason="a written list mixing torch "
-                   "tensors and NumPy arrays (a param or state list of fastopt.functional): the "
-                   "kernel steps, then TensorTable.bump_versions passes the NumPy arrays to "
-                   "torch's increment_version and raises RuntimeError -- an error after a "
-                   "completed update (fastopt/_table.py bump_versions)")
 def test_written_list_mixing_numpy_and_torch():
     params = [torch.ones(3), np.ones(3, np.float32)]
     before = [np.array(_host(p)) for p in params]
