@@ -53,7 +53,10 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 # this checkout's fastopt (built in place by gpu_check.sh) and its tests' helpers
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+# the tests' helpers first; the checkout's fastopt only where none is installed (an installed
+# package, e.g. CI's wheel, must not be shadowed by a source tree without its extension)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.append(ROOT)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -4,6 +4,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -58,8 +59,10 @@ def _probe(env_changes: dict, *args: str):
         env.pop(k, None) if v is None else env.__setitem__(k, v)
     root = str(pathlib.Path(fastopt.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    # cwd elsewhere: `python -c` puts the working directory first on sys.path, and a source
+    # checkout there (without its built extension) would shadow the fastopt under test
     proc = subprocess.run([sys.executable, "-c", _PROBE, *args], env=env, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, cwd=tempfile.gettempdir())
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 

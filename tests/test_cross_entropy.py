@@ -224,7 +224,7 @@ def test_bad_input_raises_naming_the_argument():
         (dict(logits=x.astype(np.int64)), TypeError, "logits"),
         (dict(logits=x.astype(np.float16)), TypeError, "logits"),
         (dict(logits=np.asfortranarray(np.ones((4, 5), np.float32))), ValueError, "logits"),
-        (dict(logits=np.float32(1.0)), ValueError, "logits"),
+        (dict(logits=np.float32(1.0)), TypeError, "logits: a NumPy scalar"),
         (dict(logits=np.ones((4, 0), np.float32)), ValueError, "logits: the class axis"),
         (dict(logits=np.ones((4, 5, 2), np.float32)), ValueError, "target: class indices"),
         (dict(softcap=-1.0), ValueError, "softcap"),
