@@ -8,47 +8,23 @@ state in place. `backend=` picks the implementation (see fastopt.backends).
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import backends
+from . import backends, ops
 from ._table import TableCache, TensorTable, build_tables
 
 Arrays = Sequence[Any]
 
-#: Pointer-table rows of each optimizer, in the order of csrc/include/fastopt/rules/<op>.h.
-SLOTS: dict[str, tuple[str, ...]] = {
-    "sgd": ("param", "grad", "momentum_buffer"),
-    "adam": ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-    "adagrad": ("param", "grad", "state_sum"),
-    "rmsprop": ("param", "grad", "square_avg", "momentum_buffer", "grad_avg"),
-    "lion": ("param", "grad", "exp_avg"),
-}
+#: Pointer-table rows of each optimizer (param, grad, then its state rows).
+SLOTS: dict[str, tuple[str, ...]] = {name: spec.table_slots for name, spec in ops.REGISTRY.items()}
 #: Rows each optimizer reads only.
 READ_ONLY = {"grad"}
-#: Rows every call of an optimizer needs (the others depend on its options, which each
-#: function below checks): a kernel would dereference a missing row.
-REQUIRED = {
-    "sgd": ("param", "grad"),
-    "adam": ("param", "grad", "exp_avg", "exp_avg_sq"),
-    "adagrad": ("param", "grad", "state_sum"),
-    "rmsprop": ("param", "grad", "square_avg"),
-    "lion": ("param", "grad", "exp_avg"),
-}
 
 
-def _nonneg(name: str, value: float) -> None:
-    if not 0.0 <= value < math.inf:
-        raise ValueError(f"Invalid {name}: {value} (must be a finite number >= 0)")
-
-
-def _beta(name: str, value: float, closed: bool = False) -> None:
-    if not (0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0):
-        raise ValueError(f"Invalid {name}: {value} (must be in [0, 1{']' if closed else ')'})")
-
-
-def _step(step: int) -> None:
+def _step(step: Any) -> None:
     """A step count: a whole number >= 1 (the bias corrections divide by 1 - beta^step)."""
     try:
         ok = not isinstance(step, bool) and step >= 1 and math.isfinite(step) \
@@ -57,50 +33,6 @@ def _step(step: int) -> None:
         ok = False
     if not ok:
         raise ValueError(f"Invalid step: {step!r} (a whole number >= 1; the first step is 1)")
-
-
-def check_sgd(lr: float, momentum: float, dampening: float, weight_decay: float,
-              nesterov: bool, **_: Any) -> None:
-    _nonneg("learning rate", lr)
-    _nonneg("momentum value", momentum)
-    _nonneg("weight_decay value", weight_decay)
-    if not math.isfinite(dampening):
-        raise ValueError(f"Invalid dampening value: {dampening}")
-    if nesterov and (momentum <= 0 or dampening != 0):
-        raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-
-
-def check_adam(lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
-               **_: Any) -> None:
-    _nonneg("learning rate", lr)
-    _nonneg("epsilon value", eps)
-    _beta("beta parameter at index 0", beta1)
-    _beta("beta parameter at index 1", beta2)
-    _nonneg("weight_decay value", weight_decay)
-
-
-def check_adagrad(lr: float, lr_decay: float, weight_decay: float, eps: float,
-                  **_: Any) -> None:
-    _nonneg("learning rate", lr)
-    _nonneg("lr_decay value", lr_decay)
-    _nonneg("weight_decay value", weight_decay)
-    _nonneg("epsilon value", eps)
-
-
-def check_rmsprop(lr: float, alpha: float, eps: float, weight_decay: float, momentum: float,
-                  **_: Any) -> None:
-    _nonneg("learning rate", lr)
-    _nonneg("epsilon value", eps)
-    _nonneg("momentum value", momentum)
-    _nonneg("weight_decay value", weight_decay)
-    _beta("alpha value", alpha, closed=True)
-
-
-def check_lion(lr: float, beta1: float, beta2: float, weight_decay: float, **_: Any) -> None:
-    _nonneg("learning rate", lr)
-    _beta("beta parameter at index 0", beta1, closed=True)
-    _beta("beta parameter at index 1", beta2, closed=True)
-    _nonneg("weight_decay value", weight_decay)
 
 
 def check_step_count(value: Any, where: str) -> float:
@@ -119,8 +51,9 @@ def check_step_count(value: Any, where: str) -> float:
 def tables_for(op: str, arrays: dict[str, Arrays | None],
                required: Sequence[str] | None = None) -> list[TensorTable]:
     """Validated pointer tables for one call of optimizer `op` (`required`: the rows that must
-    be given, by default REQUIRED[op]; the optimizers pass ("param",) to check params alone)."""
-    for slot in REQUIRED[op] if required is None else required:
+    be given, by default params and grads; the optimizers pass ("param",) to check params
+    alone)."""
+    for slot in ("param", "grad") if required is None else required:
         if arrays.get(slot) is None:
             raise ValueError(f"{slot}: required by {op} (got None)")
     slots = SLOTS[op]
@@ -136,96 +69,72 @@ def table_cache(op: str, *, trusted_shapes: bool = False) -> TableCache:
                       trusted_shapes=trusted_shapes)
 
 
-def run(op: str, tables: Sequence[TensorTable], backend: str | None, **hyper: Any) -> None:
+def run(op: str, tables: Sequence[TensorTable], backend: str | None,
+        scalars: ops.Scalars) -> None:
     """Run optimizer `op` over validated tables, each on the backend for its device, then
     bump the autograd version of every torch tensor written (as torch's in-place ops do)."""
     for t in tables:
-        getattr(backends.resolve(backend, t.device[0]), op)(t, **hyper)
+        backends.resolve(backend, t.device[0]).step(op, t, scalars)
     for t in tables:
         t.bump_versions()
 
 
-def sgd_(params: Arrays, grads: Arrays, momentum_buffers: Arrays | None = None, *,
-         lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-         weight_decay: float = 0.0, nesterov: bool = False, maximize: bool = False,
-         first_step: bool = False, backend: str | None = None) -> None:
-    """SGD step in place; see fastopt.reference.sgd for the formula. `momentum_buffers` is
-    required when momentum != 0; with first_step=True the buffers are overwritten with the
-    first update, as torch.optim.SGD initializes them."""
-    check_sgd(lr, momentum, dampening, weight_decay, nesterov)
-    if momentum != 0 and momentum_buffers is None:
-        raise ValueError("momentum_buffers: required when momentum != 0")
-    tables = tables_for("sgd", {"param": params, "grad": grads,
-                                "momentum_buffer": momentum_buffers if momentum != 0 else None})
-    run("sgd", tables, backend, lr=lr, momentum=momentum, dampening=dampening,
-        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize, first_step=first_step)
+def _functional(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> Callable[..., Any]:
+    """functional.<name>_: one in-place step of `spec` over lists of arrays."""
+    defaults = {**spec.defaults, **(alias.defaults if alias else {})}
+    fixed = alias.fixed if alias else {}
+    rows = [f"{s.name}s" for s in spec.slots]
+    extra = tuple(spec.scalar_state)
+
+    def step_(params: Arrays, grads: Arrays, *state: Arrays | None, step: int | None = None,
+              first_step: bool = False, backend: str | None = None, **kw: Any) -> Any:
+        if len(state) > len(rows):
+            raise TypeError(f"{name}_() takes {2 + len(rows)} lists of arrays "
+                            f"(params, grads, {', '.join(rows)}), got {2 + len(state)}")
+        scalar_state = {k: kw.pop(k) for k in extra if k in kw}
+        unknown = set(kw) - set(defaults)
+        if unknown:
+            raise TypeError(f"{name}_() got unexpected keyword arguments {sorted(unknown)}")
+        group = {**defaults, **kw, **fixed}
+        spec.validate(group)
+        if spec.uses_step:
+            _step(step)
+        needed = spec.state_slots(group)
+        arrays: dict[str, Arrays | None] = {"param": params, "grad": grads}
+        for slot, arg, given in zip(spec.slots, rows, (*state, *[None] * len(rows)),
+                                    strict=False):
+            if slot.name in needed and given is None:
+                raise ValueError(f"{arg}: required by {name}_ with these options")
+            arrays[slot.name] = given if slot.name in needed else None
+        tables = tables_for(spec.name, arrays)
+        scalars = spec.prepare(group, float(step or 0), first_step, scalar_state)
+        run(spec.name, tables, backend, scalars)
+        return scalars.after or None
+
+    optional = {s.name for s in spec.slots if s.when is not None}
+    P = inspect.Parameter
+    params = [P("params", P.POSITIONAL_OR_KEYWORD), P("grads", P.POSITIONAL_OR_KEYWORD)]
+    params += [P(r, P.POSITIONAL_OR_KEYWORD, default=None) if s.name in optional
+               else P(r, P.POSITIONAL_OR_KEYWORD) for r, s in zip(rows, spec.slots, strict=True)]
+    if spec.uses_step:
+        params.append(P("step", P.KEYWORD_ONLY))
+    if spec.fresh_flag:
+        params.append(P("first_step", P.KEYWORD_ONLY, default=False))
+    params += [P(k, P.KEYWORD_ONLY, default=s.init) for k, s in spec.scalar_state.items()]
+    params += [P(k, P.KEYWORD_ONLY, default=v) for k, v in defaults.items() if k not in fixed]
+    params.append(P("backend", P.KEYWORD_ONLY, default=None))
+    step_.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    step_.__name__ = step_.__qualname__ = f"{name}_"
+    rows_doc = ", ".join(rows)
+    step_.__doc__ = (f"One {alias.cls if alias else spec.cls} step in place over lists of "
+                     f"arrays (params, grads, {rows_doc}); formula: fastopt.reference."
+                     f"{spec.name}.\n\n    " + (alias.doc if alias and alias.doc else spec.doc)
+                     + ("\n\n    Returns the scalar state after the step: "
+                        f"{', '.join(extra)}." if extra else ""))
+    return step_
 
 
-def adam_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays,
-          max_exp_avg_sqs: Arrays | None = None, *, step: int, lr: float = 1e-3,
-          beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-          weight_decay: float = 0.0, decoupled: bool = False, amsgrad: bool = False,
-          maximize: bool = False, bias_correction: bool = True, eps_inside_sqrt: bool = False,
-          backend: str | None = None) -> None:
-    """Adam step in place (AdamW with decoupled=True); see fastopt.reference.adam."""
-    check_adam(lr, beta1, beta2, eps, weight_decay)
-    _step(step)
-    if amsgrad and max_exp_avg_sqs is None:
-        raise ValueError("max_exp_avg_sqs: required when amsgrad=True")
-    tables = tables_for("adam", {"param": params, "grad": grads, "exp_avg": exp_avgs,
-                                 "exp_avg_sq": exp_avg_sqs,
-                                 "max_exp_avg_sq": max_exp_avg_sqs if amsgrad else None})
-    run("adam", tables, backend, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-        weight_decay=weight_decay, decoupled=decoupled, amsgrad=amsgrad, maximize=maximize,
-        bias_correction=bias_correction, eps_inside_sqrt=eps_inside_sqrt)
+for _cls, _spec, _alias in ops.classes():
+    globals()[f"{_cls.lower()}_"] = _functional(_cls.lower(), _spec, _alias)
 
-
-def adamw_(params: Arrays, grads: Arrays, exp_avgs: Arrays, exp_avg_sqs: Arrays,
-           max_exp_avg_sqs: Arrays | None = None, *, step: int, lr: float = 1e-3,
-           weight_decay: float = 1e-2, **kwargs: Any) -> None:
-    """AdamW step in place: adam_ with decoupled weight decay (default 1e-2, as torch)."""
-    adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step=step, lr=lr,
-          weight_decay=weight_decay, decoupled=True, **kwargs)
-
-
-def adagrad_(params: Arrays, grads: Arrays, state_sums: Arrays, *, step: int,
-             lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
-             eps: float = 1e-10, maximize: bool = False, backend: str | None = None) -> None:
-    """Adagrad step in place; see fastopt.reference.adagrad."""
-    check_adagrad(lr, lr_decay, weight_decay, eps)
-    _step(step)
-    tables = tables_for("adagrad", {"param": params, "grad": grads, "state_sum": state_sums})
-    run("adagrad", tables, backend, step=step, lr=lr, lr_decay=lr_decay,
-        weight_decay=weight_decay, eps=eps, maximize=maximize)
-
-
-def rmsprop_(params: Arrays, grads: Arrays, square_avgs: Arrays,
-             momentum_buffers: Arrays | None = None, grad_avgs: Arrays | None = None, *,
-             lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-             weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
-             maximize: bool = False, backend: str | None = None) -> None:
-    """RMSprop step in place; see fastopt.reference.rmsprop."""
-    check_rmsprop(lr, alpha, eps, weight_decay, momentum)
-    if momentum > 0 and momentum_buffers is None:
-        raise ValueError("momentum_buffers: required when momentum > 0")
-    if centered and grad_avgs is None:
-        raise ValueError("grad_avgs: required when centered=True")
-    tables = tables_for("rmsprop", {
-        "param": params, "grad": grads, "square_avg": square_avgs,
-        "momentum_buffer": momentum_buffers if momentum > 0 else None,
-        "grad_avg": grad_avgs if centered else None})
-    run("rmsprop", tables, backend, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-        momentum=momentum, centered=centered, maximize=maximize)
-
-
-def lion_(params: Arrays, grads: Arrays, exp_avgs: Arrays, *, lr: float = 1e-4,
-          beta1: float = 0.9, beta2: float = 0.99, weight_decay: float = 0.0,
-          maximize: bool = False, backend: str | None = None) -> None:
-    """Lion step in place; see fastopt.reference.lion."""
-    check_lion(lr, beta1, beta2, weight_decay)
-    tables = tables_for("lion", {"param": params, "grad": grads, "exp_avg": exp_avgs})
-    run("lion", tables, backend, lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay,
-        maximize=maximize)
-
-
-__all__ = ["adagrad_", "adam_", "adamw_", "lion_", "rmsprop_", "sgd_"]
+__all__ = [f"{c.lower()}_" for c, _, _ in ops.classes()]

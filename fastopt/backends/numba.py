@@ -1,6 +1,6 @@
-"""Numba CPU backend: the scalar rules of fastopt._numba_rules compiled with
-@njit(parallel=True, cache=True); one launch per pointer table, its tensors split into fixed
-16K-element chunks spread over the threads as csrc/cpu does (fastopt/_numba_cpu.py).
+"""Numba CPU backend: the rules of fastopt/ops/<op>.py compiled with @njit(parallel=True,
+cache=True) into one driver template; one launch per pointer table, its tensors split into
+fixed 16K-element chunks spread over the threads as csrc/cpu does (_numba_cpu.py).
 
 Compiled kernels are cached on disk (Numba's cache, next to this file or in
 NUMBA_CACHE_DIR); `compile_times()` reports what the first call of each kernel cost in this
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _numba_rules as R
+from .. import ops
 from .._arrays import cpu_view
 from .._table import TensorTable
 
@@ -29,9 +29,11 @@ _error = ""
 def _get() -> dict[str, Any]:
     global _kernels
     if _kernels is None:
-        from .. import _numba_cpu
+        from . import _numba_cpu
 
-        _kernels = _numba_cpu.KERNELS
+        _kernels = dict(_numba_cpu.KERNELS)
+        for spec in ops.REGISTRY.values():
+            _kernels[spec.name] = _numba_cpu.optimizer_kernel(spec)
     return _kernels
 
 
@@ -77,6 +79,11 @@ def _chunk_starts(numel: np.ndarray) -> np.ndarray:
     return first
 
 
+def _math_dtype(storage: str) -> type:
+    """float32 math for float32 and 16-bit storage, float64 for float64 (as csrc: math_t)."""
+    return np.float64 if storage == "float64" else np.float32
+
+
 _DUMMY: dict[str, np.ndarray] = {}
 
 
@@ -98,27 +105,17 @@ class NumbaBackend:
         return True, f"Numba {numba.__version__} @njit(parallel), {numba.get_num_threads()} threads"
 
     def _run(self, name: str, t: TensorTable, *consts: Any, out: np.ndarray | None = None) -> None:
-        """One launch of kernel `name` over the whole table (see fastopt._numba_cpu)."""
+        """One launch of kernel `name` over the whole table (see _numba_cpu)."""
         first = _chunk_starts(t.numel)
         if first[-1] == 0:
             return
         args = (t.ptrs, first, t.numel, _dummy(t.dtype), *consts)
         _timed(name, _get()[name], *args, *(() if out is None else (out,)))
 
-    def sgd(self, t: TensorTable, **h: Any) -> None:
-        self._run("sgd", t, R.sgd_consts(np.dtype(t.dtype), **h))
-
-    def adam(self, t: TensorTable, **h: Any) -> None:
-        self._run("adam", t, R.adam_consts(np.dtype(t.dtype), **h))
-
-    def adagrad(self, t: TensorTable, **h: Any) -> None:
-        self._run("adagrad", t, R.adagrad_consts(np.dtype(t.dtype), **h))
-
-    def rmsprop(self, t: TensorTable, **h: Any) -> None:
-        self._run("rmsprop", t, R.rmsprop_consts(np.dtype(t.dtype), **h))
-
-    def lion(self, t: TensorTable, **h: Any) -> None:
-        self._run("lion", t, *R.lion_consts(np.dtype(t.dtype), **h))
+    def step(self, op: str, t: TensorTable, scalars: ops.Scalars) -> None:
+        spec = ops.get(op)
+        math = np.float64 if spec.math == "float64" else _math_dtype(t.dtype)
+        self._run(op, t, scalars.vector.astype(math))
 
     def norm_sum(self, t: TensorTable, norm_type: float) -> float:
         kind = {2.0: 0, 1.0: 1, float("inf"): 2}.get(float(norm_type), 3)

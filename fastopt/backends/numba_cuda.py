@@ -1,6 +1,6 @@
-"""Numba-CUDA backend: the scalar rules of fastopt._numba_rules compiled with numba.cuda.jit,
-for GPU support without a CUDA build of fastopt. One launch per pointer table (all its tensors,
-metadata copied once; fastopt/_numba_cuda.py), on the arrays' current stream; float32,
+"""Numba-CUDA backend: the rules of fastopt/ops/<op>.py compiled with numba.cuda.jit, for GPU
+support without a CUDA build of fastopt. One launch per pointer table (all its tensors,
+metadata copied once; _numba_cuda.py), on the arrays' current stream; float32,
 float64 and float16 storage (float32 math for float16).
 
 Kernels are cached on disk (cache=True); `compile_times()` reports what the first call of each
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _numba_rules as R
+from .. import ops
 from .._arrays import cpu_view, cuda_stream
 from .._table import TensorTable
 
@@ -47,9 +47,11 @@ def _simulated() -> bool:
 def _get() -> dict[str, Any]:
     global _kernels
     if _kernels is None:
-        from .. import _numba_cuda
+        from . import _numba_cuda
 
-        _kernels = _numba_cuda.KERNELS
+        _kernels = dict(_numba_cuda.KERNELS)
+        for spec in ops.REGISTRY.values():
+            _kernels[spec.name] = _numba_cuda.optimizer_kernel(spec)
     return _kernels
 
 
@@ -187,7 +189,7 @@ class NumbaCudaBackend:
         _compile_times[key] = time.perf_counter() - t0
 
     def _metadata(self, t: TensorTable, cap: int, stream: Any) -> tuple[Any, Any, Any, int]:
-        """(ptrs, first, numel, grid) of one launch over the table (see fastopt._numba_cuda):
+        """(ptrs, first, numel, grid) of one launch over the table (see _numba_cuda):
         tensor t gets min(ceil(numel / 256), cap) blocks. One host-to-device copy of int64s."""
         n = len(t)
         blocks = np.minimum((t.numel + 255) // 256, cap)
@@ -216,20 +218,9 @@ class NumbaCudaBackend:
             self._call(_get()[name], name, t.dtype, grid, stream,
                        (ptrs, first, numel, self._dummy(t.dtype, t.device[1]), *consts))
 
-    def sgd(self, t: TensorTable, **h: Any) -> None:
-        self._launch("sgd", t, (R.sgd_consts(_math_dtype(t.dtype), **h),))
-
-    def adam(self, t: TensorTable, **h: Any) -> None:
-        self._launch("adam", t, (R.adam_consts(_math_dtype(t.dtype), **h),))
-
-    def adagrad(self, t: TensorTable, **h: Any) -> None:
-        self._launch("adagrad", t, (R.adagrad_consts(_math_dtype(t.dtype), **h),))
-
-    def rmsprop(self, t: TensorTable, **h: Any) -> None:
-        self._launch("rmsprop", t, (R.rmsprop_consts(_math_dtype(t.dtype), **h),))
-
-    def lion(self, t: TensorTable, **h: Any) -> None:
-        self._launch("lion", t, R.lion_consts(_math_dtype(t.dtype), **h))
+    def step(self, op: str, t: TensorTable, scalars: ops.Scalars) -> None:
+        math = np.float64 if ops.get(op).math == "float64" else _math_dtype(t.dtype)
+        self._launch(op, t, (scalars.vector.astype(math),))
 
     def scale(self, t: TensorTable, coef: float) -> None:
         self._launch("scale", t, (np.array([coef], dtype=_math_dtype(t.dtype)),))

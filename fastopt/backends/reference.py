@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import ops
 from .. import reference as ref
 from .._arrays import cpu_view
 from .._table import TensorTable
@@ -21,25 +22,11 @@ class ReferenceBackend:
         n = int(table.numel[k])
         return [None if p == 0 else cpu_view(int(p), n, table.dtype) for p in table.ptrs[:, k]]
 
-    def _each(self, fn, table: TensorTable, **hyper: Any) -> None:
+    def step(self, op: str, table: TensorTable, scalars: ops.Scalars) -> None:
+        spec = ops.get(op)
+        kw = spec.reference_kwargs(scalars)
         for k in range(len(table)):
-            views = self._views(table, k)
-            fn(*views, **hyper)
-
-    def sgd(self, table: TensorTable, **h: Any) -> None:
-        self._each(ref.sgd, table, **h)
-
-    def adam(self, table: TensorTable, **h: Any) -> None:
-        self._each(ref.adam, table, **h)
-
-    def adagrad(self, table: TensorTable, **h: Any) -> None:
-        self._each(ref.adagrad, table, **h)
-
-    def rmsprop(self, table: TensorTable, **h: Any) -> None:
-        self._each(ref.rmsprop, table, **h)
-
-    def lion(self, table: TensorTable, **h: Any) -> None:
-        self._each(ref.lion, table, **h)
+            spec.reference(*self._views(table, k), **kw)
 
     def norm_sum(self, table: TensorTable, norm_type: float) -> float:
         import numpy as np

@@ -2,13 +2,15 @@
 
     opt = fastopt.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
     opt.step(grads)        # one grad per param, in param-group order
+
+One class per optimizer of fastopt.ops.REGISTRY (and its aliases, such as AdamW), made by
+`make_class`: torch.optim's constructor signature and defaults, plus l1, l1_mode and backend.
 """
 
-from .adagrad import Adagrad
-from .adam import Adam, AdamW
-from .lion import Lion
-from .optimizer import Optimizer
-from .rmsprop import RMSprop
-from .sgd import SGD
+from .. import ops
+from .optimizer import Optimizer, make_class
 
-__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Lion", "Optimizer", "RMSprop"]
+for _name, _spec, _alias in ops.classes():
+    globals()[_name] = make_class(_name, _spec, _alias)
+
+__all__ = ["Optimizer", *(name for name, _, _ in ops.classes())]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import inspect
+import math
 import operator
 from collections.abc import Iterable, Sequence
 from itertools import repeat
@@ -10,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import _arrays, backends
+from .. import _arrays, backends, ops
 from .. import functional as F
 from .._table import MissingGrad, TableCache, TensorTable
 
@@ -49,7 +51,17 @@ def _check_across_groups(plan: list[tuple[int, list[tuple]]]) -> None:
 
 
 def _clone(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj
     return obj.clone() if hasattr(obj, "clone") else obj.copy()
+
+
+def _scalar(value: Any) -> float:
+    """A saved scalar state value (a number or a one-element tensor, as torch saves them)."""
+    try:
+        return float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"scalar state {value!r} is not a number") from None
 
 
 def _dense_copy(a: Any) -> Any:
@@ -97,12 +109,13 @@ class Optimizer:
     are noticed. Copies (copy.deepcopy, pickle) carry no pointers: they rebuild their own.
     """
 
-    op: ClassVar[str]
-    #: torch.optim options of the same algorithm that this class fixes (checked by _check)
-    torch_keys: ClassVar[frozenset[str]] = frozenset()
+    spec: ClassVar[ops.OpSpec]
+    #: hyperparameters this class fixes (AdamW: decoupled_weight_decay=True)
+    fixed: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], *,
                  backend: str | None = None) -> None:
+        self.op = self.spec.name
         self.defaults = dict(defaults)
         self.backend = backend
         self.param_groups: list[dict[str, Any]] = []
@@ -121,21 +134,20 @@ class Optimizer:
         for group in groups:
             self.add_param_group(group)
 
-    # --- subclass interface -------------------------------------------------------------
     def _check(self, group: dict[str, Any]) -> None:
         """Raise ValueError for invalid hyperparameters (as torch does)."""
-        raise NotImplementedError
+        self.spec.validate(group)
+        for key, value in self.fixed.items():
+            # torch.optim's checkpoints carry such flags: refuse one for the other class
+            if group.get(key, value) != value:
+                raise ValueError(f"{key}={group[key]} does not match {type(self).__name__}")
 
     def _state_slots(self, group: dict[str, Any]) -> tuple[str, ...]:
         """The state arrays this group's options need, named as the kernel's table rows."""
-        raise NotImplementedError
+        return self.spec.state_slots(group)
 
     def _init_value(self, slot: str, group: dict[str, Any]) -> float:
-        return 0.0
-
-    def _hyper(self, group: dict[str, Any], step: int, fresh: frozenset[str]) -> dict[str, Any]:
-        """Keyword arguments of the backend kernel for one step of `group`."""
-        raise NotImplementedError
+        return self.spec.init_value(slot, group)
 
     # --- param groups ------------------------------------------------------------------
     def add_param_group(self, group: dict[str, Any]) -> None:
@@ -234,6 +246,9 @@ class Optimizer:
         steps = self._steps[gi]
         if not (steps == steps[0]).all():
             return None
+        if self.spec.scalar_state and len({tuple(self._scalar_state(gi, k).values())
+                                           for k in range(len(steps))}) > 1:
+            return None
         fresh = set()
         for slot, mask in self._fresh[gi].items():
             if mask.all():
@@ -275,7 +290,7 @@ class Optimizer:
             _check_across_groups(plan)
         for gi, calls in plan:
             for tables, step, fresh, members, copies in calls:
-                self._run(self.param_groups[gi], tables, step, fresh)
+                self._run(gi, tables, step, fresh, members)
                 for user, copy_ in copies:
                     _arrays.copy_into(user, copy_)
                 self._steps[gi][members] += 1
@@ -287,13 +302,14 @@ class Optimizer:
         are laid out so that the kernel cannot walk them in place: one set of freshly validated
         tables per (step, fresh slots), over exact copies where needed (see _walkable)."""
         group, states = self.param_groups[gi], self.state[gi]
-        by_key: dict[tuple[int, frozenset[str]], list[int]] = {}
+        by_key: dict[tuple[int, frozenset[str], tuple], list[int]] = {}
         for k, g in enumerate(gs):
             if g is not None:
                 fresh = frozenset(s for s, m in self._fresh[gi].items() if m[k])
-                by_key.setdefault((int(self._steps[gi][k]), fresh), []).append(k)
+                key = (int(self._steps[gi][k]), fresh, tuple(self._scalar_state(gi, k).values()))
+                by_key.setdefault(key, []).append(k)
         calls = []
-        for (step, fresh), ks in by_key.items():
+        for (step, fresh, _), ks in by_key.items():
             arrays: dict[str, Any] = {"param": [group["params"][k] for k in ks],
                                       "grad": [gs[k] for k in ks]}
             for slot in slots:
@@ -303,9 +319,19 @@ class Optimizer:
             calls.append((F.tables_for(self.op, arrays), step + 1, fresh, np.array(ks), copies))
         return calls
 
-    def _run(self, group: dict[str, Any], tables: list[TensorTable], step: int,
-             fresh: frozenset[str]) -> None:
-        F.run(self.op, tables, self.backend, **self._hyper(group, step, fresh))
+    def _scalar_state(self, gi: int, k: int) -> dict[str, float]:
+        st = self.state[gi][k]
+        return {key: float(st.get(key, s.init)) for key, s in self.spec.scalar_state.items()}
+
+    def _run(self, gi: int, tables: list[TensorTable], step: int, fresh: frozenset[str],
+             members: Any) -> None:
+        group = self.param_groups[gi]
+        first = int(np.arange(len(group["params"]))[members][0])
+        scalars = self.spec.prepare(group, step, bool(fresh), self._scalar_state(gi, first))
+        F.run(self.op, tables, self.backend, scalars)
+        if scalars.after:
+            for k in np.arange(len(group["params"]))[members]:
+                self.state[gi][int(k)].update(scalars.after)
 
     # --- checkpoints -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -343,7 +369,7 @@ class Optimizer:
                 raise ValueError(f"param group {gi}: state_dict has {len(saved['params'])} "
                                  f"parameters, this optimizer has {len(group['params'])}")
             hyper = {k: v for k, v in saved.items() if k != "params" and k not in TORCH_FLAGS}
-            unknown = set(hyper) - set(self.defaults) - SCHEDULE_KEYS - self.torch_keys
+            unknown = set(hyper) - set(self.defaults) - SCHEDULE_KEYS - set(self.fixed)
             if unknown:
                 raise ValueError(f"param group {gi}: unknown hyperparameters "
                                  f"{sorted(unknown)} for {type(self).__name__}")
@@ -361,7 +387,11 @@ class Optimizer:
                 if "step" in entry:
                     F.check_step_count(entry["step"], f"state of parameter {idx}")
                 for key, value in entry.items():
-                    if key != "step" and value is not None and tuple(value.shape) != tuple(p.shape):
+                    if key in self.spec.scalar_state:
+                        if not math.isfinite(_scalar(value)):
+                            raise ValueError(f"state of parameter {idx}: {key} is not finite")
+                    elif key != "step" and value is not None and \
+                            tuple(value.shape) != tuple(p.shape):
                         raise ValueError(f"state of parameter {idx}: {key} has shape "
                                          f"{tuple(value.shape)}, parameter has {tuple(p.shape)}")
         # everything checked: now change nothing but contents
@@ -376,6 +406,8 @@ class Optimizer:
                 for key, value in saved_state.get(idx, {}).items():
                     if key == "step":
                         self._steps[gi][k] = int(float(value))
+                    elif key in self.spec.scalar_state:
+                        st[key] = _scalar(value)
                     elif value is not None:
                         if st.get(key) is None:
                             st[key] = _arrays.zeros_like(group["params"][k])
@@ -389,7 +421,7 @@ class Optimizer:
         return {**self.__dict__, "_caches": [None] * len(self._caches)}
 
     def _all_state_slots(self) -> tuple[str, ...]:
-        return F.SLOTS[self.op][2:]
+        return (*(slot.name for slot in self.spec.slots), *self.spec.scalar_state)
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -397,3 +429,26 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params"]
         return "\n".join(lines) + "\n)"
+
+
+def make_class(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> type[Optimizer]:
+    """The fastopt.optim class `name` of `spec`: its constructor takes torch.optim's
+    hyperparameters (order, defaults), l1, l1_mode and backend."""
+    sig = ops.signature(spec, alias, {"backend": None})
+    fixed = dict(alias.fixed) if alias else {}
+
+    def __init__(self: Optimizer, *args: Any, **kwargs: Any) -> None:
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        hyper = dict(bound.arguments)
+        params, backend = hyper.pop("params"), hyper.pop("backend")
+        if "betas" in hyper:
+            hyper["betas"] = tuple(hyper["betas"])
+        Optimizer.__init__(self, params, {**hyper, **fixed}, backend=backend)
+
+    __init__.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+                    *sig.parameters.values()])
+    return type(name, (Optimizer,), {"__init__": __init__, "spec": spec, "fixed": fixed,
+                                     "__doc__": ops.class_doc(spec, alias),
+                                     "__module__": "fastopt.optim"})

@@ -10,7 +10,7 @@ fastopt's fused kernels on the tensors' own memory.
 
 from __future__ import annotations
 
-from . import functional, nn
+from . import functional, nn, optim
 from .clip import clip_grad_norm_
 from .functional import (
     binary_cross_entropy,
@@ -24,9 +24,11 @@ from .functional import (
     mse_loss,
     smooth_l1_loss,
 )
-from .optim import SGD, Adagrad, Adam, AdamW, FusedOptimizer, Lion, RMSprop
+from .optim import FusedOptimizer
 
-__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "FusedOptimizer", "Lion", "RMSprop",
-           "binary_cross_entropy", "binary_cross_entropy_with_logits", "clip_grad_norm_",
+# one class per optimizer of fastopt.ops.REGISTRY (fastopt.torch.optim.make_class)
+globals().update({name: getattr(optim, name) for name in optim.__all__})
+
+__all__ = [*optim.__all__, "FusedOptimizer", "binary_cross_entropy", "binary_cross_entropy_with_logits", "clip_grad_norm_",
            "cross_entropy", "functional", "fused_losses_available", "huber_loss", "kl_div",
            "l1_loss", "linear_cross_entropy", "mse_loss", "nn", "smooth_l1_loss"]

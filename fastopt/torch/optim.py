@@ -37,6 +37,7 @@ a buffer the first time they are stepped.
 
 from __future__ import annotations
 
+import inspect
 import math
 import operator
 import sys
@@ -50,14 +51,11 @@ from torch import Tensor
 
 from .. import backends
 from .. import functional as F
+from .. import ops
 from .._arrays import describe
 from .._table import SUPPORTED_DTYPES, TableCache
 from ._state import ParamState, TrackedState
 
-__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Lion", "RMSprop"]
-
-#: table slot -> key of torch's per-param state dict
-_STATE_KEY = {"state_sum": "sum"}
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -67,6 +65,28 @@ def _scalar_dtype() -> torch.dtype:
 
 def _f(x: Any) -> float:
     return float(x.item()) if isinstance(x, Tensor) else float(x)
+
+
+def _plain(group: dict[str, Any]) -> dict[str, Any]:
+    """A param group's hyperparameters as plain numbers (torch allows tensor lr and betas)."""
+    out = {k: v for k, v in group.items() if k != "params"}
+    for k, v in out.items():
+        if isinstance(v, Tensor):
+            out[k] = _f(v)
+        elif k == "betas":
+            out[k] = tuple(_f(b) for b in v)
+    return out
+
+
+def _finite(value: Any, key: str, where: str) -> float:
+    """A saved scalar state value (NAdam's mu_product): a finite number."""
+    try:
+        x = _f(value)
+    except (TypeError, ValueError, RuntimeError):
+        x = math.nan
+    if not math.isfinite(x):
+        raise ValueError(f"{where}: {key} {value!r} is not a finite number")
+    return x
 
 
 _grad_of = operator.attrgetter("grad")
@@ -133,29 +153,33 @@ class _Entry:
     fastopt._table)."""
 
     def __init__(self, slots: tuple[str, ...], params: list[Tensor], fast: list[int] | None,
-                 torch_params: list[Tensor], cache: TableCache, steps: Tensor | None,
-                 step_views: list[Tensor], fresh: list[bool], plain: bool) -> None:
+                 torch_params: list[Tensor], cache: TableCache, counters: dict[str, Tensor],
+                 counter_views: dict[str, list[Tensor]], fresh: list[bool], plain: bool) -> None:
         self.slots = slots
         self.params = params
         self.fast = fast
         self.torch_params = torch_params
         self.plain = plain  # kernel-stepped params as they are: the cached tables serve them
         self.cache = cache
-        self.steps = steps
-        self.step_views = step_views
+        # 'step' and the op's scalar state (NAdam's 'mu_product'): one buffer each, whose
+        # elements are the params' state tensors
+        self.counters = counters
+        self.counter_views = counter_views
+        self.steps = counters.get("step")
         self.fresh = fresh  # per kernel-stepped param: state created at this step (SGD)
         self.mixed_fresh = len(set(fresh)) > 1
         # the state rows as last read, and the state's change count then (TrackedState)
         self.rows: dict[str, list[Any]] = {}
-        self.step_row: list[Any] | None = None
+        self.counter_rows: dict[str, list[Any]] = {}
         self.mark: tuple[Any, int] | None = None
 
     def holds(self, slots: tuple[str, ...], params: list[Tensor]) -> bool:
         return (slots == self.slots and len(params) == len(self.params)
                 and all(map(operator.is_, params, self.params)))
 
-    def current(self, step_row: list[Any] | None, rows: dict[str, list[Any]]) -> bool:
-        return ((step_row is None or all(map(operator.is_, step_row, self.step_views)))
+    def current(self, counter_rows: dict[str, list[Any]], rows: dict[str, list[Any]]) -> bool:
+        return (all(all(map(operator.is_, row, self.counter_views[k]))
+                    for k, row in counter_rows.items())
                 and all(all(map(operator.is_not, row, repeat(None))) for row in rows.values()))
 
     def pick(self, items: list[Any]) -> list[Any]:
@@ -167,20 +191,39 @@ class FusedOptimizer(torch.optim.Optimizer):
     subclass that also derives from a torch.optim class hands what the kernels cannot step to
     that class's own step."""
 
-    op: ClassVar[str]
-    has_step: ClassVar[bool] = True  # keeps torch's state['step']
-    first_step_flag: ClassVar[bool] = False  # the kernel initializes new state itself (SGD)
+    spec: ClassVar[ops.OpSpec]
+    #: hyperparameters of fastopt's that torch's implementation of the algorithm lacks, with
+    #: their defaults: a group that sets one cannot be handed to torch's step
+    extras: ClassVar[dict[str, Any]] = {}
 
-    # --- subclass interface -------------------------------------------------------------
+    @property
+    def op(self) -> str:
+        return self.spec.name
+
+    def _counter_keys(self) -> tuple[str, ...]:
+        return (("step",) if self.spec.has_step else ()) + tuple(self.spec.scalar_state)
+
     def _slots(self, group: dict[str, Any]) -> tuple[str, ...]:
         """The state tensors this group's options need, named as the kernel's table rows."""
-        raise NotImplementedError
+        return self.spec.state_slots(group)
 
-    def _init_value(self, slot: str, group: dict[str, Any]) -> float:
-        return 0.0
-
-    def _hyper(self, group: dict[str, Any], step: float, fresh: bool) -> dict[str, Any]:
-        raise NotImplementedError
+    def _scalars(self, group: dict[str, Any], step: float, fresh: bool, entry: _Entry,
+                 members: list[int] | None = None) -> ops.Scalars:
+        """The scalars of one kernel call over the entry's params (`members`: a subset), the
+        op's scalar state advanced in its tensors' dtype, as torch.optim does."""
+        plain = _plain(group)
+        before, after = {}, {}
+        for key, rule in self.spec.scalar_state.items():
+            buf = entry.counters[key]
+            first = 0 if members is None else members[0]
+            before[key] = float(buf[first])
+            if members is None:
+                buf.mul_(rule.factor(plain, step))
+            else:
+                idx = torch.tensor(members)
+                buf.index_copy_(0, idx, buf[idx] * rule.factor(plain, step))
+            after[key] = float(buf[first])
+        return self.spec.prepare(plain, step, fresh, before, after)
 
     # --- torch.optim.Optimizer overrides ------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -259,6 +302,15 @@ class FusedOptimizer(torch.optim.Optimizer):
         if why is not None:
             self._warn_once(why)
 
+    def _check_handover(self, group: dict[str, Any], why: str) -> None:
+        """Refuse, before anything is stepped, to hand a group that sets one of fastopt's own
+        hyperparameters (l1, ...) to torch's step, which would ignore it."""
+        changed = sorted(k for k, v in self.extras.items() if group.get(k, v) != v)
+        if changed:
+            raise ValueError(f"fastopt.torch.{type(self).__name__}: {why} must be stepped by "
+                             f"torch.optim.{type(self).__name__}'s own implementation, which "
+                             f"has no {', '.join(changed)}")
+
     def _warn_once(self, why: str) -> None:
         warned = self.__dict__.setdefault("_fo_warned", set())
         if why not in warned:
@@ -299,6 +351,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             params = [params[i] for i in active]
             grads = [grads[i] for i in active]
         if group.get("differentiable") and self._torch_step_fn() is not None:
+            self._check_handover(group, "differentiable=True")
             self._torch_step(group, params, "differentiable=True")
             return
         slots = self._slots(group)
@@ -308,15 +361,15 @@ class FusedOptimizer(torch.optim.Optimizer):
         kparams = entry.pick(params)
         state = self.state
         if entry.mark is not None and entry.mark[0] is state and entry.mark[1] == state.changes:
-            rows, step_row = entry.rows, entry.step_row  # no state dict changed since: these
+            rows, counter_rows = entry.rows, entry.counter_rows  # no state dict changed since: these
             same = True                                   # rows were found current then
         else:
-            rows, step_row = self._read_rows(entry, kparams, slots)
+            rows, counter_rows = self._read_rows(entry, kparams, slots)
             same = False
-        if not same and not entry.current(step_row, rows):
+        if not same and not entry.current(counter_rows, rows):
             entry = self._fo_cache[gi] = self._build(group, active, params, slots)
             kparams = entry.pick(params)
-            rows, step_row = self._read_rows(entry, kparams, slots)
+            rows, counter_rows = self._read_rows(entry, kparams, slots)
         if kparams and not self._step_kernels(gi, group, entry, kparams, entry.pick(grads),
                                               rows):
             if retry:  # re-routed: nothing of this group was stepped yet
@@ -336,13 +389,15 @@ class FusedOptimizer(torch.optim.Optimizer):
             step_lo, step_hi = float(lo) + 1, float(hi) + 1
         else:
             step_lo = step_hi = 0.0
-        if entry.plain and step_lo == step_hi and not entry.mixed_fresh:
+        uniform = all(bool((buf == buf[0]).all()) for k, buf in entry.counters.items()
+                      if k != "step")
+        if entry.plain and step_lo == step_hi and not entry.mixed_fresh and uniform:
             try:
                 tables = entry.cache.tables({"param": params, "grad": grads, **rows})
             except (TypeError, ValueError):
                 tables = None  # e.g. a sparse or differently laid out grad: see _step_each
             if tables is not None:
-                F.run(self.op, tables, None, **self._hyper(group, step_hi, entry.fresh[0]))
+                F.run(self.op, tables, None, self._scalars(group, step_hi, entry.fresh[0], entry))
                 self._count(entry)
                 return True
         return self._step_each(gi, group, entry, params, grads, rows)
@@ -350,17 +405,18 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _read_rows(self, entry: _Entry, params: list[Tensor], slots: tuple[str, ...]
                    ) -> tuple[dict[str, list[Any]], list[Any] | None]:
         """_rows, remembered in the entry with the state's change count after the read."""
-        entry.rows, entry.step_row = self._rows(params, slots)
+        entry.rows, entry.counter_rows = self._rows(params, slots)
         entry.mark = (self.state, self.state.changes)
-        return entry.rows, entry.step_row
+        return entry.rows, entry.counter_rows
 
     def _rows(self, params: list[Tensor], slots: tuple[str, ...]
               ) -> tuple[dict[str, list[Any]], list[Any] | None]:
-        if not slots and not self.has_step:
-            return {}, None  # as torch: no state entry at all (SGD without momentum)
+        keys = self._counter_keys()
+        if not slots and not keys:
+            return {}, {}  # as torch: no state entry at all (SGD without momentum)
         states = list(map(self.state.__getitem__, params))
-        rows = {slot: _column(states, _STATE_KEY.get(slot, slot)) for slot in slots}
-        return rows, (_column(states, "step") if self.has_step else None)
+        rows = {slot: _column(states, self.spec.slot(slot).state_key) for slot in slots}
+        return rows, {k: _column(states, k) for k in keys}
 
     def _count(self, entry: _Entry) -> None:
         if entry.steps is not None:
@@ -378,6 +434,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         grads, and params changed since the entry was built into something the kernels do not
         take, go to torch's own step (False: the group must be stepped again, re-routed)."""
         if any(g.layout != torch.strided for g in grads) and self._torch_step_fn() is not None:
+            self._check_handover(group, "sparse gradients")
             self._hand_over(gi, group, entry, params, "sparse gradients")
             return True
         backend_ok: dict[str, bool] = {}
@@ -385,21 +442,24 @@ class FusedOptimizer(torch.optim.Optimizer):
             self._hand_over(gi, group, entry, params, None)
             return False
         steps = entry.steps.tolist() if entry.steps is not None else [0.0] * len(params)
-        kinds: dict[tuple[float, bool], list[int]] = {}
+        scalar_state = list(zip(*(entry.counters[k].tolist() for k in self.spec.scalar_state),
+                                strict=True)) or [()] * len(params)
+        kinds: dict[tuple[float, bool, tuple], list[int]] = {}
         for k, (s, fr) in enumerate(zip(steps, entry.fresh, strict=True)):
-            kinds.setdefault((s + 1, fr), []).append(k)
+            kinds.setdefault((s + 1, fr, scalar_state[k]), []).append(k)
         back: list[tuple[Tensor, Tensor]] = []
         flat = [_kernel_arrays(p, g, [rows[slot][k] for slot in entry.slots], back)
                 for k, (p, g) in enumerate(zip(params, grads, strict=True))]
         calls = []
-        for (step, fr), keep in sorted(kinds.items()):
+        for (step, fr, _), keep in sorted(kinds.items()):
             arrays: dict[str, Any] = {"param": [flat[k][0] for k in keep],
                                       "grad": [flat[k][1] for k in keep]}
             for j, slot in enumerate(entry.slots):
                 arrays[slot] = [flat[k][2][j] for k in keep]
-            calls.append((F.tables_for(self.op, arrays), self._hyper(group, step, fr)))
-        for tables, hyper in calls:  # every table validated before anything is written
-            F.run(self.op, tables, None, **hyper)
+            calls.append((F.tables_for(self.op, arrays), step, fr, keep))
+        # every table validated before anything is written
+        for tables, step, fr, keep in calls:
+            F.run(self.op, tables, None, self._scalars(group, step, fr, entry, keep))
         for user, copy in back:
             user.copy_(copy)
         self._count(entry)
@@ -413,7 +473,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         for p, fresh in zip(params, entry.fresh, strict=True):
             if fresh:
                 for slot in entry.slots:
-                    self.state[p].pop(_STATE_KEY.get(slot, slot), None)
+                    self.state[p].pop(self.spec.slot(slot).state_key, None)
         self._fo_cache.pop(gi, None)
         if why is not None:
             self._torch_step(group, params, why)
@@ -427,212 +487,118 @@ class FusedOptimizer(torch.optim.Optimizer):
         backend_ok: dict[str, bool] = {}
         routes = [self._route(p, backend_ok) for p in params]
         for why in dict.fromkeys(r for r in routes if r is not None):
+            self._check_handover(group, why)
             self._warn_once(why)
         fast = [k for k, r in enumerate(routes) if r is None]
         kernel_params = [params[k] for k in fast]
         fresh = []
         sdtype = _scalar_dtype()
-        step_values = []
+        keys = self._counter_keys()
+        values: dict[str, list[float]] = {k: [] for k in keys}
         for k, p in zip(fast, kernel_params, strict=True):
-            if not slots and not self.has_step:
+            if not slots and not keys:
                 fresh.append(False)
                 continue
             st = self.state[p]
             new = False
-            if self.has_step:
-                if "step" not in st:
-                    st["step"] = torch.tensor(0.0, dtype=sdtype)
-                step_values.append(F.check_step_count(
-                    st["step"], f"{type(self).__name__}: state of param {active[k]}"))
+            where = f"{type(self).__name__}: state of param {active[k]}"
+            for key in keys:
+                init = self.spec.scalar_state[key].init if key != "step" else 0.0
+                if key not in st:
+                    st[key] = torch.tensor(init, dtype=sdtype)
+                values[key].append(F.check_step_count(st[key], where) if key == "step"
+                                   else _finite(st[key], key, where))
+            plain_group = _plain(group)
             for slot in slots:
-                name = _STATE_KEY.get(slot, slot)
+                name = self.spec.slot(slot).state_key
                 if st.get(name) is None:
-                    value = self._init_value(slot, group)
+                    value = self.spec.init_value(slot, plain_group)
                     # torch starts a complex param's state at value + value*1j
                     st[name] = torch.full_like(p, complex(value, value) if p.is_complex()
                                                else value, memory_format=torch.preserve_format)
                     new = True
-            fresh.append(new and self.first_step_flag)
-        steps, step_views = None, []
-        if self.has_step:
-            # one buffer counts the group's steps: counting a step is one tensor op
-            steps = torch.tensor(step_values, dtype=sdtype)
-            step_views = [steps[k] for k in range(len(kernel_params))]
-            for p, view in zip(kernel_params, step_views, strict=True):
-                self.state[p]["step"] = view
+            fresh.append(new and self.spec.fresh_flag)
+        # one buffer per counter: counting a step is one tensor op
+        counters = {k: torch.tensor(v, dtype=sdtype) for k, v in values.items()} \
+            if kernel_params and (slots or keys) else {}
+        views = {k: [buf[i] for i in range(len(buf))] for k, buf in counters.items()}
+        for key, row in views.items():
+            for p, view in zip(kernel_params, row, strict=True):
+                self.state[p][key] = view
         plain = not any(p.is_complex() or not describe(p).dense for p in kernel_params)
         return _Entry(slots, list(params), None if len(fast) == len(params) else fast,
                       [params[k] for k, r in enumerate(routes) if r is not None],
-                      F.table_cache(self.op, trusted_shapes=True), steps, step_views, fresh,
+                      F.table_cache(self.op, trusted_shapes=True), counters, views, fresh,
                       plain)
 
 
 # --- the optimizers ---------------------------------------------------------------------
-# Each derives from the torch.optim class of its algorithm: torch's __init__ (signature,
-# defaults, checks, errors), __setstate__ and _init_group; FusedOptimizer's step.
+def _torch_init(cls: type) -> Callable[..., None]:
+    """__init__ of a class over a torch.optim class: torch's (signature, defaults, checks,
+    errors), plus fastopt's extra hyperparameters as keywords, validated and kept in every
+    group (so in state_dict and in groups added later)."""
+    base = vars(cls.__mro__[2])["__init__"]  # (class, FusedOptimizer, torch's class, ...)
+
+    def __init__(self: FusedOptimizer, params: Any, *args: Any, **kwargs: Any) -> None:
+        extra = {k: kwargs.pop(k, v) for k, v in self.extras.items()}
+        base(self, params, *args, **kwargs)
+        self.defaults.update(extra)
+        for group in self.param_groups:
+            for k, v in extra.items():
+                group.setdefault(k, v)
+            self.spec.validate(_plain(group))
+
+    return __init__
 
 
-class SGD(FusedOptimizer, torch.optim.SGD):
-    """Stochastic gradient descent with momentum, dampening, Nesterov momentum, L2 weight
-    decay and maximize; signature, defaults and state as torch.optim.SGD.
+def _own_init(spec: ops.OpSpec, alias: ops.Alias | None) -> Callable[..., None]:
+    """__init__ of a class without a torch.optim counterpart (Lion): the spec's signature and
+    checks, plus torch's foreach/differentiable/fused flags."""
+    sig = ops.signature(spec, alias, {"foreach": None, "differentiable": False, "fused": None})
 
-        d = -g if maximize else g;  d = d + weight_decay * p
-        b = d (first step) or momentum * b + (1 - dampening) * d
-        d = d + momentum * b if nesterov else b;  p = p - lr * d
-
-    Nesterov momentum: Sutskever et al., "On the importance of initialization and momentum in
-    deep learning", ICML 2013.
-    """
-
-    op = "sgd"
-    has_step = False
-    first_step_flag = True
-
-    def _slots(self, group: dict[str, Any]) -> tuple[str, ...]:
-        return ("momentum_buffer",) if group["momentum"] != 0 else ()
-
-    def _hyper(self, group: dict[str, Any], step: float, fresh: bool) -> dict[str, Any]:
-        return dict(lr=_f(group["lr"]), momentum=_f(group["momentum"]),
-                    dampening=_f(group["dampening"]), weight_decay=_f(group["weight_decay"]),
-                    nesterov=bool(group["nesterov"]), maximize=bool(group["maximize"]),
-                    first_step=fresh)
-
-
-class Adam(FusedOptimizer, torch.optim.Adam):
-    """Adam with L2 (or, with decoupled_weight_decay=True, decoupled) weight decay, AMSGrad
-    and maximize; signature, defaults and state as torch.optim.Adam.
-
-        g = -g if maximize else g;  g = g + weight_decay * p  (L2)  or
-        p = p * (1 - lr * weight_decay)  (decoupled)
-        m = beta1 * m + (1 - beta1) * g;  v = beta2 * v + (1 - beta2) * g^2
-        v_max = max(v_max, v); v = v_max  (AMSGrad)
-        p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-
-    Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015; Reddi et al., "On
-    the Convergence of Adam and Beyond", ICLR 2018 (AMSGrad).
-    """
-
-    op = "adam"
-
-    def _slots(self, group: dict[str, Any]) -> tuple[str, ...]:
-        base = ("exp_avg", "exp_avg_sq")
-        return (*base, "max_exp_avg_sq") if group["amsgrad"] else base
-
-    def _hyper(self, group: dict[str, Any], step: float, fresh: bool) -> dict[str, Any]:
-        beta1, beta2 = group["betas"]
-        return dict(step=step, lr=_f(group["lr"]), beta1=_f(beta1), beta2=_f(beta2),
-                    eps=_f(group["eps"]), weight_decay=_f(group["weight_decay"]),
-                    decoupled=bool(group.get("decoupled_weight_decay", False)),
-                    amsgrad=bool(group["amsgrad"]), maximize=bool(group["maximize"]),
-                    bias_correction=True, eps_inside_sqrt=False)
-
-
-class AdamW(Adam, torch.optim.AdamW):
-    """Adam with decoupled weight decay, p = p * (1 - lr * weight_decay) (default 1e-2);
-    signature, defaults and state as torch.optim.AdamW.
-
-    Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
-    """
-
-
-class Adagrad(FusedOptimizer, torch.optim.Adagrad):
-    """Adagrad with lr decay, L2 weight decay and maximize; signature, defaults and state as
-    torch.optim.Adagrad (whose state is created for every param at construction).
-
-        g = -g if maximize else g;  g = g + weight_decay * p
-        clr = lr / (1 + (t - 1) * lr_decay);  s = s + g^2;  p = p - clr * g / (sqrt(s) + eps)
-
-    Duchi, Hazan & Singer, "Adaptive Subgradient Methods for Online Learning and Stochastic
-    Optimization", JMLR 2011.
-    """
-
-    op = "adagrad"
-
-    def _slots(self, group: dict[str, Any]) -> tuple[str, ...]:
-        return ("state_sum",)
-
-    def _init_value(self, slot: str, group: dict[str, Any]) -> float:
-        # as torch.optim.Adagrad, which starts every sum at the constructor's value
-        return _f(self.defaults["initial_accumulator_value"])
-
-    def _hyper(self, group: dict[str, Any], step: float, fresh: bool) -> dict[str, Any]:
-        return dict(step=step, lr=_f(group["lr"]), lr_decay=_f(group["lr_decay"]),
-                    weight_decay=_f(group["weight_decay"]), eps=_f(group["eps"]),
-                    maximize=bool(group["maximize"]))
-
-
-class RMSprop(FusedOptimizer, torch.optim.RMSprop):
-    """RMSprop, optionally centered and with momentum; signature, defaults and state as
-    torch.optim.RMSprop.
-
-        g = -g if maximize else g;  g = g + weight_decay * p
-        s = alpha * s + (1 - alpha) * g^2;  ga = alpha * ga + (1 - alpha) * g  (centered)
-        avg = sqrt(s - ga^2) + eps (centered) or sqrt(s) + eps
-        b = momentum * b + g / avg; p = p - lr * b  (momentum > 0), else p = p - lr * g / avg
-
-    Hinton, "Neural Networks for Machine Learning", lecture 6e, 2012; centered: Graves,
-    "Generating Sequences With Recurrent Neural Networks", 2013.
-    """
-
-    op = "rmsprop"
-
-    def _slots(self, group: dict[str, Any]) -> tuple[str, ...]:
-        slots: tuple[str, ...] = ("square_avg",)
-        if group["momentum"] > 0:
-            slots += ("momentum_buffer",)
-        if group["centered"]:
-            slots += ("grad_avg",)
-        return slots
-
-    def _hyper(self, group: dict[str, Any], step: float, fresh: bool) -> dict[str, Any]:
-        return dict(lr=_f(group["lr"]), alpha=_f(group["alpha"]), eps=_f(group["eps"]),
-                    weight_decay=_f(group["weight_decay"]), momentum=_f(group["momentum"]),
-                    centered=bool(group["centered"]), maximize=bool(group["maximize"]))
-
-
-class Lion(FusedOptimizer):
-    """Lion (EvoLved Sign Momentum) with decoupled weight decay and the paper's defaults
-    (lr=1e-4, betas=(0.9, 0.99)); state: 'exp_avg'. torch.optim has no Lion, so there is no
-    torch step to hand anything to: ``differentiable=True`` and what the kernels do not take
-    (sparse grads, float16 on the CPU) are refused.
-
-        g = -g if maximize else g;  p = p * (1 - lr * weight_decay)
-        p = p - lr * sign(beta1 * m + (1 - beta1) * g);  m = beta2 * m + (1 - beta2) * g
-
-    Chen et al., "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023.
-    """
-
-    op = "lion"
-    has_step = False
-
-    def __init__(self, params: Any, lr: float | Tensor = 1e-4,
-                 betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, *,
-                 maximize: bool = False, foreach: bool | None = None,
-                 differentiable: bool = False, fused: bool | None = None) -> None:
+    def __init__(self: FusedOptimizer, *args: Any, **kwargs: Any) -> None:
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        defaults = dict(bound.arguments)
+        params = defaults.pop("params")
+        lr = defaults["lr"]
         if isinstance(lr, Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= betas[0] <= 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] <= 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-        if not 0.0 <= weight_decay < math.inf:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if differentiable:
+        if "betas" in defaults:
+            defaults["betas"] = tuple(_f(b) for b in defaults["betas"])
+        spec.validate(_plain(defaults))
+        if defaults["differentiable"]:
             raise ValueError("differentiable=True is not supported: fastopt's fused kernels "
                              "update in place outside autograd")
-        if fused and foreach:
+        if defaults["fused"] and defaults["foreach"]:
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
-        defaults = dict(lr=lr, betas=(_f(betas[0]), _f(betas[1])), weight_decay=weight_decay,
-                        maximize=maximize, foreach=foreach, differentiable=differentiable,
-                        fused=fused)
-        super().__init__(params, defaults)
+        torch.optim.Optimizer.__init__(self, params, defaults)
 
-    def _slots(self, group: dict[str, Any]) -> tuple[str, ...]:
-        return ("exp_avg",)
+    __init__.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+                    *sig.parameters.values()])
+    return __init__
 
-    def _hyper(self, group: dict[str, Any], step: float, fresh: bool) -> dict[str, Any]:
-        beta1, beta2 = group["betas"]
-        return dict(lr=_f(group["lr"]), beta1=_f(beta1), beta2=_f(beta2),
-                    weight_decay=_f(group["weight_decay"]), maximize=bool(group["maximize"]))
+
+def make_class(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> type:
+    """The fastopt.torch class `name` of `spec`: over torch.optim's class of the algorithm
+    where there is one (torch's constructor, defaults, checks, state layout, __setstate__;
+    what the kernels cannot step goes to its step), else a plain torch.optim.Optimizer."""
+    torch_name = alias.torch if alias else spec.torch
+    base = getattr(torch.optim, torch_name) if torch_name else None
+    attrs: dict[str, Any] = {"spec": spec, "__module__": __name__,
+                             "__doc__": ops.class_doc(spec, alias)}
+    if base is None:
+        attrs["__init__"] = _own_init(spec, alias)
+        return type(name, (FusedOptimizer,), attrs)
+    accepted = inspect.signature(base.__init__).parameters
+    defaults = {**spec.defaults, **(alias.defaults if alias else {})}
+    attrs["extras"] = {k: v for k, v in defaults.items() if k not in accepted}
+    cls = type(name, (FusedOptimizer, base), attrs)
+    cls.__init__ = _torch_init(cls)  # type: ignore[misc]
+    return cls
+
+
+for _name, _spec, _alias in ops.classes():
+    globals()[_name] = make_class(_name, _spec, _alias)
+__all__ = [name for name, _, _ in ops.classes()]

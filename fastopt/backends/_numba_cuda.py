@@ -1,6 +1,9 @@
-"""The Numba-CUDA kernels: fastopt._numba_rules compiled with numba.cuda.jit (device functions
-inlined into one kernel per optimizer). Imported only when the `numba_cuda` backend first runs;
-under NUMBA_ENABLE_CUDASIM=1 the same kernels run in Numba's CUDA simulator.
+"""The Numba-CUDA kernels: one driver template, `optimizer_kernel(spec)`, compiles the rule of
+fastopt/ops/<op>.py with numba.cuda.jit (device functions inlined into one kernel per
+optimizer, named `step_<op>` for the on-disk cache). Imported only when the `numba_cuda`
+backend first runs; under NUMBA_ENABLE_CUDASIM=1 the same kernels run in Numba's CUDA
+simulator. The frame around each rule (sign, coupled and proximal L1) is the CPU template's
+(_numba_cpu.py), as are the conventions of the rules.
 
 Every kernel is one launch over a whole pointer table. Its metadata, one int64 array per
 launch: the table's pointers (`ptrs[row * n + t]`, 0 for a missing optional row), the block
@@ -10,16 +13,18 @@ blocks cover it, capped) that stride over it exactly as a launch on that tensor 
 the norm partials are the same as per-tensor launches', whatever the number of tensors.
 """
 
+import types as pytypes
+
 from numba import cuda, float64
 
-from . import _numba_rules as R
+from ._numba_cache import track_rules_in_cache
 
 if not cuda.config.ENABLE_CUDASIM:  # the simulator has no on-disk cache
     from numba.cuda import types
     from numba.cuda.core import caching
     from numba.cuda.extending import intrinsic
 
-    R.track_rules_in_cache(caching)
+    track_rules_in_cache(caching)
 
     @intrinsic
     def _as_pointer(typingctx, addr, like):
@@ -43,27 +48,27 @@ if not cuda.config.ENABLE_CUDASIM:  # the simulator has no on-disk cache
 
     def _tensor(ptrs, numel, row, t, like):
         """Row `row`, tensor t of the table, as a pointer indexed like an array; a missing
-        entry (address 0: an optional state row such as AMSGrad's max_exp_avg_sq) is `like`,
-        a 1-element dummy. (No device function calls another, nor carray: each would compile
-        for the current GPU, which compile_ptx and a GPU-less machine do not have.)"""
+        entry (address 0: an optional state row such as AMSGrad's max_exp_avg_sq, or a row
+        past the table's) is `like`, a 1-element dummy. (Device functions are inlined and
+        no carray is made: either would compile for the current GPU, which compile_ptx and a
+        GPU-less machine do not have.)"""
+        if row * numel.size >= ptrs.size:
+            return _data(like)
         addr = ptrs[row * numel.size + t]
         return _data(like) if addr == 0 else _as_pointer(addr, like)
 else:  # simulated device memory is host memory, and the kernels run as Python
     from ._arrays import cpu_view
 
     def _tensor(ptrs, numel, row, t, like):
+        if row * numel.size >= ptrs.size:
+            return like
         addr = ptrs[row * numel.size + t]
         return like if addr == 0 else cpu_view(int(addr), int(numel[t]), like.dtype.name)
 
 BLOCK = 256  # threads per block; also the norm's shared-memory tree width
 
+ONE, SIGN, L1, PROX = range(4)  # fastopt.ops.HEAD
 device = cuda.jit(device=True, inline=True)
-adam_rule = device(R.adam_rule)
-sgd_rule = device(R.sgd_rule)
-adagrad_rule = device(R.adagrad_rule)
-rmsprop_rule = device(R.rmsprop_rule)
-lion_rule = device(R.lion_rule)
-clamp_rule = device(R.clamp_rule)
 _tensor = device(_tensor)
 kernel = cuda.jit(cache=True)
 
@@ -85,86 +90,53 @@ def _block(first):
 
 
 @device
-def _has(ptrs, numel, row, t):
-    return ptrs[row * numel.size + t] != 0
+def frame_in(p, g, c):
+    """As _numba_cpu.frame_in: sign (maximize), then coupled L1."""
+    g = g * c[SIGN]
+    if c[L1] != 0:
+        if p > 0:
+            g = g + c[L1]
+        elif p < 0:
+            g = g - c[L1]
+        elif p != p:
+            g = p
+    return g
 
 
-@kernel
-def adam(ptrs, first, numel, like, c):
+@device
+def frame_out(p, c):
+    """As _numba_cpu.frame_out: the proximal soft threshold."""
+    t = c[PROX]
+    if t != 0:
+        if p > t:
+            return p - t
+        if p < -t:
+            return p + t
+        if p == p:
+            return p - p
+    return p
+
+
+def _optimizer(ptrs, first, numel, like, c):
     t, b, nb = _block(first)
-    p, g = _tensor(ptrs, numel, 0, t, like), _tensor(ptrs, numel, 1, t, like)
-    m, v = _tensor(ptrs, numel, 2, t, like), _tensor(ptrs, numel, 3, t, like)
-    vmax = _tensor(ptrs, numel, 4, t, like)
-    full = _has(ptrs, numel, 4, t)
+    x = (_tensor(ptrs, numel, 0, t, like), _tensor(ptrs, numel, 1, t, like),
+         _tensor(ptrs, numel, 2, t, like), _tensor(ptrs, numel, 3, t, like),
+         _tensor(ptrs, numel, 4, t, like), _tensor(ptrs, numel, 5, t, like))
     i = b * BLOCK + cuda.threadIdx.x
     while i < numel[t]:
-        r = adam_rule(p[i], g[i], m[i], v[i], vmax[i if full else 0], c)
-        p[i] = r[0]
-        m[i] = r[1]
-        v[i] = r[2]
-        if full:
-            vmax[i] = r[3]
+        p = x[0][i] * c[ONE]
+        g = frame_in(p, x[1][i] * c[ONE], c)
+        x[0][i] = frame_out(rule(x, i, p, g, c), c)
         i += nb * BLOCK
 
 
-@kernel
-def sgd(ptrs, first, numel, like, c):
-    t, b, nb = _block(first)
-    p, g = _tensor(ptrs, numel, 0, t, like), _tensor(ptrs, numel, 1, t, like)
-    buf = _tensor(ptrs, numel, 2, t, like)
-    full = _has(ptrs, numel, 2, t)
-    i = b * BLOCK + cuda.threadIdx.x
-    while i < numel[t]:
-        r = sgd_rule(p[i], g[i], buf[i if full else 0], c)
-        p[i] = r[0]
-        if full:
-            buf[i] = r[1]
-        i += nb * BLOCK
-
-
-@kernel
-def adagrad(ptrs, first, numel, like, c):
-    t, b, nb = _block(first)
-    p, g = _tensor(ptrs, numel, 0, t, like), _tensor(ptrs, numel, 1, t, like)
-    s = _tensor(ptrs, numel, 2, t, like)
-    i = b * BLOCK + cuda.threadIdx.x
-    while i < numel[t]:
-        r = adagrad_rule(p[i], g[i], s[i], c)
-        p[i] = r[0]
-        s[i] = r[1]
-        i += nb * BLOCK
-
-
-@kernel
-def rmsprop(ptrs, first, numel, like, c):
-    t, b, nb = _block(first)
-    p, g = _tensor(ptrs, numel, 0, t, like), _tensor(ptrs, numel, 1, t, like)
-    s, buf = _tensor(ptrs, numel, 2, t, like), _tensor(ptrs, numel, 3, t, like)
-    ga = _tensor(ptrs, numel, 4, t, like)
-    full_b, full_ga = _has(ptrs, numel, 3, t), _has(ptrs, numel, 4, t)
-    i = b * BLOCK + cuda.threadIdx.x
-    while i < numel[t]:
-        r = rmsprop_rule(p[i], g[i], s[i], buf[i if full_b else 0], ga[i if full_ga else 0], c)
-        p[i] = r[0]
-        s[i] = r[1]
-        if full_b:
-            buf[i] = r[2]
-        if full_ga:
-            ga[i] = r[3]
-        i += nb * BLOCK
-
-
-@kernel
-def lion(ptrs, first, numel, like, c, cd):
-    t, b, nb = _block(first)
-    p, g = _tensor(ptrs, numel, 0, t, like), _tensor(ptrs, numel, 1, t, like)
-    m = _tensor(ptrs, numel, 2, t, like)
-    i = b * BLOCK + cuda.threadIdx.x
-    while i < numel[t]:
-        r = lion_rule(p[i], g[i], m[i], c, cd)
-        p[i] = r[0]
-        m[i] = r[1]
-        i += nb * BLOCK
+def optimizer_kernel(spec):
+    """The driver compiled around `spec.rule` (a device function inlined into it)."""
+    name = f"step_{spec.name}"
+    fn = pytypes.FunctionType(_optimizer.__code__, {**globals(), "rule": device(spec.rule)},
+                              name)
+    fn.__qualname__ = name
+    return kernel(fn)
 
 
 @kernel
@@ -183,7 +155,12 @@ def clamp(ptrs, first, numel, like, c):
     x = _tensor(ptrs, numel, 0, t, like)
     i = b * BLOCK + cuda.threadIdx.x
     while i < numel[t]:
-        x[i] = clamp_rule(x[i] * c[2], c[0], c[1])
+        v = x[i] * c[2]
+        if v < c[0]:
+            v = c[0]
+        elif v > c[1]:
+            v = c[1]
+        x[i] = v
         i += nb * BLOCK
 
 
@@ -226,5 +203,4 @@ def norm_partials(ptrs, first, numel, like, kind, p, out):
         out[cuda.blockIdx.x] = acc[0]
 
 
-KERNELS = dict(adam=adam, sgd=sgd, adagrad=adagrad, rmsprop=rmsprop, lion=lion, scale=scale,
-               clamp=clamp, norm_partials=norm_partials)
+KERNELS = dict(scale=scale, clamp=clamp, norm_partials=norm_partials)

@@ -1,0 +1,162 @@
+"""The Numba CPU kernels, compiled with @njit(parallel=True, cache=True) when the `numba`
+backend first runs (importing numba takes a second).
+
+One multi-tensor driver template serves every optimizer: `optimizer_kernel(spec)` compiles
+`_optimizer` with the op's rule (fastopt/ops/<op>.py) as its global `rule`, under the name
+`step_<op>` so that Numba's on-disk cache keeps one entry per op. Every kernel is one parallel
+launch over a whole pointer table, split as csrc/cpu's driver splits it
+(csrc/cpu/multi_tensor.h): each tensor into fixed CHUNK-element chunks, the chunks of all
+tensors numbered in order (`first[t]` = tensor t's first chunk, `first[n]` = the total) and
+spread over the threads. A chunk's work never depends on the thread count, so neither do the
+results (norm partials included: one per chunk, folded in chunk order by the caller).
+
+The frame around each rule is the one of fastopt.ops (HEAD scalars): sign, coupled L1 before,
+the proximal soft threshold after. Values are brought to the math type by multiplying with
+c[ONE] (the scalar vector is cast to the math dtype), and no rule uses a float literal in
+arithmetic (Numba would type it float64).
+"""
+
+import types as pytypes
+
+import numpy as np
+from numba import carray, njit, prange, types
+from numba.core import caching
+from numba.extending import intrinsic
+
+from ._numba_cache import track_rules_in_cache
+
+track_rules_in_cache(caching)
+
+CHUNK = 1 << 14  # as csrc/cpu/multi_tensor.h kChunk
+MAX_SLOTS = 6  # rows of a pointer table a kernel can take
+ONE, SIGN, L1, PROX = range(4)  # fastopt.ops.HEAD
+
+rule = njit(cache=True, error_model="numpy")
+kernel = njit(parallel=True, cache=True, error_model="numpy", fastmath=False)
+
+
+@intrinsic
+def _as_pointer(typingctx, addr, like):
+    """The address `addr` (an integer from the pointer table) as a pointer to like's dtype."""
+    sig = types.CPointer(like.dtype)(addr, like)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+@rule
+def _tensor(ptrs, row, t, n, like):
+    """Row `row`, tensor t of the table as an n-element array; a missing entry (address 0, an
+    optional state row such as AMSGrad's max_exp_avg_sq, or a row past the table's) is
+    `like`, a 1-element dummy that the rule never touches."""
+    if row >= ptrs.shape[0]:
+        return like
+    addr = ptrs[row, t]
+    if addr == 0:
+        return like
+    return carray(_as_pointer(addr, like), (n,))
+
+
+@rule
+def _chunk(first, numel, ch):
+    """(tensor, begin, end) of chunk ch."""
+    t = np.searchsorted(first, ch, side="right") - 1
+    begin = (ch - first[t]) * CHUNK
+    return t, begin, min(begin + CHUNK, numel[t])
+
+
+@rule
+def frame_in(p, g, c):
+    """The gradient the rule sees: sign (maximize), then coupled L1, l1 * sign(p)."""
+    g = g * c[SIGN]
+    if c[L1] != 0:
+        if p > 0:
+            g = g + c[L1]
+        elif p < 0:
+            g = g - c[L1]
+        elif p != p:
+            g = p
+    return g
+
+
+@rule
+def frame_out(p, c):
+    """Proximal L1: p = sign(p) * max(|p| - prox, 0)."""
+    t = c[PROX]
+    if t != 0:
+        if p > t:
+            return p - t
+        if p < -t:
+            return p + t
+        if p == p:
+            return p - p  # +0: the exact zero of the soft threshold
+    return p
+
+
+def _optimizer(ptrs, first, numel, like, c):
+    for ch in prange(first[-1]):
+        t, begin, end = _chunk(first, numel, ch)
+        n = numel[t]
+        x = (_tensor(ptrs, 0, t, n, like), _tensor(ptrs, 1, t, n, like),
+             _tensor(ptrs, 2, t, n, like), _tensor(ptrs, 3, t, n, like),
+             _tensor(ptrs, 4, t, n, like), _tensor(ptrs, 5, t, n, like))
+        for i in range(begin, end):
+            p = x[0][i] * c[ONE]
+            g = frame_in(p, x[1][i] * c[ONE], c)
+            x[0][i] = frame_out(rule(x, i, p, g, c), c)
+
+
+def optimizer_kernel(spec):
+    """The driver compiled around `spec.rule`."""
+    name = f"step_{spec.name}"
+    fn = pytypes.FunctionType(_optimizer.__code__, {**globals(), "rule": rule(spec.rule)}, name)
+    fn.__qualname__ = name
+    return kernel(fn)
+
+
+# --- clipping (torch.nn.utils.clip_grad_norm_ / clip_grad_value_) -------------------------
+@kernel
+def scale(ptrs, first, numel, like, coef):
+    for ch in prange(first[-1]):
+        t, begin, end = _chunk(first, numel, ch)
+        x = _tensor(ptrs, 0, t, numel[t], like)
+        for i in range(begin, end):
+            x[i] = x[i] * coef
+
+
+@kernel
+def clamp(ptrs, first, numel, like, lo, hi):
+    # clamp(g, -v, v); NaN stays NaN
+    for ch in prange(first[-1]):
+        t, begin, end = _chunk(first, numel, ch)
+        x = _tensor(ptrs, 0, t, numel[t], like)
+        for i in range(begin, end):
+            if x[i] < lo:
+                x[i] = lo
+            elif x[i] > hi:
+                x[i] = hi
+
+
+@kernel
+def norm_partials(ptrs, first, numel, like, kind, p, out):
+    # kind: 0 l2, 1 l1, 2 linf, 3 lp; one float64 partial per chunk
+    for ch in prange(first[-1]):
+        t, begin, end = _chunk(first, numel, ch)
+        x = _tensor(ptrs, 0, t, numel[t], like)
+        acc = 0.0
+        for i in range(begin, end):
+            a = abs(np.float64(x[i]))
+            if kind == 0:
+                acc += a * a
+            elif kind == 1:
+                acc += a
+            elif kind == 2:
+                acc = a if (a > acc or a != a) else acc
+            else:
+                acc += a**p
+        out[ch] = acc
+
+
+KERNELS = dict(scale=scale, clamp=clamp, norm_partials=norm_partials)

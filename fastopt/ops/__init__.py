@@ -1,0 +1,294 @@
+"""The op specs: every optimizer defined once.
+
+A spec (`OpSpec`, one module per optimizer in this package) holds what the layers above and
+below need to know of an optimizer: its state slots (named as torch.optim's state keys, with
+their initial values and when each is present), its hyperparameters with defaults (in
+torch.optim's constructor order), their validation (one source of error messages), the host
+scalars computed once per step in float64 (bias corrections, effective learning rates, ...),
+the reference function (fastopt.reference) and the Numba rule. ``fastopt.functional``,
+``fastopt.optim``, ``fastopt.torch``, ``fastopt bench`` and the tests derive every optimizer
+from `REGISTRY`; the C++ rule header (csrc/include/fastopt/rules/<op>.h) declares the same
+slots and scalars, which `check_native` compares with these at first use.
+
+Every kernel receives one float64 scalar vector, in the same layout on every backend:
+
+    HEAD      one (1.0), sign (-1 with maximize), l1 (coupled coefficient), prox (lr * l1)
+    then      the op's own scalars, in `OpSpec.scalars_order`
+
+and every driver runs the same per-element frame around the op's rule (math type M: float32
+for float32 and 16-bit storage, float64 for float64 storage or where the op asks for it):
+
+    p = M(param);  g = M(grad) * sign;  g = g + l1 * sign(p)       (coupled L1)
+    p = rule(p, g, state..., scalars)                                (the op)
+    p = sign(p) * max(|p| - prox, 0)                                 (proximal L1)
+
+L1 regularization is thus available on every optimizer (`l1`, `l1_mode`): "coupled" adds the
+subgradient l1 * sign(p) of the penalty l1 * |p| to the gradient (sign(0) = 0), as
+weight_decay adds that of the L2 penalty; "proximal" applies the soft threshold after the
+update instead, which produces exact zeros (forward-backward splitting: Duchi & Singer,
+"Efficient Online and Batch Learning Using Forward Backward Splitting", JMLR 2009).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import pkgutil
+from collections import namedtuple
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: The common head of every scalar vector.
+HEAD = ("one", "sign", "l1", "prox")
+#: Keys torch.optim keeps in param groups that no fastopt kernel reads.
+TORCH_FLAGS = frozenset({"foreach", "fused", "capturable", "differentiable"})
+#: Hyperparameters every optimizer takes in addition to its own (fastopt's, not torch's).
+L1_MODES = ("coupled", "proximal")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A state row of the kernel's pointer table. `key`: the key in torch.optim's per-param
+    state (default: the name); `when(group)`: whether a group with these hyperparameters
+    needs it (default: always); `init(group)`: the initial value (default 0)."""
+
+    name: str
+    key: str = ""
+    when: Callable[[dict[str, Any]], bool] | None = None
+    init: Callable[[dict[str, Any]], float] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self.key or self.name
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """A hyperparameter: its name (torch.optim's param-group key), default, and whether the
+    constructor takes it only as a keyword (after torch's ``*``)."""
+
+    name: str
+    default: Any
+    keyword_only: bool = False
+
+
+@dataclass(frozen=True)
+class ScalarState:
+    """A per-param scalar kept in the optimizer state besides 'step' (NAdam's mu_product):
+    starts at `init`, and each step multiplies it by `factor(group, step)` before the host
+    scalars are formed from it."""
+
+    init: float
+    factor: Callable[[dict[str, Any], float], float]
+
+
+@dataclass(frozen=True)
+class Alias:
+    """Another class over the same kernel (AdamW over Adam): other defaults, hyperparameters
+    it fixes (absent from its constructor, checked on load) and its own docstring."""
+
+    cls: str
+    torch: str | None
+    defaults: dict[str, Any] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One optimizer. See the module docstring for what each layer takes from it."""
+
+    name: str                      # kernel and table name; functional.<name>_
+    cls: str                       # class name in fastopt.optim and fastopt.torch
+    torch: str | None              # torch.optim class of the same algorithm, if any
+    doc: str                       # formula and paper, for the generated classes
+    slots: tuple[Slot, ...]        # state rows, after param and grad
+    hypers: tuple[Hyper, ...]      # in torch.optim's constructor order, lr first
+    check: Callable[[dict[str, Any]], None]
+    host: Callable[..., dict[str, float]]  # (group, step, fresh, state) -> op scalars
+    scalars_order: tuple[str, ...]
+    reference: Callable[..., Any]
+    rule: Callable[..., Any]       # the Numba rule: rule(x, i, p, g, c) -> new p
+    math: str = "storage"          # "float64": computed in float64 whatever the storage
+    has_step: bool = True          # keeps torch's state['step']
+    uses_step: bool = True         # host() reads the step count
+    fresh_flag: bool = False       # host() is told whether the state is new (SGD)
+    scalar_state: dict[str, ScalarState] = field(default_factory=dict)
+    aliases: tuple[Alias, ...] = ()
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {h.name: h.default for h in self.hypers} | {"l1": 0.0, "l1_mode": "coupled"}
+
+    @property
+    def table_slots(self) -> tuple[str, ...]:
+        return ("param", "grad", *(s.name for s in self.slots))
+
+    def state_slots(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The state rows a group with these hyperparameters needs."""
+        return tuple(s.name for s in self.slots if s.when is None or s.when(group))
+
+    def slot(self, name: str) -> Slot:
+        return next(s for s in self.slots if s.name == name)
+
+    def init_value(self, name: str, group: dict[str, Any]) -> float:
+        init = self.slot(name).init
+        return 0.0 if init is None else float(init(group))
+
+    def validate(self, group: dict[str, Any]) -> None:
+        """ValueError, worded as torch.optim's, for invalid hyperparameters."""
+        self.check(group)
+        nonneg("l1 value", group.get("l1", 0.0))
+        if group.get("l1_mode", "coupled") not in L1_MODES:
+            raise ValueError(f"Invalid l1_mode: {group['l1_mode']!r} (one of {L1_MODES})")
+
+    def prepare(self, group: dict[str, Any], step: float = 0.0, fresh: bool = False,
+                state: dict[str, float] | None = None,
+                after: dict[str, float] | None = None) -> Scalars:
+        """The scalars of one step of `group` (hyperparameters as plain numbers) at step count
+        `step` (this step included), `fresh`: the state was created for this step, `state`:
+        the scalar state before this step; `after`: the state after it, where the caller
+        advanced it itself (fastopt.torch: in the state tensors' dtype, as torch.optim)."""
+        before = {k: (state or {}).get(k, s.init) for k, s in self.scalar_state.items()}
+        if after is None:
+            after = {k: before[k] * s.factor(group, step) for k, s in self.scalar_state.items()}
+        l1 = float(group.get("l1", 0.0))
+        proximal = group.get("l1_mode", "coupled") == "proximal"
+        own = self.host(group, step, fresh, after)
+        vector = np.array([1.0, -1.0 if group.get("maximize") else 1.0,
+                           0.0 if proximal else l1, float(group["lr"]) * l1 if proximal else 0.0,
+                           *(float(own[k]) for k in self.scalars_order)], dtype=np.float64)
+        return Scalars(vector, group, step, fresh, before, after)
+
+    def reference_kwargs(self, s: Scalars) -> dict[str, Any]:
+        """Keyword arguments of `self.reference` for the step `s`."""
+        accepted = inspect.signature(self.reference).parameters
+        kw = {k: v for k, v in s.group.items() if k in accepted}
+        extra = {"step": s.step, "first_step": s.fresh, **s.before}
+        kw.update({k: v for k, v in extra.items() if k in accepted})
+        return kw
+
+
+@dataclass(frozen=True)
+class Scalars:
+    """What a backend's step(op, table, scalars) gets: `vector`, the float64 scalar vector the
+    compiled kernels read, and what it was formed from (the reference backend calls the
+    specification with those)."""
+
+    vector: np.ndarray
+    group: dict[str, Any]
+    step: float
+    fresh: bool
+    before: dict[str, float]   # scalar state before the step
+    after: dict[str, float]    # and after it
+
+
+def scalar_index(*names: str) -> Any:
+    """Positions in the scalar vector of the head and of the op scalars `names`, as
+    attributes (`I.beta1`): the Numba rules index the vector with them (a global namedtuple
+    is a compile-time constant to Numba), and `I._fields[len(HEAD):]` is the op's order."""
+    full = (*HEAD, *names)
+    return namedtuple("Scalars", full)(*range(len(full)))
+
+
+# --- validation helpers: torch.optim's wording ------------------------------------------
+def nonneg(name: str, value: float) -> None:
+    if not 0.0 <= value < math.inf:
+        raise ValueError(f"Invalid {name}: {value}")
+
+
+def beta(name: str, value: float, closed: bool = False) -> None:
+    if not (0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0):
+        raise ValueError(f"Invalid {name}: {value}")
+
+
+def betas(group: dict[str, Any], closed: bool = False) -> tuple[float, float]:
+    b = group["betas"]
+    if len(b) != 2:
+        raise ValueError(f"Invalid betas: {b} (expected two values)")
+    beta("beta parameter at index 0", b[0], closed)
+    beta("beta parameter at index 1", b[1], closed)
+    return float(b[0]), float(b[1])
+
+
+def common(group: dict[str, Any], *names: str) -> None:
+    """lr and the usual non-negative hyperparameters of `names`."""
+    nonneg("learning rate", group["lr"])
+    for n in names:
+        nonneg(f"{'epsilon' if n == 'eps' else n} value", group[n])
+
+
+def weight_decay_terms(group: dict[str, Any]) -> dict[str, float]:
+    """L2 (added to the gradient) or decoupled (p *= 1 - lr * wd) weight decay, as flags and
+    coefficients: a zero term is skipped, not multiplied (0 * inf would be NaN)."""
+    wd = float(group["weight_decay"])
+    decoupled = bool(group.get("decoupled_weight_decay", False))
+    return dict(weight_decay=wd, l2=wd != 0 and not decoupled,
+                decoupled=wd != 0 and decoupled,
+                decay_factor=1.0 - float(group["lr"]) * wd if decoupled else 1.0)
+
+
+def get(name: str) -> OpSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r} (known: {', '.join(REGISTRY)})") from None
+
+
+def classes() -> list[tuple[str, OpSpec, Alias | None]]:
+    """(class name, spec, alias) of every optimizer class, in registry order."""
+    out: list[tuple[str, OpSpec, Alias | None]] = []
+    for spec in REGISTRY.values():
+        out.append((spec.cls, spec, None))
+        out += [(a.cls, spec, a) for a in spec.aliases]
+    return out
+
+
+def signature(spec: OpSpec, alias: Alias | None,
+              extra: dict[str, Any] | None = None) -> inspect.Signature:
+    """The constructor signature of an optimizer class: params, the hyperparameters in
+    torch.optim's order (keyword-only where torch's are), then l1, l1_mode and `extra`
+    (keyword-only)."""
+    P = inspect.Parameter
+    defaults = {**spec.defaults, **(alias.defaults if alias else {})}
+    fixed = alias.fixed if alias else {}
+    params = [P("params", P.POSITIONAL_OR_KEYWORD)]
+    params += [P(h.name, P.KEYWORD_ONLY if h.keyword_only else P.POSITIONAL_OR_KEYWORD,
+                 default=defaults[h.name]) for h in spec.hypers if h.name not in fixed]
+    params += [P(k, P.KEYWORD_ONLY, default=defaults[k]) for k in ("l1", "l1_mode")]
+    params += [P(k, P.KEYWORD_ONLY, default=v) for k, v in (extra or {}).items()]
+    return inspect.Signature(params)
+
+
+def class_doc(spec: OpSpec, alias: Alias | None) -> str:
+    doc = alias.doc if alias and alias.doc else spec.doc
+    return (f"{doc}\n\n    Every optimizer also takes l1 (default 0) and l1_mode ('coupled' or "
+            "'proximal'): L1 regularization, see fastopt.ops. Formula: "
+            f"fastopt.reference.{spec.name}.")
+
+
+def check_native(spec: OpSpec, native: dict[str, Any]) -> None:
+    """Raise if a compiled kernel's declared slots or scalars differ from the spec's."""
+    if tuple(native["slots"]) != spec.table_slots or \
+            tuple(native["scalars"]) != spec.scalars_order:
+        raise RuntimeError(
+            f"fastopt: the compiled {spec.name} kernel declares slots {native['slots']} and "
+            f"scalars {native['scalars']}, the spec {spec.table_slots} and "
+            f"{spec.scalars_order}: rebuild fastopt._C")
+
+
+# --- the registry ------------------------------------------------------------------------
+def _discover() -> dict[str, OpSpec]:
+    found = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        spec = getattr(importlib.import_module(f"{__name__}.{info.name}"), "SPEC", None)
+        if isinstance(spec, OpSpec):
+            found[spec.name] = spec
+    return found
+
+
+REGISTRY: dict[str, OpSpec] = _discover()

@@ -1,0 +1,79 @@
+"""Adam and AdamW: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015;
+Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019; AMSGrad: Reddi et
+al., "On the Convergence of Adam and Beyond", ICLR 2018."""
+
+import math
+
+from .. import reference
+from . import Alias, Hyper, OpSpec, Slot, betas, common, scalar_index, weight_decay_terms
+
+I = scalar_index("beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps", "weight_decay",
+                 "decay_factor", "step_size", "bias_correction2", "bias_correction2_sqrt",
+                 "l2", "decoupled", "eps_inside_sqrt", "amsgrad")
+
+
+def check(group):
+    common(group, "eps", "weight_decay")
+    betas(group)
+
+
+def host(group, step, fresh, state):
+    b1, b2 = betas(group)
+    bc1 = 1.0 - b1**step if group.get("bias_correction", True) else 1.0
+    bc2 = 1.0 - b2**step if group.get("bias_correction", True) else 1.0
+    return dict(beta1=b1, one_minus_beta1=1.0 - b1, beta2=b2, one_minus_beta2=1.0 - b2,
+                eps=group["eps"], step_size=group["lr"] / bc1, bias_correction2=bc2,
+                bias_correction2_sqrt=math.sqrt(bc2), amsgrad=group["amsgrad"],
+                eps_inside_sqrt=group.get("eps_inside_sqrt", False), **weight_decay_terms(group))
+
+
+def rule(x, i, p, g, c):
+    if c[I.l2] != 0:
+        g = g + c[I.weight_decay] * p
+    if c[I.decoupled] != 0:
+        p = p * c[I.decay_factor]
+    m = c[I.beta1] * x[2][i] + c[I.one_minus_beta1] * g
+    v = c[I.beta2] * x[3][i] + c[I.one_minus_beta2] * g * g
+    x[2][i] = m
+    x[3][i] = v
+    if c[I.amsgrad] != 0:
+        vmax = x[4][i] * c[I.one]
+        if not (vmax > v or vmax != vmax):
+            vmax = v
+        x[4][i] = vmax
+        v = vmax
+    if c[I.eps_inside_sqrt] != 0:
+        denom = math.sqrt(v / c[I.bias_correction2] + c[I.eps])
+    else:
+        denom = math.sqrt(v) / c[I.bias_correction2_sqrt] + c[I.eps]
+    return p - c[I.step_size] * (m / denom)
+
+
+SPEC = OpSpec(
+    name="adam", cls="Adam", torch="Adam", check=check, host=host, rule=rule,
+    scalars_order=I._fields[4:], reference=reference.adam,
+    slots=(Slot("exp_avg"), Slot("exp_avg_sq"),
+           Slot("max_exp_avg_sq", when=lambda h: bool(h["amsgrad"]))),
+    hypers=(Hyper("lr", 1e-3), Hyper("betas", (0.9, 0.999)), Hyper("eps", 1e-8),
+            Hyper("weight_decay", 0.0), Hyper("amsgrad", False),
+            Hyper("decoupled_weight_decay", False, True), Hyper("maximize", False, True),
+            Hyper("bias_correction", True, True), Hyper("eps_inside_sqrt", False, True)),
+    doc="""Adam with L2 (or, with decoupled_weight_decay=True, decoupled) weight decay, AMSGrad
+    and maximize; defaults, state and results as torch.optim.Adam. Extras: bias_correction=False
+    drops the 1 - beta^t corrections; eps_inside_sqrt=True uses m / sqrt(v + eps).
+
+        g = -g if maximize else g;  g = g + weight_decay * p  (L2)  or
+        p = p * (1 - lr * weight_decay)  (decoupled)
+        m = beta1 * m + (1 - beta1) * g;  v = beta2 * v + (1 - beta2) * g^2
+        v_max = max(v_max, v); v = v_max  (AMSGrad)
+        p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015; Reddi et al., "On
+    the Convergence of Adam and Beyond", ICLR 2018 (AMSGrad).""",
+    aliases=(Alias("AdamW", "AdamW", defaults={"weight_decay": 1e-2},
+                   fixed={"decoupled_weight_decay": True},
+                   doc="""Adam with decoupled weight decay, p = p * (1 - lr * weight_decay)
+    (default 1e-2); defaults, state and results as torch.optim.AdamW.
+
+    Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019."""),),
+)

@@ -1,0 +1,67 @@
+"""NAdam: Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016 workshop; momentum
+decay schedule as torch.optim.NAdam."""
+
+import math
+
+from .. import reference
+from . import Hyper, OpSpec, ScalarState, Slot, betas, common, scalar_index, weight_decay_terms
+
+I = scalar_index("beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps", "weight_decay",
+                 "l2", "decay_factor", "decoupled", "bias_correction2", "grad_coef", "avg_coef")
+
+
+def check(group):
+    common(group, "eps", "weight_decay", "momentum_decay")
+    betas(group)
+
+
+def mu(group, step):
+    """The momentum coefficient of step `step`: beta1 * (1 - 0.5 * 0.96^(step * psi))."""
+    return group["betas"][0] * (1.0 - 0.5 * 0.96 ** (step * group["momentum_decay"]))
+
+
+def host(group, step, fresh, state):
+    b1, b2 = betas(group)
+    mu_t, mu_next = mu(group, step), mu(group, step + 1)
+    mu_product = state["mu_product"]  # includes mu_t
+    lr = group["lr"]
+    return dict(beta1=b1, one_minus_beta1=1.0 - b1, beta2=b2, one_minus_beta2=1.0 - b2,
+                eps=group["eps"], bias_correction2=1.0 - b2**step,
+                grad_coef=lr * (1.0 - mu_t) / (1.0 - mu_product),
+                avg_coef=lr * mu_next / (1.0 - mu_product * mu_next), **weight_decay_terms(group))
+
+
+def rule(x, i, p, g, c):
+    if c[I.l2] != 0:
+        g = g + c[I.weight_decay] * p
+    if c[I.decoupled] != 0:
+        p = p * c[I.decay_factor]
+    m = c[I.beta1] * x[2][i] + c[I.one_minus_beta1] * g
+    v = c[I.beta2] * x[3][i] + c[I.one_minus_beta2] * g * g
+    x[2][i] = m
+    x[3][i] = v
+    denom = math.sqrt(v / c[I.bias_correction2]) + c[I.eps]
+    return p - c[I.grad_coef] * (g / denom) - c[I.avg_coef] * (m / denom)
+
+
+SPEC = OpSpec(
+    name="nadam", cls="NAdam", torch="NAdam", check=check, host=host, rule=rule,
+    scalars_order=I._fields[4:], reference=reference.nadam,
+    slots=(Slot("exp_avg"), Slot("exp_avg_sq")),
+    scalar_state={"mu_product": ScalarState(1.0, mu)},
+    hypers=(Hyper("lr", 2e-3), Hyper("betas", (0.9, 0.999)), Hyper("eps", 1e-8),
+            Hyper("weight_decay", 0.0), Hyper("momentum_decay", 4e-3),
+            Hyper("decoupled_weight_decay", False), Hyper("maximize", False, True)),
+    doc="""NAdam: Adam with Nesterov momentum and a momentum schedule; defaults, state
+    ('exp_avg', 'exp_avg_sq', 'mu_product', 'step') and results as torch.optim.NAdam.
+
+        g = -g if maximize else g;  g = g + weight_decay * p  (L2)  or
+        p = p * (1 - lr * weight_decay)  (decoupled_weight_decay)
+        mu_t = beta1 * (1 - 0.5 * 0.96^(t * momentum_decay));  mu_product = mu_product * mu_t
+        m = beta1 * m + (1 - beta1) * g;  v = beta2 * v + (1 - beta2) * g^2
+        denom = sqrt(v / (1 - beta2^t)) + eps
+        p = p - lr (1 - mu_t) / (1 - mu_product) g / denom
+              - lr mu_{t+1} / (1 - mu_product mu_{t+1}) m / denom
+
+    Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016 workshop.""",
+)
