@@ -66,10 +66,10 @@ HYPER = {
         # beta2 below 0.5 makes the denominator the current |g + wd p| alone: a gradient
         # that cancels its weight decay then divides by a rounding error, compounding over
         # steps (ill-conditioned at float32 whatever the kernel)
-        lr=lrs, beta1=_either((0.0, 0.9), 0.0, 0.99), beta2=_either((0.999,), 0.5, 0.9999),
+        lr=lrs, betas=st.tuples(_either((0.0, 0.9), 0.0, 0.99), _either((0.999,), 0.5, 0.9999)),
         # eps = 0 with an all-zero gradient gives 0/0 = NaN, the same in both
         eps=st.sampled_from((0.0, 1e-8, 1e-6, 1e-3)), weight_decay=weight_decays,
-        decoupled=st.booleans(), amsgrad=st.booleans(), maximize=st.booleans(),
+        decoupled_weight_decay=st.booleans(), amsgrad=st.booleans(), maximize=st.booleans(),
         bias_correction=st.booleans(), eps_inside_sqrt=st.booleans())),
     "adagrad": st.fixed_dictionaries(dict(
         lr=lrs, lr_decay=_either((0.0,), 0.0, 1.0), weight_decay=weight_decays,
@@ -81,7 +81,8 @@ HYPER = {
         weight_decay=weight_decays, momentum=_either((0.0, 0.9), 0.0, 0.99),
         centered=st.booleans(), maximize=st.booleans())),
     "lion": st.fixed_dictionaries(dict(
-        lr=lrs, beta1=_either((0.9, 0.0, 1.0), 0.0, 1.0), beta2=_either((0.99, 0.0, 1.0), 0.0, 1.0),
+        lr=lrs, betas=st.tuples(_either((0.9, 0.0, 1.0), 0.0, 1.0),
+                                _either((0.99, 0.0, 1.0), 0.0, 1.0)),
         weight_decay=weight_decays, maximize=st.booleans())),
 }
 
@@ -192,9 +193,7 @@ def class_options(op: str, hyper: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     kw = dict(hyper)
     name = {"sgd": "SGD", "adam": "Adam", "adagrad": "Adagrad", "rmsprop": "RMSprop",
             "lion": "Lion"}[op]
-    if op in ("adam", "lion"):
-        kw["betas"] = (kw.pop("beta1"), kw.pop("beta2"))
-    if op == "adam" and kw.pop("decoupled"):
+    if op == "adam" and kw.pop("decoupled_weight_decay"):
         name = "AdamW"
     return name, kw
 

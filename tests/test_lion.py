@@ -34,6 +34,6 @@ def test_reference_follows_the_paper():
         update = np.sign(b1 * m + (1 - b1) * g)
         p = p - lr * (update + wd * p)
         m = b2 * m + (1 - b2) * g
-        reference.lion(p_ref, g, m_ref, lr=lr, beta1=b1, beta2=b2, weight_decay=wd)
+        reference.lion(p_ref, g, m_ref, lr=lr, betas=(b1, b2), weight_decay=wd)
     np.testing.assert_allclose(p_ref, p, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(m_ref, m, rtol=1e-12)

@@ -152,8 +152,8 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("sgd", dict(lr=1e-3, momentum=0.9, nesterov=True, weight_decay=0.01)),
     ("sgd", dict(lr=1e-3, momentum=0.8, dampening=0.1, maximize=True)),
     ("adam", dict(lr=1e-2)),
-    ("adam", dict(lr=1e-2, weight_decay=0.1, decoupled=True, amsgrad=True, beta1=0.8,
-                  beta2=0.99)),
+    ("adam", dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True, amsgrad=True,
+                  betas=(0.8, 0.99))),
     ("adam", dict(lr=1e-2, weight_decay=0.05, maximize=True, eps_inside_sqrt=True,
                   bias_correction=False, eps=1e-6)),
     ("adagrad", dict(lr=0.1, lr_decay=0.01, weight_decay=0.1)),
@@ -162,7 +162,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("rmsprop", dict(lr=1e-4, momentum=0.9, centered=True, weight_decay=0.01, alpha=0.9,
                      eps=1e-6, maximize=True)),
     ("lion", dict(lr=1e-3, weight_decay=0.1)),
-    ("lion", dict(lr=1e-3, beta1=0.95, beta2=0.98, maximize=True)),
+    ("lion", dict(lr=1e-3, betas=(0.95, 0.98), maximize=True)),
 ]
 
 
