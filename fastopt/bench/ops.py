@@ -161,23 +161,35 @@ def _clip_setup(fn: str, arg: float) -> Setup:
     return setup
 
 
-def _optim(name: str, fastopt_cls: str, torch_cls: str | None, streams: Streams, doc: str,
-           torch: tuple[str, ...] = (TORCH_FUSED, TORCH_FOREACH), **kwargs: Any) -> Op:
-    return register(Op(name, streams, _optim_setup(fastopt_cls, torch_cls, kwargs), doc,
-                       torch if torch_cls else (), tags=("optim",)))
+def _optim(name: str, cls: str, options: dict[str, Any], doc: str) -> Op:
+    """A bench op stepping fastopt.optim.<cls>(**options): streams from the spec's state
+    slots for these options (param and state read and written, the grad read)."""
+    from .. import ops
+
+    spec, alias = next((s, a) for c, s, a in ops.classes() if c == cls)
+    group = {**spec.defaults, **(alias.defaults if alias else {}), **options}
+    torch_cls = alias.torch if alias else spec.torch
+    return register(Op(name, Streams(1 + len(spec.state_slots(group)), 1),
+                       _optim_setup(cls, torch_cls, options), doc,
+                       (TORCH_FUSED, TORCH_FOREACH) if torch_cls else (), tags=("optim",)))
 
 
-_optim("sgd", "SGD", "SGD", Streams(1, 1), "SGD, lr 1e-3 (read p, g; write p)", lr=1e-3)
-_optim("sgd_momentum", "SGD", "SGD", Streams(2, 1), "SGD, momentum 0.9 (+ momentum buffer)",
-       lr=1e-3, momentum=0.9)
-_optim("adam", "Adam", "Adam", Streams(3, 1), "Adam, default hyperparameters")
-_optim("adamw", "AdamW", "AdamW", Streams(3, 1), "AdamW, weight decay 1e-2")
-_optim("adam_amsgrad", "Adam", "Adam", Streams(4, 1), "Adam with AMSGrad (+ max_exp_avg_sq)",
-       amsgrad=True)
-_optim("adagrad", "Adagrad", "Adagrad", Streams(2, 1), "Adagrad, default hyperparameters")
-_optim("rmsprop", "RMSprop", "RMSprop", Streams(2, 1), "RMSprop, default hyperparameters",
-       torch=(TORCH_FOREACH,))
-_optim("lion", "Lion", None, Streams(2, 1), "Lion, default hyperparameters (not in torch)")
+def _register_optimizers() -> None:
+    """Every optimizer class of fastopt.ops at its defaults (lr 1e-3 for SGD), and a few
+    variants that move more bytes."""
+    from .. import ops
+
+    for cls, spec, alias in ops.classes():
+        options = {"lr": 1e-3} if spec.name == "sgd" else {}
+        where = f"torch.optim.{alias.torch if alias else spec.torch}" \
+            if (alias.torch if alias else spec.torch) else "not in torch"
+        _optim(cls.lower(), cls, options, f"{cls}, default hyperparameters ({where})")
+    _optim("sgd_momentum", "SGD", {"lr": 1e-3, "momentum": 0.9},
+           "SGD, momentum 0.9 (+ momentum buffer)")
+    _optim("adam_amsgrad", "Adam", {"amsgrad": True}, "Adam with AMSGrad (+ max_exp_avg_sq)")
+
+
+_register_optimizers()
 # the norm reads every gradient, then the scaling reads and writes it: 12 bytes per fp32
 register(Op("clip_grad_norm", Streams(1, 1), _clip_setup("clip_grad_norm_", 1.0),
             "clip_grad_norm_, max_norm 1 (norm pass + scaling pass)", (TORCH_FOREACH,),
