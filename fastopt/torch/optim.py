@@ -1,14 +1,17 @@
 """Drop-in ``torch.optim`` optimizers whose step is one fused fastopt kernel call per param group.
 
-SGD, Adam, AdamW, Adagrad and RMSprop subclass the matching ``torch.optim`` class and keep its
-constructor, defaults, argument checks, error messages, ``__setstate__`` (which fills the
-defaults missing from older checkpoints), param-group keys and state layout
-(``state[p]['step']`` a scalar float tensor, ``'exp_avg'``, ``'exp_avg_sq'``,
-``'max_exp_avg_sq'``, ``'momentum_buffer'``, ``'sum'``, ``'square_avg'``, ``'grad_avg'``), so LR
-schedulers, ``GradScaler``, ``ZeroRedundancyOptimizer`` and checkpoints of the torch class work
-unchanged, in both directions. Only ``step`` is fastopt's: ``foreach``/``fused``/``capturable``
-do not change it (host-side scalars, so ``capturable`` buys nothing here), and ``GradScaler``
-unscales the gradients before it (the kernels take no grad scale).
+One class per optimizer of ``fastopt.ops.REGISTRY`` (``make_class``). Where torch.optim has the
+algorithm (SGD, Adam, AdamW, Adagrad, RMSprop, NAdam, RAdam, Adamax, Adadelta) the class
+subclasses torch's and keeps its constructor, defaults, argument checks, error messages,
+``__setstate__`` (which fills the defaults missing from older checkpoints), param-group keys
+and state layout (``state[p]['step']`` a scalar float tensor, ``'exp_avg'``, ``'sum'``,
+``'mu_product'``, ...), so LR schedulers, ``GradScaler``, ``ZeroRedundancyOptimizer`` and
+checkpoints of the torch class work unchanged, in both directions; fastopt's own
+hyperparameters (``l1``, ``l1_mode``, Adam's ``bias_correction``, ...) are extra keywords kept in
+every group. Only ``step`` is fastopt's: ``foreach``/``fused``/``capturable`` do not change it
+(its scalars are computed on the host, so a step is not CUDA-graph capturable whatever
+``capturable`` says), and ``GradScaler`` unscales the gradients before it (the kernels take no
+grad scale).
 
 What the kernels take, they step in place: real float params of the dtypes their device's
 backend supports (float32/float64 on the CPU), in any dense layout (C order, transposed,
