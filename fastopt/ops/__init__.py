@@ -78,7 +78,7 @@ class Hyper:
 
 @dataclass(frozen=True)
 class ScalarState:
-    """A per-param scalar kept in the optimizer state besides 'step' (NAdam's mu_product):
+    """A per-param scalar kept in the optimizer state besides 'step' (a momentum product, say):
     starts at `init`, and each step multiplies it by `factor(group, step)` before the host
     scalars are formed from it."""
 

@@ -1,11 +1,10 @@
 """Drop-in ``torch.optim`` optimizers whose step is one fused fastopt kernel call per param group.
 
 One class per optimizer of ``fastopt.ops.REGISTRY`` (``make_class``). Where torch.optim has the
-algorithm (SGD, Adam, AdamW, Adagrad, RMSprop, NAdam, RAdam, Adamax, Adadelta) the class
-subclasses torch's and keeps its constructor, defaults, argument checks, error messages,
+algorithm the class subclasses torch's and keeps its constructor, defaults, argument checks, error messages,
 ``__setstate__`` (which fills the defaults missing from older checkpoints), param-group keys
 and state layout (``state[p]['step']`` a scalar float tensor, ``'exp_avg'``, ``'sum'``,
-``'mu_product'``, ...), so LR schedulers, ``GradScaler``, ``ZeroRedundancyOptimizer`` and
+...), so LR schedulers, ``GradScaler``, ``ZeroRedundancyOptimizer`` and
 checkpoints of the torch class work unchanged, in both directions; fastopt's own
 hyperparameters (``l1``, ``l1_mode``, Adam's ``bias_correction``, ...) are extra keywords kept in
 every group. Only ``step`` is fastopt's: ``foreach``/``fused``/``capturable`` do not change it
@@ -82,7 +81,7 @@ def _plain(group: dict[str, Any]) -> dict[str, Any]:
 
 
 def _finite(value: Any, key: str, where: str) -> float:
-    """A saved scalar state value (NAdam's mu_product): a finite number."""
+    """A saved scalar state value (ScalarState): a finite number."""
     try:
         x = _f(value)
     except (TypeError, ValueError, RuntimeError):
@@ -164,7 +163,7 @@ class _Entry:
         self.torch_params = torch_params
         self.plain = plain  # kernel-stepped params as they are: the cached tables serve them
         self.cache = cache
-        # 'step' and the op's scalar state (NAdam's 'mu_product'): one buffer each, whose
+        # 'step' and the op's scalar state (ops.ScalarState): one buffer each, whose
         # elements are the params' state tensors
         self.counters = counters
         self.counter_views = counter_views
@@ -555,7 +554,7 @@ def _torch_init(cls: type) -> Callable[..., None]:
 
 
 def _own_init(spec: ops.OpSpec, alias: ops.Alias | None) -> Callable[..., None]:
-    """__init__ of a class without a torch.optim counterpart (Lion): the spec's signature and
+    """__init__ of a class without a torch.optim counterpart: the spec's signature and
     checks, plus torch's foreach/differentiable/fused flags."""
     sig = ops.signature(spec, alias, {"foreach": None, "differentiable": False, "fused": None})
 
