@@ -148,6 +148,12 @@ bool visit(RuleList<Ops...>, int index, F&& f) {
   return ((i++ == index ? (f(type_tag<Ops>{}), true) : false) || ...);
 }
 
+// Calls f(type_tag<Op>{}) for every op of the list, in order.
+template <class... Ops, typename F>
+void visit_all(RuleList<Ops...>, F&& f) {
+  (f(type_tag<Ops>{}), ...);
+}
+
 // What a binding needs to know of a rule at run time: names, table shape, variants.
 struct RuleInfo {
   const char* name;
