@@ -1,13 +1,12 @@
 // Replays the CUDA multi-tensor kernels on the CPU (no GPU needed): every launch that the
 // driver plans is executed block by block, thread by thread, through the same apply_block()
-// the GPU runs, and the results must equal, bit for bit, the rule applied element by element
-// on the host. This checks the launch planning (4 KiB and 32 KiB parameter spaces), the
-// block -> (tensor, chunk) search, the 16-byte vector and the scalar paths (aligned and
-// misaligned pointers, odd sizes) for all four storage types, the slot wiring and the write
-// masks of every op, the capturable device scalars (Adagrad's lr decay with either pointer,
-// Adam at device step 0), the device-side norm and scaling of the capturable clip, the pointer
-// checks every launcher makes, and exp_f over its whole range. Built and run by
-// tests/test_cuda_build.py.
+// the GPU runs, and the results must equal, bit for bit, the per-element step applied element
+// by element on the host. This checks the launch planning (4 KiB and 32 KiB parameter spaces),
+// the block -> (tensor, chunk) search, the 16-byte vector and the scalar paths (aligned and
+// misaligned pointers, odd sizes) for all four storage types, the row wiring and the write
+// masks of every optimizer of fastopt/optimizers.h in every variant (coupled L1 and proximal
+// included), the device-side norm and scaling of the capturable clip, the pointer checks every
+// launcher makes, and exp_f over its whole range. Built and run by tests/test_cuda_build.py.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -18,14 +17,10 @@
 #include <random>
 #include <vector>
 
-#include "cuda/adagrad.cu"
-#include "cuda/adam.cu"
 #include "cuda/clip.cu"
-#include "cuda/lion.cu"
-#include "cuda/rmsprop.cu"
 #include "cuda/runtime.cu"
-#include "cuda/sgd.cu"
-#include "cuda/table_check.h"
+#include "cuda/step.cu"
+#include "fastopt/table_check.h"
 #include "fastopt/vmath.h"
 
 using namespace fastopt;
@@ -86,75 +81,72 @@ void emulate(const TensorList& tl, const Op& op0) {
   });
 }
 
+// A scalar vector for Op: the head (sign, and l1 or prox per l1_mode: 0 none, 1 coupled L1,
+// 2 proximal), then the op scalars, each 0 (a flag off, or a zero coefficient) one time in
+// four and in [0.05, 0.95] otherwise, the variant flags set from `variant`.
+template <class Op>
+std::vector<double> scalars_for(unsigned variant, int l1_mode, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<double> u(0.05, 0.95);
+  std::vector<double> s(kHead + Op::kScalars);
+  s[kOne] = 1.0;
+  s[kSign] = seed % 2 ? -1.0 : 1.0;
+  s[kL1] = l1_mode == 1 ? 0.01 : 0.0;
+  s[kProx] = l1_mode == 2 ? 0.003 : 0.0;
+  for (int i = kHead; i < int(s.size()); ++i) s[i] = gen() % 4 == 0 ? 0.0 : u(gen);
+  for (int k = 0; k < Op::Variants::count; ++k)
+    s[Op::Variants::index[k]] = (variant >> k) & 1u ? 1.0 : 0.0;
+  return s;
+}
+
+// One optimizer in one variant: the emulated launches against step_element on the host.
+template <class Op, unsigned V, bool L1, typename T>
+int check_step(int offset, const std::vector<double>& s, unsigned seed, const char* what) {
+  using M = typename Op::template Math<T>;
+  constexpr unsigned use = Op::uses(V);
+  std::vector<bool> used(Op::kSlots);
+  for (int r = 0; r < Op::kSlots; ++r) used[r] = (use >> r) & 1u;
+  Lists<T> l(Op::kSlots, offset, seed, used);
+  const typename Op::template Consts<M> c(s.data());
+  emulate<Op::kSlots, T>(l.list(), StepOp<Op, V, L1, T>{c});
+  for (size_t t = 0; t < kSizes.size(); ++t)
+    for (int64_t i = 0; i < kSizes[t]; ++i) {
+      M st[Op::kState];
+      for (int k = 0; k < Op::kState; ++k) st[k] = used[2 + k] ? M(l.ref_at(2 + k, t)[i]) : M(0);
+      T& p = l.ref_at(0, t)[i];
+      p = T(step_element<Op, V, L1>(M(p), M(l.ref_at(1, t)[i]), st, c));
+      for (int k = 0; k < Op::kState; ++k)
+        if (used[2 + k]) l.ref_at(2 + k, t)[i] = T(st[k]);
+    }
+  return l.compare(what);
+}
+
+// Every optimizer, every variant, without L1, and (at offsets 0 and 1: the vector and the
+// scalar path) with coupled L1 and with the proximal step.
 template <typename T>
 int run_all(int offset) {
-  using M = math_t<T>;
   int bad = 0;
-  const size_t n = kSizes.size();
-  for (bool ams : {false, true})
-    for (bool decoupled : {false, true}) {
-      Lists<T> l(kAdamSlots, offset, 1, {true, true, true, true, ams});
-      const AdamHyper h{1e-2, 0.9, 0.999, 1e-8, 0.1, 1 - 0.9, 1 - 0.999, decoupled, ams, false,
-                        false};
-      with_flag(ams, [&](auto a) { emulate<kAdamSlots, T>(l.list(), AdamOp<a, T>{h, {}}); });
-      const AdamConsts<M> c(h);
-      for (size_t t = 0; t < n; ++t)
-        for (int64_t i = 0; i < kSizes[t]; ++i) {
-          T* vm = ams ? l.ref_at(4, t) + i : nullptr;
-          if (ams) adam_rule<true>(l.ref_at(0, t)[i], l.ref_at(1, t)[i], l.ref_at(2, t)[i],
-                                   l.ref_at(3, t)[i], vm, c);
-          else adam_rule<false>(l.ref_at(0, t)[i], l.ref_at(1, t)[i], l.ref_at(2, t)[i],
-                                l.ref_at(3, t)[i], vm, c);
-        }
-      bad += l.compare("adam");
-    }
-  for (double momentum : {0.0, 0.9}) {
-    Lists<T> l(kSgdSlots, offset, 2, {true, true, momentum != 0});
-    const SgdHyper h{0.1, momentum, 0.0, 0.01, momentum != 0, false, false};
-    with_flag(momentum != 0, [&](auto m) { emulate<kSgdSlots, T>(l.list(), SgdOp<m, T>{h, {}}); });
-    const SgdConsts<M> c(h);
-    for (size_t t = 0; t < n; ++t)
-      for (int64_t i = 0; i < kSizes[t]; ++i) {
-        if (momentum != 0) sgd_rule<true>(l.ref_at(0, t)[i], l.ref_at(1, t)[i], l.ref_at(2, t) + i, c);
-        else sgd_rule<false>(l.ref_at(0, t)[i], l.ref_at(1, t)[i], (T*)nullptr, c);
+  unsigned seed = 1;
+  visit_all(Optimizers{}, [&](auto tag) {
+    using Op = typename decltype(tag)::type;
+    for (unsigned v = 0; v < (1u << Op::Variants::count); ++v)
+      for (int l1_mode = 0; l1_mode < (offset <= 1 ? 3 : 1); ++l1_mode) {
+        const std::vector<double> s = scalars_for<Op>(v, l1_mode, ++seed + 17 * offset);
+        const std::string what = std::string(Op::name) + " variant " + std::to_string(v) +
+                                 (l1_mode == 1 ? " l1" : l1_mode == 2 ? " prox" : "");
+        with_variant<Op::Variants::count>(v, [&](auto vc) {
+          with_flag(l1_mode != 0, [&](auto l1) {
+            bad += check_step<Op, decltype(vc)::value, decltype(l1)::value, T>(offset, s, seed,
+                                                                               what.c_str());
+          });
+        });
       }
-    bad += l.compare("sgd");
-  }
+  });
   {
-    Lists<T> l(kAdagradSlots, offset, 3, {true, true, true});
-    const AdagradHyper h{0.05, 0.1, 1e-10, true};
-    emulate<kAdagradSlots, T>(l.list(), AdagradOp<T>{h, AdagradSchedule{0.05, 1.0, 0.0}, {}});
-    const AdagradConsts<M> c(h);
-    for (size_t t = 0; t < n; ++t)
-      for (int64_t i = 0; i < kSizes[t]; ++i)
-        adagrad_rule(l.ref_at(0, t)[i], l.ref_at(1, t)[i], l.ref_at(2, t)[i], c);
-    bad += l.compare("adagrad");
-  }
-  {
-    Lists<T> l(kRmspropSlots, offset, 4, {true, true, true, true, true});
-    const RmspropHyper h{1e-3, 0.99, 1e-8, 0.01, 0.9, true, false};
-    emulate<kRmspropSlots, T>(l.list(), RmspropOp<true, true, T>{h, {}});
-    const RmspropConsts<M> c(h);
-    for (size_t t = 0; t < n; ++t)
-      for (int64_t i = 0; i < kSizes[t]; ++i)
-        rmsprop_rule<true, true>(l.ref_at(0, t)[i], l.ref_at(1, t)[i], l.ref_at(2, t)[i],
-                                 l.ref_at(3, t) + i, l.ref_at(4, t) + i, c);
-    bad += l.compare("rmsprop");
-  }
-  {
-    Lists<T> l(kLionSlots, offset, 5, {true, true, true});
-    const LionHyper h{1e-3, 0.9, 0.99, 0.1, false};
-    emulate<kLionSlots, T>(l.list(), LionOp<T>{h, {}});
-    const LionConsts c(h);
-    for (size_t t = 0; t < n; ++t)
-      for (int64_t i = 0; i < kSizes[t]; ++i)
-        lion_rule(l.ref_at(0, t)[i], l.ref_at(1, t)[i], l.ref_at(2, t)[i], c);
-    bad += l.compare("lion");
-  }
-  {
+    using M = math_t<T>;
     Lists<T> l(1, offset, 6, {true});
     emulate<1, T>(l.list(), ClampOp<T>{M(0.5)});
-    for (size_t t = 0; t < n; ++t)
+    for (size_t t = 0; t < kSizes.size(); ++t)
       for (int64_t i = 0; i < kSizes[t]; ++i) clamp_rule(l.ref_at(0, t)[i], M(0.5));
     bad += l.compare("clamp");
   }
@@ -214,54 +206,6 @@ static int check_plan(const std::vector<int64_t>& sizes, bool large, int* n_laun
   }
   if (expected_first != chunks) ++bad;
   if (n_launches) *n_launches = launches;
-  return bad;
-}
-
-// Capturable steps: the device lr and step are used where their pointers are given and the
-// host values elsewhere, and a device step below 1 writes nothing.
-template <typename T>
-int check_capturable() {
-  using M = math_t<T>;
-  int bad = 0;
-  const size_t n = kSizes.size();
-  const double lr = 0.05, step = 3.0, decay = 0.1;
-  const AdagradHyper host{lr / (1.0 + (step - 1.0) * decay), 0.01, 1e-10, false};
-  const char* names[] = {"adagrad, device lr only", "adagrad, device step only",
-                         "adagrad, device lr and step"};
-  for (int which = 0; which < 3; ++which) {
-    Lists<T> l(kAdagradSlots, 0, 7, {true, true, true});
-    const double dev_lr = lr, dev_step = step;
-    DeviceScalars dev;
-    if (which != 1) dev.lr = &dev_lr;
-    if (which != 0) dev.step = &dev_step;
-    // host values that a device value replaces are wrong on purpose: they must not be used
-    AdagradHyper given = host;
-    given.clr = 999.0;
-    const AdagradSchedule sched{which == 1 ? lr : 7.0, which == 0 ? step : 9.0, decay};
-    emulate<kAdagradSlots, T>(l.list(), AdagradOp<T>{given, sched, dev});
-    const AdagradConsts<M> c(host);
-    for (size_t t = 0; t < n; ++t)
-      for (int64_t i = 0; i < kSizes[t]; ++i)
-        adagrad_rule(l.ref_at(0, t)[i], l.ref_at(1, t)[i], l.ref_at(2, t)[i], c);
-    bad += l.compare(names[which]);
-  }
-  const double adam_lr = 1e-2;
-  // bias corrections 0: formed from the device step
-  const AdamHyper dev_h{1.0, 0.9, 0.999, 1e-8, 0.0, 0.0, 0.0, false, false, false, false};
-  for (double dev_step : {0.0, -1.0, 2.0}) {
-    Lists<T> l(kAdamSlots, 0, 8, {true, true, true, true, false});
-    emulate<kAdamSlots, T>(l.list(), AdamOp<false, T>{dev_h, DeviceScalars{&adam_lr, &dev_step}});
-    if (dev_step >= 1.0) {
-      const AdamHyper h{adam_lr, 0.9, 0.999, 1e-8, 0.0, 1.0 - std::pow(0.9, dev_step),
-                        1.0 - std::pow(0.999, dev_step), false, false, false, false};
-      const AdamConsts<M> c(h);
-      for (size_t t = 0; t < n; ++t)
-        for (int64_t i = 0; i < kSizes[t]; ++i)
-          adam_rule<false>(l.ref_at(0, t)[i], l.ref_at(1, t)[i], l.ref_at(2, t)[i],
-                           l.ref_at(3, t)[i], (T*)nullptr, c);
-    }  // else: nothing written, the arrays must still equal their initial values
-    bad += l.compare(dev_step >= 1.0 ? "adam at device step 2" : "adam at device step < 1");
-  }
   return bad;
 }
 
@@ -406,7 +350,6 @@ int main() {
   for (int offset : {0, 1, 2, 3}) bad += run_all<float>(offset) + run_all<double>(offset);
   for (int offset : {0, 1, 3, 4, 8})
     bad += run_all<__half>(offset) + run_all<__nv_bfloat16>(offset);
-  bad += check_capturable<float>() + check_capturable<__half>();
   for (int offset : {0, 1}) bad += check_clip_device<float>(offset) + check_clip_device<double>(offset);
   bad += check_clip_device<__nv_bfloat16>(3);
   bad += check_table_checks() + check_exp_f();

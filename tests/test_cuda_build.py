@@ -1,5 +1,6 @@
 """GPU code compiles and is checked on a machine without a GPU: every csrc/cuda/*.cu with nvcc
-for sm_90; the CUDA kernels' launches replayed thread by thread on the host against the rules;
+for sm_90; the CUDA kernels' launches replayed thread by thread on the host against the
+per-element step, for every optimizer of csrc/include/fastopt/optimizers.h;
 every Numba-CUDA kernel to PTX for compute capability 9.0 (NVVM, through numba-cuda); and
 fastopt imports and reports why CUDA is unavailable when there is no driver."""
 
@@ -45,7 +46,8 @@ def test_cuda_sources_compile_for_sm90(tmp_path):
 @pytest.mark.skipif(not CU_FILES, reason="not a source checkout")
 def test_cuda_kernels_replayed_on_host_match_rules(tmp_path):
     """tests/cuda_kernel_emulation.cu runs every planned launch of the CUDA kernels thread by
-    thread on the CPU (apply_block is host+device) and compares bitwise with the rules."""
+    thread on the CPU (apply_block is host+device) and compares bitwise with the per-element
+    step, for every optimizer of csrc/include/fastopt/optimizers.h in every variant."""
     exe = tmp_path / "emulation"
     # PTX only (no ptxas), unoptimized (-Xcicc -O0): the device code is not what this test runs
     cmd = ["nvcc", "-std=c++17", "-O1", "-arch=compute_90", "-Xcicc", "-O0",
@@ -168,65 +170,58 @@ class _RecordingExtension:
         return call
 
 
-@pytest.mark.parametrize("op", ["sgd", "adam", "adagrad", "rmsprop", "lion"])
-def test_cuda_backend_passes_table_device_stream_and_scalars(op, monkeypatch):
-    """The Python side of the cuda backend, without a GPU: each optimizer reaches its launcher
-    with the table, dtype code, device, stream and the capturable scalar pointers."""
-    from trajectories import CASES
-
+def test_cuda_backend_step_passes_op_table_device_stream_and_scalars(monkeypatch):
+    """The Python side of the cuda backend, without a GPU: backend.step(op, table, scalars)
+    reaches _C.cuda.step with the op name, the table, its dtype code, device and stream (the
+    arrays' own), and the scalar vector unchanged."""
+    from fastopt._table import TensorTable
     from fastopt.backends import cuda as cuda_backend
 
     ext = _RecordingExtension()
     backend = cuda_backend.CudaBackend()
     monkeypatch.setattr(backend, "_cu", ext)
-    hyper = dict(next(h for o, h in CASES if o == op))
-    p = [np.zeros(5, np.float32), np.zeros(3, np.float32)]
-    arrays = {"param": p, "grad": [np.ones(5, np.float32), np.ones(3, np.float32)]}
-    for slot in fastopt.functional.SLOTS[op][2:]:
-        arrays[slot] = [np.zeros_like(x) for x in p]
-    table = fastopt.functional.tables_for(op, arrays)[0]
-    defaults = {"sgd": dict(momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
-                            maximize=False, first_step=True),
-                "adam": dict(step=3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-                             decoupled=False, amsgrad=False, maximize=False,
-                             bias_correction=True, eps_inside_sqrt=False),
-                "adagrad": dict(step=2, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
-                                maximize=False),
-                "rmsprop": dict(alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                                centered=False, maximize=False),
-                "lion": dict(beta1=0.9, beta2=0.99, weight_decay=0.0, maximize=False)}[op]
-    getattr(backend, op)(table, **{**defaults, **hyper}, lr_ptr=1024, step_ptr=2048)
+    rows = {name: [_fake_cuda_with_namespace(np.zeros(n, np.float64), stream=7, device=1)
+                   for n in (5, 3)] for name in ("param", "grad", "exp_avg")}
+    table = TensorTable(slots=tuple(rows), dtype="float64", device=("cuda", 1),
+                        index=np.arange(2),
+                        specs={k: [_arrays.describe(x) for x in v] for k, v in rows.items()})
+    scalars = np.arange(10, dtype=np.float64)
+    backend.step("lion", table, scalars)
     (name, args), = ext.calls
-    assert name == op
-    assert args[0] is table.ptrs and args[1] is table.numel
-    assert args[2:5] == (0, 0, 0)  # float32 code, device 0, stream 0 (NumPy: default stream)
-    assert args[-2:] == (1024, 2048)
-    if op == "adam":  # bias corrections left to the device step
-        assert args[10:12] == (0.0, 0.0)
-    if op == "adagrad":  # lr and step themselves: clr is formed in the launcher / kernel
-        assert args[5:8] == (hyper["lr"], 2.0, hyper["lr_decay"])
+    assert name == "step"
+    assert args[0] == "lion" and args[1] is table.ptrs and args[2] is table.numel
+    assert args[3:6] == (1, 1, 7)  # float64 code, device 1, the arrays' stream
+    assert args[6] is scalars
 
 
 @pytest.mark.skipif(not _extension_has_cuda(), reason="the extension has no CUDA kernels")
 def test_cuda_launchers_refuse_bad_pointer_tables_before_launching():
-    """fastopt._C.cuda checks every table, device scalar and cross-entropy pointer on the host
-    and raises ValueError naming the slot and tensor, before it selects a device or launches
-    anything (so this runs without a GPU: a valid table would fail later, at the device)."""
+    """fastopt._C.cuda checks every table, scalar vector, device scalar and cross-entropy
+    pointer on the host and raises ValueError naming the op, slot and tensor, before it selects
+    a device or launches anything (so this runs without a GPU: a valid table would fail later,
+    at the device). The rows an optimizer needs follow its variant flags."""
     from fastopt import _C
 
     cu = _C.cuda
     buf = np.zeros(64, np.float32)
     a = buf.ctypes.data
     numel = np.array([4, 7], np.int64)
+    meta = {d["name"]: d for d in _C.optimizers()}
 
     def table(rows):
         return np.array(rows, np.uint64).reshape(len(rows) // 2, 2)
 
-    good = [a, a + 16, a + 48, a + 64, a + 96, a + 128, a + 160, a + 192, 0, 0]
-    adam_args = (1e-3, 0.9, 0.999, 1e-8, 0.0, 0.1, 0.001, False, False, False, False)
+    def scalars(op, **flags):
+        s = np.zeros(4 + len(meta[op]["scalars"]))
+        s[:2] = 1.0
+        for name, value in flags.items():
+            s[4 + meta[op]["scalars"].index(name)] = value
+        return s
 
-    def adam(rows, n=numel, **kw):
-        cu.adam(table(rows), n, 0, 0, 0, *adam_args, **kw)
+    good = [a, a + 16, a + 48, a + 64, a + 96, a + 128, a + 160, a + 192, 0, 0]
+
+    def adam(rows, n=numel, s=None):
+        cu.step("adam", table(rows), n, 0, 0, 0, scalars("adam") if s is None else s)
 
     with pytest.raises(ValueError, match=r"adam: exp_avg\[1\]: null pointer for 7 elements"):
         adam(good[:5] + [0] + good[6:])
@@ -236,15 +231,21 @@ def test_cuda_launchers_refuse_bad_pointer_tables_before_launching():
     with pytest.raises(ValueError, match=r"param\[1\]: negative numel -1"):
         adam(good, np.array([4, -1], np.int64))
     with pytest.raises(ValueError, match=r"pointer table must have shape \(5, n_tensors\)"):
-        cu.adam(table(good[:8]), numel, 0, 0, 0, *adam_args)
-    with pytest.raises(ValueError, match="lr_ptr: address .* 8-byte"):
-        adam(good, lr_ptr=a + 4)
+        cu.step("adam", table(good[:8]), numel, 0, 0, 0, scalars("adam"))
+    with pytest.raises(ValueError, match=r"adam: max_exp_avg_sq\[0\]: null pointer"):
+        adam(good, s=scalars("adam", amsgrad=1.0))
+    with pytest.raises(ValueError, match=r"fastopt CUDA adam: scalars must be .* of 18 values"):
+        adam(good, s=np.ones(17))
+    with pytest.raises(ValueError, match=r"unknown optimizer 'adamw' \(compiled: sgd, adam"):
+        cu.step("adamw", table(good), numel, 0, 0, 0, scalars("adam"))
     with pytest.raises(ValueError, match=r"sgd: momentum_buffer\[0\]: null pointer"):
-        cu.sgd(table(good[:4] + [0, 0]), numel, 0, 0, 0, 0.1, 0.9, 0.0, 0.0, False, False,
-               True)
+        cu.step("sgd", table(good[:4] + [0, 0]), numel, 0, 0, 0,
+                scalars("sgd", has_momentum=1.0))
     with pytest.raises(ValueError, match=r"rmsprop: grad_avg\[0\]: null pointer"):
-        cu.rmsprop(table(good[:8] + [0, 0]), numel, 0, 0, 0, 1e-2, 0.99, 1e-8, 0.0, 0.9, True,
-                   False)
+        cu.step("rmsprop", table(good[:8] + [0, 0]), numel, 0, 0, 0,
+                scalars("rmsprop", centered=1.0))
+    with pytest.raises(TypeError, match="float32, float64, float16 or bfloat16"):
+        cu.step("sgd", table(good[:6]), numel, 7, 0, 0, scalars("sgd"))
     with pytest.raises(ValueError, match=r"clamp: grad\[0\]: address .* wraps around"):
         cu.clamp(table([2**64 - 16, a]), numel, 0, 0, 0, 1.0)
     with pytest.raises(ValueError, match="workspace holds 1 partials, the table needs 2"):
@@ -260,6 +261,7 @@ def test_cuda_launchers_refuse_bad_pointer_tables_before_launching():
         cu.cross_entropy(0, 0, 0, a, 0, a + 4, 1, 0, a, 3, 5, -100, 0.0, 0.0, 0.0, 1)
     with pytest.raises(ValueError, match="cross_entropy: row_loss: address .* 8-byte"):
         cu.cross_entropy(0, 0, 0, a, 0, a, 0, 0, a + 4, 3, 5, -100, 0.0, 0.0, 0.0, 1)
+    assert not hasattr(cu, "add_scalar") and not hasattr(cu, "adam")
 
 
 class _CountingCuda:

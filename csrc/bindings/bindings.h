@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cpu/ops.h"
+#include "fastopt/rule.h"
 #include "fastopt/tensor_list.h"
 
 namespace fastopt {
@@ -24,6 +25,25 @@ inline TensorList tensor_list(const PtrTable& ptrs, const NumelArray& numel, int
                           ", n_tensors) matching numel");
   return TensorList{ptrs.data(), numel.data(), numel.shape(0), n_slots};
 }
+
+// An optimizer's scalar vector (fastopt/rule.h): float64, C-contiguous, 1-D, never converted.
+using ScalarVector = py::array_t<double, py::array::c_style>;
+
+// An optimizer step as the drivers take it, checked against the op's rule.
+struct OptimizerCall {
+  int index;  // in fastopt/optimizers.h
+  const RuleInfo* rule;
+  TensorList tl;
+  const double* scalars;
+};
+
+// Looks the op up by name and checks the table's shape, the scalar vector's length and head,
+// and every pointer of the table (the rows the selected variant uses must be set; pointers
+// aligned to `elem` bytes). Throws ValueError naming the op (after `prefix`), and the slot
+// and tensor for a bad pointer.
+OptimizerCall optimizer_call(const std::string& op, const PtrTable& ptrs,
+                             const NumelArray& numel, const ScalarVector& scalars, int elem,
+                             const std::string& prefix);
 
 inline DType cpu_dtype(int code) {
   if (code != int(DType::f32) && code != int(DType::f64))

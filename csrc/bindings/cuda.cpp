@@ -1,12 +1,12 @@
 // fastopt._C.cuda: the CUDA kernels (built when FASTOPT_CUDA finds nvcc). Every launcher takes
-// the pointer table, the device index, the stream (an integer cudaStream_t) and, for the
-// optimizers, optional device pointers to float64 lr and step (CUDA-graph capture).
+// the pointer table, the device index and the stream (an integer cudaStream_t); the optimizers
+// their scalar vector, in host memory (fastopt/rule.h).
 #if FASTOPT_CUDA
 #include <stdexcept>
 
 #include "bindings.h"
 #include "cuda/ops.h"
-#include "cuda/table_check.h"
+#include "fastopt/table_check.h"
 
 namespace fastopt {
 
@@ -18,28 +18,14 @@ DType cuda_dtype(int code) {
   return DType(code);
 }
 
-// Device scalars (lr, step, norm, coefficient): float64, so 8-byte aligned when given.
-const double* scalar_ptr(uint64_t p, const char* op, const char* name, bool required = false) {
-  const std::string why = cuda::pointer_problem(p, 1, 8, required);
+// A float64 scalar in device memory (the clip coefficient): set and 8-byte aligned.
+const double* scalar_ptr(uint64_t p, const char* op, const char* name) {
+  const std::string why = pointer_problem(p, 1, 8, true);
   if (!why.empty())
     throw py::value_error(std::string("fastopt CUDA ") + op + ": " + name + ": " + why);
   return reinterpret_cast<const double*>(static_cast<uintptr_t>(p));
 }
 
-cuda::DeviceScalars scalars(const char* op, uint64_t lr_ptr, uint64_t step_ptr) {
-  cuda::DeviceScalars d;
-  d.lr = scalar_ptr(lr_ptr, op, "lr_ptr");
-  d.step = scalar_ptr(step_ptr, op, "step_ptr");
-  return d;
-}
-
-// The slots of each op, named as the Python layer names them, and the ones an op always reads.
-const char* const kSgdNames[] = {"param", "grad", "momentum_buffer"};
-const char* const kAdamNames[] = {"param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
-const char* const kAdagradNames[] = {"param", "grad", "state_sum"};
-const char* const kRmspropNames[] = {"param", "grad", "square_avg", "momentum_buffer",
-                                     "grad_avg"};
-const char* const kLionNames[] = {"param", "grad", "exp_avg"};
 const char* const kGradNames[] = {"grad"};
 
 struct OpSlots {
@@ -61,7 +47,7 @@ auto launch(const OpSlots& op, const PtrTable& ptrs, const NumelArray& numel, in
             int device, F&& f) {
   const TensorList tl = tensor_list(ptrs, numel, op.n_slots);
   const DType dt = cuda_dtype(dtype);
-  const std::string why = cuda::table_problem(tl, cuda::element_size(dt), op.names, op.required);
+  const std::string why = table_problem(tl, element_size(dt), op.names, op.required);
   if (!why.empty()) throw py::value_error(std::string("fastopt CUDA ") + op.op + ": " + why);
   py::gil_scoped_release nogil;
   cuda::DeviceGuard guard(device);
@@ -97,94 +83,19 @@ void bind_cuda(py::module_& parent) {
   m.def("set_large_params_allowed", &cuda::set_large_params_allowed,
         "False keeps every launch at 4 KiB of parameters (more launches; for tests)",
         py::arg("allowed"));
-  m.def("add_scalar", [](uint64_t ptr, double value, int device, uint64_t stream) {
-    auto* x = const_cast<double*>(scalar_ptr(ptr, "add_scalar", "ptr", true));
-    py::gil_scoped_release nogil;
-    cuda::DeviceGuard guard(device);
-    cuda::add_scalar(x, value, stream);
-  }, py::arg("ptr"), py::arg("value"), py::arg("device"), py::arg("stream"));
-
-  m.def("sgd",
-        [](const PtrTable& ptrs, const NumelArray& numel, int dtype, int device, uint64_t stream,
-           double lr, double momentum, double dampening, double weight_decay, bool nesterov,
-           bool maximize, bool first_step, uint64_t lr_ptr, uint64_t step_ptr) {
-          const SgdHyper h{lr, momentum, dampening, weight_decay, nesterov, maximize, first_step};
-          const auto dev = scalars("sgd", lr_ptr, step_ptr);
-          const auto op = slots("sgd", kSgdNames, momentum != 0.0 ? 0b111u : 0b011u);
-          launch(op, ptrs, numel, dtype, device, [&](const TensorList& tl, DType dt) {
-            cuda::sgd(tl, dt, h, dev, stream);
-          });
+  m.def("step",
+        [](const std::string& op, const PtrTable& ptrs, const NumelArray& numel, int dtype,
+           int device, uint64_t stream, const ScalarVector& scalars) {
+          const DType dt = cuda_dtype(dtype);
+          const OptimizerCall call =
+              optimizer_call(op, ptrs, numel, scalars, element_size(dt), "fastopt CUDA ");
+          py::gil_scoped_release nogil;
+          cuda::DeviceGuard guard(device);
+          cuda::step(call.index, call.tl, dt, call.scalars, stream);
         },
-        FASTOPT_CUDA_ARGS, py::arg("lr"), py::arg("momentum"), py::arg("dampening"),
-        py::arg("weight_decay"), py::arg("nesterov"), py::arg("maximize"),
-        py::arg("first_step"), py::arg("lr_ptr") = 0, py::arg("step_ptr") = 0);
-
-  m.def("adam",
-        [](const PtrTable& ptrs, const NumelArray& numel, int dtype, int device, uint64_t stream,
-           double lr, double beta1, double beta2, double eps, double weight_decay,
-           double bias_correction1, double bias_correction2, bool decoupled, bool amsgrad,
-           bool maximize, bool eps_inside_sqrt, uint64_t lr_ptr, uint64_t step_ptr) {
-          const AdamHyper h{lr, beta1, beta2, eps, weight_decay, bias_correction1,
-                            bias_correction2, decoupled, amsgrad, maximize, eps_inside_sqrt};
-          const auto dev = scalars("adam", lr_ptr, step_ptr);
-          const auto op = slots("adam", kAdamNames, amsgrad ? 0b11111u : 0b01111u);
-          launch(op, ptrs, numel, dtype, device, [&](const TensorList& tl, DType dt) {
-            cuda::adam(tl, dt, h, dev, stream);
-          });
-        },
-        FASTOPT_CUDA_ARGS, py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
-        py::arg("weight_decay"), py::arg("bias_correction1"), py::arg("bias_correction2"),
-        py::arg("decoupled"), py::arg("amsgrad"), py::arg("maximize"),
-        py::arg("eps_inside_sqrt"), py::arg("lr_ptr") = 0, py::arg("step_ptr") = 0);
-
-  m.def("adagrad",
-        [](const PtrTable& ptrs, const NumelArray& numel, int dtype, int device, uint64_t stream,
-           double lr, double step, double lr_decay, double weight_decay, double eps,
-           bool maximize, uint64_t lr_ptr, uint64_t step_ptr) {
-          // clr in float64 from the host values, as the CPU backend forms it
-          const AdagradHyper h{lr / (1.0 + (step - 1.0) * lr_decay), weight_decay, eps, maximize};
-          const cuda::AdagradSchedule sched{lr, step, lr_decay};
-          const auto dev = scalars("adagrad", lr_ptr, step_ptr);
-          launch(slots("adagrad", kAdagradNames, 0b111u), ptrs, numel, dtype, device,
-                 [&](const TensorList& tl, DType dt) {
-                   cuda::adagrad(tl, dt, h, sched, dev, stream);
-                 });
-        },
-        FASTOPT_CUDA_ARGS, py::arg("lr"), py::arg("step"), py::arg("lr_decay"),
-        py::arg("weight_decay"), py::arg("eps"), py::arg("maximize"), py::arg("lr_ptr") = 0,
-        py::arg("step_ptr") = 0);
-
-  m.def("rmsprop",
-        [](const PtrTable& ptrs, const NumelArray& numel, int dtype, int device, uint64_t stream,
-           double lr, double alpha, double eps, double weight_decay, double momentum,
-           bool centered, bool maximize, uint64_t lr_ptr, uint64_t step_ptr) {
-          const RmspropHyper h{lr, alpha, eps, weight_decay, momentum, centered, maximize};
-          const auto dev = scalars("rmsprop", lr_ptr, step_ptr);
-          const unsigned required = 0b00111u | (momentum > 0.0 ? 0b01000u : 0u) |
-                                    (centered ? 0b10000u : 0u);
-          launch(slots("rmsprop", kRmspropNames, required), ptrs, numel, dtype, device,
-                 [&](const TensorList& tl, DType dt) {
-            cuda::rmsprop(tl, dt, h, dev, stream);
-          });
-        },
-        FASTOPT_CUDA_ARGS, py::arg("lr"), py::arg("alpha"), py::arg("eps"),
-        py::arg("weight_decay"), py::arg("momentum"), py::arg("centered"), py::arg("maximize"),
-        py::arg("lr_ptr") = 0, py::arg("step_ptr") = 0);
-
-  m.def("lion",
-        [](const PtrTable& ptrs, const NumelArray& numel, int dtype, int device, uint64_t stream,
-           double lr, double beta1, double beta2, double weight_decay, bool maximize,
-           uint64_t lr_ptr, uint64_t step_ptr) {
-          const LionHyper h{lr, beta1, beta2, weight_decay, maximize};
-          const auto dev = scalars("lion", lr_ptr, step_ptr);
-          launch(slots("lion", kLionNames, 0b111u), ptrs, numel, dtype, device,
-                 [&](const TensorList& tl, DType dt) {
-            cuda::lion(tl, dt, h, dev, stream);
-          });
-        },
-        FASTOPT_CUDA_ARGS, py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
-        py::arg("weight_decay"), py::arg("maximize"), py::arg("lr_ptr") = 0,
-        py::arg("step_ptr") = 0);
+        "one step of optimizer `op` on device arrays (see fastopt._C.step), launched on "
+        "`stream` without synchronizing; the scalars are read on the host",
+        py::arg("op"), FASTOPT_CUDA_ARGS, py::arg("scalars").noconvert());
 
   m.def("norm_sum",
         [](const PtrTable& ptrs, const NumelArray& numel, int dtype, int device, uint64_t stream,
@@ -212,7 +123,7 @@ void bind_cuda(py::module_& parent) {
             throw py::value_error("fastopt CUDA norm_partials: the workspace holds " +
                                   std::to_string(capacity) + " partials, the table needs " +
                                   std::to_string(need));
-          const std::string why = cuda::pointer_problem(partial, need, 8, need > 0);
+          const std::string why = pointer_problem(partial, need, 8, need > 0);
           if (!why.empty())
             throw py::value_error("fastopt CUDA norm_partials: partial: " + why);
           auto* out = reinterpret_cast<double*>(static_cast<uintptr_t>(partial));
@@ -229,8 +140,8 @@ void bind_cuda(py::module_& parent) {
            int device, uint64_t stream) {
           const NormKind k = norm_kind(kind);
           if (n < 0) throw py::value_error("fastopt CUDA norm_finish: n must be >= 0");
-          std::string why = cuda::pointer_problem(partial, n, 8, n > 0);
-          if (why.empty()) why = cuda::pointer_problem(out, 2, 8, true);
+          std::string why = pointer_problem(partial, n, 8, n > 0);
+          if (why.empty()) why = pointer_problem(out, 2, 8, true);
           if (!why.empty()) throw py::value_error("fastopt CUDA norm_finish: " + why);
           py::gil_scoped_release nogil;
           cuda::DeviceGuard guard(device);
@@ -251,7 +162,7 @@ void bind_cuda(py::module_& parent) {
   m.def("scale_by",
         [](const PtrTable& ptrs, const NumelArray& numel, int dtype, int device, uint64_t stream,
            uint64_t coef_ptr) {
-          const double* coef = scalar_ptr(coef_ptr, "scale_by", "coef", true);
+          const double* coef = scalar_ptr(coef_ptr, "scale_by", "coef");
           launch(slots("scale_by", kGradNames, 1u), ptrs, numel, dtype, device,
                  [&](const TensorList& tl, DType dt) { cuda::scale_by(tl, dt, coef, stream); });
         },
@@ -296,7 +207,7 @@ void bind_cuda(py::module_& parent) {
                         {"weight", weight, c, elem, false},
                         {"row_loss", row_loss, n, 8, n > 0}};
         for (const auto& q : pointers) {
-          const std::string why = cuda::pointer_problem(q.ptr, q.count, q.size, q.required);
+          const std::string why = pointer_problem(q.ptr, q.count, q.size, q.required);
           if (!why.empty())
             throw py::value_error(std::string("fastopt CUDA cross_entropy: ") + q.name + ": " +
                                   why);
@@ -345,7 +256,7 @@ void bind_cuda(py::module_& parent) {
                         {"grad", grad, n, false},
                         {"out", out, n, false}};
         for (const auto& q : pointers) {
-          const std::string why = cuda::pointer_problem(q.ptr, q.count, elem, q.required);
+          const std::string why = pointer_problem(q.ptr, q.count, elem, q.required);
           if (!why.empty())
             throw py::value_error(std::string("fastopt CUDA elementwise_loss: ") + q.name +
                                   ": " + why);

@@ -1,84 +1,98 @@
+// The optimizers: _C.step for any op of fastopt/optimizers.h, and _C.optimizers, the list's
+// metadata that the Python spec checks its own against at import.
+#include <string>
+
 #include "bindings.h"
+#include "fastopt/optimizers.h"
+#include "fastopt/table_check.h"
 
 namespace fastopt {
 
 namespace {
 
-// Runs kernel(tl, dtype, hyper) with the GIL released.
-template <typename Hyper, typename Kernel>
-void run(const PtrTable& ptrs, const NumelArray& numel, int dtype, int n_slots, const Hyper& h,
-         Kernel kernel) {
-  const TensorList tl = tensor_list(ptrs, numel, n_slots);
-  const DType dt = cpu_dtype(dtype);
-  py::gil_scoped_release nogil;
-  kernel(tl, dt, h);
-}
+const RuleInfo* rules() { return rule_infos(Optimizers{}); }
 
-#define FASTOPT_KERNEL(name) \
-  [](const TensorList& tl, DType dt, const auto& h) { FASTOPT_CPU_CALL(name, tl, dt, h) }
+py::list names(int n, const char* const* names, unsigned mask = ~0u) {
+  py::list out;
+  for (int i = 0; i < n; ++i)
+    if ((mask >> i) & 1u) out.append(names[i]);
+  return out;
+}
 
 }  // namespace
 
+OptimizerCall optimizer_call(const std::string& op, const PtrTable& ptrs,
+                             const NumelArray& numel, const ScalarVector& scalars, int elem,
+                             const std::string& prefix) {
+  int index = 0;
+  while (index < Optimizers::size && op != rules()[index].name) ++index;
+  if (index == Optimizers::size) {
+    std::string known;
+    for (int i = 0; i < Optimizers::size; ++i)
+      known += (i ? ", " : "") + std::string(rules()[i].name);
+    throw py::value_error(prefix + "unknown optimizer '" + op + "' (compiled: " + known + ")");
+  }
+  const RuleInfo& rule = rules()[index];
+  const std::string who = prefix + rule.name + ": ";
+  const int n = kHead + rule.n_scalars;
+  if (scalars.ndim() != 1 || scalars.shape(0) != n) {
+    std::string shape;
+    for (py::ssize_t d = 0; d < scalars.ndim(); ++d)
+      shape += (d ? ", " : "") + std::to_string(scalars.shape(d));
+    throw py::value_error(who + "scalars must be a 1-D float64 array of " + std::to_string(n) +
+                          " values (" + std::to_string(kHead) + " head + " +
+                          std::to_string(rule.n_scalars) + " op scalars), got shape (" + shape +
+                          (scalars.ndim() == 1 ? ",)" : ")"));
+  }
+  const double* s = scalars.data();
+  if (s[kOne] != 1.0)
+    throw py::value_error(who + "scalars[0] must be 1.0 (the head: one, sign, l1, prox), got " +
+                          std::to_string(s[kOne]));
+  const TensorList tl = tensor_list(ptrs, numel, rule.n_slots);
+  const std::string why = table_problem(tl, elem, rule.slot_names, rule.required(s));
+  if (!why.empty()) throw py::value_error(who + why);
+  return OptimizerCall{index, &rule, tl, s};
+}
+
 void bind_optim(py::module_& m) {
   m.def(
-      "sgd",
-      [](const PtrTable& ptrs, const NumelArray& numel, int dtype, double lr, double momentum,
-         double dampening, double weight_decay, bool nesterov, bool maximize, bool first_step) {
-        run(ptrs, numel, dtype, kSgdSlots,
-            SgdHyper{lr, momentum, dampening, weight_decay, nesterov, maximize, first_step},
-            FASTOPT_KERNEL(sgd));
+      "step",
+      [](const std::string& op, const PtrTable& ptrs, const NumelArray& numel, int dtype,
+         const ScalarVector& scalars) {
+        const DType dt = cpu_dtype(dtype);
+        const OptimizerCall call = optimizer_call(op, ptrs, numel, scalars, 1, "");
+        py::gil_scoped_release nogil;
+        [&] { FASTOPT_CPU_CALL(step, call.index, call.tl, dt, call.scalars) }();
       },
-      py::arg("ptrs").noconvert(), py::arg("numel").noconvert(), py::arg("dtype"), py::arg("lr"),
-      py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"),
-      py::arg("maximize"), py::arg("first_step"));
+      "one step of optimizer `op` over a table of rows (optimizers()[i]['slots']) x tensors, "
+      "in place; scalars: the op's float64 scalar vector (head one, sign, l1, prox, then "
+      "optimizers()[i]['scalars'])",
+      py::arg("op"), py::arg("ptrs").noconvert(), py::arg("numel").noconvert(), py::arg("dtype"),
+      py::arg("scalars").noconvert());
 
   m.def(
-      "adam",
-      [](const PtrTable& ptrs, const NumelArray& numel, int dtype, double lr, double beta1,
-         double beta2, double eps, double weight_decay, double bias_correction1,
-         double bias_correction2, bool decoupled, bool amsgrad, bool maximize,
-         bool eps_inside_sqrt) {
-        run(ptrs, numel, dtype, kAdamSlots,
-            AdamHyper{lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2,
-                      decoupled, amsgrad, maximize, eps_inside_sqrt},
-            FASTOPT_KERNEL(adam));
+      "optimizers",
+      [] {
+        py::list out;
+        for (int i = 0; i < Optimizers::size; ++i) {
+          const RuleInfo& r = rules()[i];
+          py::dict d;
+          d["name"] = r.name;
+          d["slots"] = names(r.n_slots, r.slot_names);
+          d["written"] = names(r.n_slots, r.slot_names, r.written);
+          d["scalars"] = names(r.n_scalars, r.scalar_names);
+          py::list variants;
+          for (int k = 0; k < r.n_variants; ++k)
+            variants.append(r.scalar_names[r.variant_index[k] - kHead]);
+          d["variants"] = variants;
+          d["math"] = r.float64_math ? "float64" : "storage";
+          out.append(d);
+        }
+        return out;
       },
-      py::arg("ptrs").noconvert(), py::arg("numel").noconvert(), py::arg("dtype"), py::arg("lr"),
-      py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
-      py::arg("bias_correction1"), py::arg("bias_correction2"), py::arg("decoupled"),
-      py::arg("amsgrad"), py::arg("maximize"), py::arg("eps_inside_sqrt"));
-
-  m.def(
-      "adagrad",
-      [](const PtrTable& ptrs, const NumelArray& numel, int dtype, double clr,
-         double weight_decay, double eps, bool maximize) {
-        run(ptrs, numel, dtype, kAdagradSlots, AdagradHyper{clr, weight_decay, eps, maximize},
-            FASTOPT_KERNEL(adagrad));
-      },
-      py::arg("ptrs").noconvert(), py::arg("numel").noconvert(), py::arg("dtype"), py::arg("clr"),
-      py::arg("weight_decay"), py::arg("eps"), py::arg("maximize"));
-
-  m.def(
-      "rmsprop",
-      [](const PtrTable& ptrs, const NumelArray& numel, int dtype, double lr, double alpha,
-         double eps, double weight_decay, double momentum, bool centered, bool maximize) {
-        run(ptrs, numel, dtype, kRmspropSlots,
-            RmspropHyper{lr, alpha, eps, weight_decay, momentum, centered, maximize},
-            FASTOPT_KERNEL(rmsprop));
-      },
-      py::arg("ptrs").noconvert(), py::arg("numel").noconvert(), py::arg("dtype"), py::arg("lr"),
-      py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("momentum"),
-      py::arg("centered"), py::arg("maximize"));
-
-  m.def(
-      "lion",
-      [](const PtrTable& ptrs, const NumelArray& numel, int dtype, double lr, double beta1,
-         double beta2, double weight_decay, bool maximize) {
-        run(ptrs, numel, dtype, kLionSlots, LionHyper{lr, beta1, beta2, weight_decay, maximize},
-            FASTOPT_KERNEL(lion));
-      },
-      py::arg("ptrs").noconvert(), py::arg("numel").noconvert(), py::arg("dtype"), py::arg("lr"),
-      py::arg("beta1"), py::arg("beta2"), py::arg("weight_decay"), py::arg("maximize"));
+      "the compiled optimizers, in fastopt/optimizers.h's order: dicts of name, slots (table "
+      "rows), written (rows stored back), scalars (op scalars after the 4-value head), "
+      "variants (flags compiled as separate loops) and math ('float64' or 'storage')");
 }
 
 }  // namespace fastopt

@@ -1,14 +1,10 @@
-// Entry points of the CPU kernels. Every csrc/cpu/<op>.cpp is compiled once per ISA into its
-// own namespace (baseline, avx2, avx512); FASTOPT_CPU_CALL picks the one chosen at start-up.
+// Entry points of the CPU kernels. Every csrc/cpu/*.cpp is compiled once per ISA into its own
+// namespace (baseline, avx2, avx512); FASTOPT_CPU_CALL picks the one chosen at start-up.
 #pragma once
-#include "fastopt/rules/adagrad.h"
-#include "fastopt/rules/adam.h"
+#include "fastopt/common.h"
 #include "fastopt/rules/clip.h"
 #include "fastopt/rules/cross_entropy.h"
 #include "fastopt/rules/elementwise_loss.h"
-#include "fastopt/rules/lion.h"
-#include "fastopt/rules/rmsprop.h"
-#include "fastopt/rules/sgd.h"
 #include "fastopt/tensor_list.h"
 
 namespace fastopt::cpu {
@@ -22,13 +18,10 @@ const char* isa_name(Isa isa);
 // Streams the bandwidth probe (probe.cpp) takes: read-modify-write, read-only, write-only.
 constexpr int kProbeMaxRw = 4, kProbeMaxRo = 2, kProbeMaxWo = 1;
 
-// One declaration per kernel; each ISA namespace gets the same list.
+// One declaration per kernel; each ISA namespace gets the same list. step: the optimizer at
+// index `op` of fastopt/optimizers.h, with its full scalar vector (fastopt/rule.h).
 #define FASTOPT_CPU_KERNELS                                                    \
-  void sgd(const TensorList&, DType, const SgdHyper&);                         \
-  void adam(const TensorList&, DType, const AdamHyper&);                       \
-  void adagrad(const TensorList&, DType, const AdagradHyper&);                 \
-  void rmsprop(const TensorList&, DType, const RmspropHyper&);                 \
-  void lion(const TensorList&, DType, const LionHyper&);                       \
+  void step(int op, const TensorList&, DType, const double* scalars);          \
   void probe(const TensorList&, int n_rw, int n_ro, int n_wo);                 \
   double norm(const TensorList&, DType, NormKind, double p);                   \
   void scale(const TensorList&, DType, double coef);                           \

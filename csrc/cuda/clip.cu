@@ -10,7 +10,7 @@ template <typename T>
 struct ScaleOp {
   static constexpr unsigned kWrite = 0b1u;
   math_t<T> coef;
-  FASTOPT_HD bool prepare() { return true; }
+  FASTOPT_HD void prepare() {}
   FASTOPT_HD void operator()(T (&x)[1]) const { scale_rule(x[0], coef); }
 };
 
@@ -20,10 +20,7 @@ struct ScaleByOp {
   static constexpr unsigned kWrite = 0b1u;
   const double* coef_ptr;
   math_t<T> coef = 0;
-  FASTOPT_HD bool prepare() {
-    coef = math_t<T>(*coef_ptr);
-    return true;
-  }
+  FASTOPT_HD void prepare() { coef = math_t<T>(*coef_ptr); }
   FASTOPT_HD void operator()(T (&x)[1]) const { scale_rule(x[0], coef); }
 };
 
@@ -31,7 +28,7 @@ template <typename T>
 struct ClampOp {
   static constexpr unsigned kWrite = 0b1u;
   math_t<T> clip_value;
-  FASTOPT_HD bool prepare() { return true; }
+  FASTOPT_HD void prepare() {}
   FASTOPT_HD void operator()(T (&x)[1]) const { clamp_rule(x[0], clip_value); }
 };
 

@@ -90,8 +90,8 @@ struct alignas(16) Vec {
 FASTOPT_HD bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 // Op: a struct with `static constexpr unsigned kWrite` (bit s set: slot s is stored back),
-// `FASTOPT_HD bool prepare()` (per-thread setup, e.g. reading device scalars; false: this
-// launch writes nothing) and `FASTOPT_HD void operator()(T (&x)[N])` applying the rule to one
+// `FASTOPT_HD void prepare()` (per-thread setup, e.g. reading a coefficient from device
+// memory) and `FASTOPT_HD void operator()(T (&x)[N])` applying the rule to one
 // element's slots in registers. Slots whose pointer is null (unused options) are neither
 // loaded nor stored. One thread's work for one block; host+device so tests can replay a launch
 // on the CPU.
@@ -114,7 +114,7 @@ FASTOPT_HD void apply_block(const MetaT& meta, Op& op, int block, int thread, in
       vec = vec && aligned16(ptr[s]);
     }
   }
-  if (!op.prepare()) return;
+  op.prepare();
   if (vec) {
     T r[V][N];
     for (int64_t i = thread; i * V < n; i += threads) {

@@ -1,40 +1,18 @@
 // Entry points of the CUDA kernels, callable from plain C++ (the pybind11 bindings are compiled
 // by the host compiler and never see a CUDA header). Every launcher takes the host-side pointer
-// table, the op's hyperparameters and the stream to launch on, and returns without
-// synchronizing (except norm_sum, whose result is a host value).
+// table, the op's scalars and the stream to launch on, and returns without synchronizing
+// (except norm_sum, whose result is a host value).
 #pragma once
 #include <cstdint>
 #include <string>
 
-#include "fastopt/rules/adagrad.h"
-#include "fastopt/rules/adam.h"
+#include "fastopt/common.h"
 #include "fastopt/rules/clip.h"
 #include "fastopt/rules/cross_entropy.h"
 #include "fastopt/rules/elementwise_loss.h"
-#include "fastopt/rules/lion.h"
-#include "fastopt/rules/rmsprop.h"
-#include "fastopt/rules/sgd.h"
 #include "fastopt/tensor_list.h"
 
 namespace fastopt::cuda {
-
-// Device-resident scalars for CUDA-graph capture: when non-null, lr is read from lr[0] and the
-// step count from step[0] (both float64 in device memory) inside the kernel, so a captured
-// graph replays with the values of the moment, and step() never waits on the host. The step
-// counts the steps taken including this one (the counter is advanced before the step, as in
-// torch's capturable optimizers): a device step below 1, a counter not yet advanced, makes
-// the launch write nothing, where Adam's bias correction would divide by 1 - beta^0 = 0.
-struct DeviceScalars {
-  const double* lr = nullptr;
-  const double* step = nullptr;
-  static FASTOPT_HD bool counted(double step) { return step >= 1.0; }
-};
-
-// Adagrad's lr decay for capturable steps: clr = lr / (1 + (step - 1) lr_decay) is formed in
-// the kernel from these host values and whichever of lr and step is on the device.
-struct AdagradSchedule {
-  double lr, step, lr_decay;
-};
 
 // Number of usable devices, or -1 with `why` set when the driver/runtime cannot be used (no
 // driver, no device, driver too old). Never throws; safe on machines without a GPU.
@@ -50,12 +28,9 @@ void set_large_params_allowed(bool allowed);
 
 // Launchers. `stream` is a cudaStream_t passed as an integer (0: the legacy default stream);
 // the caller has made `device` current. Errors are thrown as std::runtime_error.
-void sgd(const TensorList&, DType, const SgdHyper&, DeviceScalars, uintptr_t stream);
-void adam(const TensorList&, DType, const AdamHyper&, DeviceScalars, uintptr_t stream);
-void adagrad(const TensorList&, DType, const AdagradHyper&, const AdagradSchedule&,
-             DeviceScalars, uintptr_t stream);
-void rmsprop(const TensorList&, DType, const RmspropHyper&, DeviceScalars, uintptr_t stream);
-void lion(const TensorList&, DType, const LionHyper&, DeviceScalars, uintptr_t stream);
+// The optimizer at index `op` of fastopt/optimizers.h, with its full scalar vector (host
+// memory, fastopt/rule.h).
+void step(int op, const TensorList&, DType, const double* scalars, uintptr_t stream);
 double norm(const TensorList&, DType, NormKind, double p, uintptr_t stream);
 // The capturable clip_grad_norm_, in three launches that never synchronize nor allocate:
 //   norm_partials: one partial (sum of |x|^p, or max |x|) per kChunk-element chunk of the list,
@@ -80,8 +55,6 @@ CrossEntropyResult cross_entropy(const CrossEntropyArgs& a, DType, uintptr_t str
 // returns the loss sum (fixed-order: per-thread, per-block tree, host pairwise fold).
 // Synchronizes (the sum is a host value).
 double elementwise_loss(const PointLossArgs& a, DType, PointLoss, uintptr_t stream);
-// x[0] += value on the device (the step counter of a capturable optimizer).
-void add_scalar(double* x, double value, uintptr_t stream);
 
 // Makes `device` current for the lifetime of the guard, restoring the previous one after.
 class DeviceGuard {

@@ -78,13 +78,6 @@ bool large_params() {
 
 void set_large_params_allowed(bool allowed) { g_large_allowed.store(allowed); }
 
-__global__ void add_scalar_kernel(double* x, double value) { x[0] += value; }
-
-void add_scalar(double* x, double value, uintptr_t stream) {
-  add_scalar_kernel<<<1, 1, 0, reinterpret_cast<cudaStream_t>(stream)>>>(x, value);
-  check(cudaGetLastError(), "kernel launch");
-}
-
 DeviceGuard::DeviceGuard(int device) {
   check(cudaGetDevice(&previous_), "device query");
   if (previous_ != device) check(cudaSetDevice(device), "set device");

@@ -36,33 +36,10 @@ class CpuBackend:
             return False, self._error
         return True, f"C++/OpenMP, ISA {self._C.isa()}, {self._C.num_threads()} threads"
 
-    def sgd(self, t: TensorTable, *, lr: float, momentum: float, dampening: float,
-            weight_decay: float, nesterov: bool, maximize: bool, first_step: bool) -> None:
-        self._C.sgd(t.ptrs, t.numel, t.dtype_code, lr, momentum, dampening, weight_decay,
-                    nesterov, maximize, first_step)
-
-    def adam(self, t: TensorTable, *, step: int, lr: float, beta1: float, beta2: float,
-             eps: float, weight_decay: float, decoupled: bool, amsgrad: bool, maximize: bool,
-             bias_correction: bool, eps_inside_sqrt: bool) -> None:
-        # host-side scalars in float64, as torch computes them
-        bc1 = 1.0 - beta1**step if bias_correction else 1.0
-        bc2 = 1.0 - beta2**step if bias_correction else 1.0
-        self._C.adam(t.ptrs, t.numel, t.dtype_code, lr, beta1, beta2, eps, weight_decay, bc1,
-                     bc2, decoupled, amsgrad, maximize, eps_inside_sqrt)
-
-    def adagrad(self, t: TensorTable, *, step: int, lr: float, lr_decay: float,
-                weight_decay: float, eps: float, maximize: bool) -> None:
-        clr = lr / (1 + (step - 1) * lr_decay)
-        self._C.adagrad(t.ptrs, t.numel, t.dtype_code, clr, weight_decay, eps, maximize)
-
-    def rmsprop(self, t: TensorTable, *, lr: float, alpha: float, eps: float,
-                weight_decay: float, momentum: float, centered: bool, maximize: bool) -> None:
-        self._C.rmsprop(t.ptrs, t.numel, t.dtype_code, lr, alpha, eps, weight_decay, momentum,
-                        centered, maximize)
-
-    def lion(self, t: TensorTable, *, lr: float, beta1: float, beta2: float,
-             weight_decay: float, maximize: bool) -> None:
-        self._C.lion(t.ptrs, t.numel, t.dtype_code, lr, beta1, beta2, weight_decay, maximize)
+    def step(self, op: str, t: TensorTable, scalars: Any) -> None:
+        """One step of optimizer `op` over table t, in place; scalars: the op's float64 scalar
+        vector (fastopt.ops: head one, sign, l1, prox, then the op's own)."""
+        self._C.step(op, t.ptrs, t.numel, t.dtype_code, scalars)
 
     def norm_sum(self, t: TensorTable, norm_type: float) -> float:
         kind = _NORM_KIND.get(float(norm_type), 3)

@@ -1,17 +1,13 @@
 """The compiled CUDA C++ kernels (fastopt._C.cuda): multi-tensor-apply launches on the arrays'
 device and current stream, fp32 math for float16/bfloat16 storage.
 
-Capturable steps (CUDA graphs): every optimizer method takes `lr_ptr` and `step_ptr`, device
-addresses of float64 scalars that the kernel reads instead of the host values, so a captured
-step replays with the current learning rate and step count and never synchronizes with the
-host. `DeviceScalars` owns such a pair. The device step counts the steps taken including the
-current one (advance, then step, as torch's capturable optimizers do); a launch that reads a
-device step below 1 writes nothing (Adam's bias correction 1 - beta^0 would divide by zero).
-`clip_grad_norm_device` is the capturable gradient clipping (fastopt.clip.GradNormClipper).
+Optimizer steps take their scalars (learning rate, bias corrections, ...) from the host, in the
+op's float64 scalar vector (fastopt.ops). `clip_grad_norm_device` is the capturable gradient
+clipping (fastopt.clip.GradNormClipper): it never leaves the device.
 
-Every launcher checks its pointer table before launching (csrc/cuda/table_check.h): a null
-pointer where a slot is needed, a pointer misaligned for its dtype or a negative size raises
-ValueError naming the slot and the tensor, instead of faulting on the device.
+Every launcher checks its pointer table before launching (csrc/include/fastopt/table_check.h):
+a null pointer where a slot is needed, a pointer misaligned for its dtype or a negative size
+raises ValueError naming the slot and the tensor, instead of faulting on the device.
 """
 
 from __future__ import annotations
@@ -71,49 +67,11 @@ class CudaBackend:
         """(device index, stream) of a table: the stream of its first param's framework."""
         return t.device[1], cuda_stream(t.specs[t.slots[0]][0].obj, t.device[1])
 
-    def sgd(self, t: TensorTable, *, lr: float, momentum: float, dampening: float,
-            weight_decay: float, nesterov: bool, maximize: bool, first_step: bool,
-            lr_ptr: int = 0, step_ptr: int = 0) -> None:
+    def step(self, op: str, t: TensorTable, scalars: Any) -> None:
+        """One step of optimizer `op` over table t on its device and stream, without
+        synchronizing; scalars: the op's float64 scalar vector (fastopt.ops), in host memory."""
         dev, stream = self._where(t)
-        self._cu.sgd(t.ptrs, t.numel, t.dtype_code, dev, stream, lr, momentum, dampening,
-                     weight_decay, nesterov, maximize, first_step, lr_ptr, step_ptr)
-
-    def adam(self, t: TensorTable, *, step: int, lr: float, beta1: float, beta2: float,
-             eps: float, weight_decay: float, decoupled: bool, amsgrad: bool, maximize: bool,
-             bias_correction: bool, eps_inside_sqrt: bool, lr_ptr: int = 0,
-             step_ptr: int = 0) -> None:
-        dev, stream = self._where(t)
-        if step_ptr:
-            # 0 asks the kernel to form 1 - beta^step from the device step; exactly 1 means none
-            bc1 = bc2 = 0.0 if bias_correction else 1.0
-        else:
-            bc1 = 1.0 - beta1**step if bias_correction else 1.0
-            bc2 = 1.0 - beta2**step if bias_correction else 1.0
-        self._cu.adam(t.ptrs, t.numel, t.dtype_code, dev, stream, lr, beta1, beta2, eps,
-                      weight_decay, bc1, bc2, decoupled, amsgrad, maximize, eps_inside_sqrt,
-                      lr_ptr, step_ptr)
-
-    def adagrad(self, t: TensorTable, *, step: int, lr: float, lr_decay: float,
-                weight_decay: float, eps: float, maximize: bool, lr_ptr: int = 0,
-                step_ptr: int = 0) -> None:
-        dev, stream = self._where(t)
-        # the launcher forms clr = lr / (1 + (step - 1) lr_decay) in float64 (on the device
-        # from whichever of lr and step has a device pointer)
-        self._cu.adagrad(t.ptrs, t.numel, t.dtype_code, dev, stream, lr, float(step), lr_decay,
-                         weight_decay, eps, maximize, lr_ptr, step_ptr)
-
-    def rmsprop(self, t: TensorTable, *, lr: float, alpha: float, eps: float,
-                weight_decay: float, momentum: float, centered: bool, maximize: bool,
-                lr_ptr: int = 0, step_ptr: int = 0) -> None:
-        dev, stream = self._where(t)
-        self._cu.rmsprop(t.ptrs, t.numel, t.dtype_code, dev, stream, lr, alpha, eps,
-                         weight_decay, momentum, centered, maximize, lr_ptr, step_ptr)
-
-    def lion(self, t: TensorTable, *, lr: float, beta1: float, beta2: float,
-             weight_decay: float, maximize: bool, lr_ptr: int = 0, step_ptr: int = 0) -> None:
-        dev, stream = self._where(t)
-        self._cu.lion(t.ptrs, t.numel, t.dtype_code, dev, stream, lr, beta1, beta2,
-                      weight_decay, maximize, lr_ptr, step_ptr)
+        self._cu.step(op, t.ptrs, t.numel, t.dtype_code, dev, stream, scalars)
 
     def norm_sum(self, t: TensorTable, norm_type: float) -> float:
         dev, stream = self._where(t)
@@ -191,38 +149,6 @@ class CudaBackend:
             input.ptr, target.ptr, weight.ptr if weight else 0, weight_period,
             pos_weight.ptr if pos_weight else 0, pos_weight_period, grad.ptr if grad else 0,
             out.ptr if out is not None else 0, input.numel, param, grad_scale)
-
-    def add_scalar(self, ptr: int, value: float, device: int, stream: int) -> None:
-        """x[0] += value for a float64 scalar in device memory, on `stream` (no host sync)."""
-        self._cu.add_scalar(ptr, value, device, stream)
-
-
-class DeviceScalars:
-    """The learning rate and step count of a capturable optimizer, as a float64 [lr, step]
-    tensor on the parameters' device (torch). `advance()` adds 1 to the step on the device;
-    pass `lr_ptr`/`step_ptr` to the backend's optimizer methods."""
-
-    def __init__(self, like: Any, lr: float, step: int = 0) -> None:
-        import torch
-
-        self.tensor = torch.tensor([float(lr), float(step)], dtype=torch.float64,
-                                   device=like.device)
-
-    @property
-    def lr_ptr(self) -> int:
-        return self.tensor.data_ptr()
-
-    @property
-    def step_ptr(self) -> int:
-        return self.tensor.data_ptr() + 8
-
-    def set_lr(self, lr: float) -> None:
-        """Host -> device copy of a new lr (outside the captured region)."""
-        self.tensor[0].fill_(float(lr))
-
-    def advance(self) -> None:
-        BACKEND.add_scalar(self.step_ptr, 1.0, self.tensor.device.index or 0,
-                           cuda_stream(self.tensor, self.tensor.device.index or 0))
 
 
 BACKEND = CudaBackend()

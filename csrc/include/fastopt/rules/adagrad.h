@@ -1,37 +1,29 @@
 // Adagrad (Duchi, Hazan & Singer, "Adaptive Subgradient Methods for Online Learning and
 // Stochastic Optimization", JMLR 2011), with torch.optim.Adagrad's lr decay.
+//
+//   g = g + wd p  (has_weight_decay)
+//   s = s + g^2;   p = p - clr g / (sqrt(s) + eps)     (clr = lr / (1 + (step - 1) lr_decay))
 #pragma once
 #include <cmath>
 
-#include "fastopt/common.h"
+#include "fastopt/rule.h"
 
 namespace fastopt {
 
-enum AdagradSlot { kAdagradParam, kAdagradGrad, kAdagradStateSum, kAdagradSlots };
+struct Adagrad : Rule {
+  static constexpr const char* name = "adagrad";
+#define FASTOPT_ADAGRAD_STATE(X) X(state_sum)
+#define FASTOPT_ADAGRAD_SCALARS(X) X(clr) X(weight_decay) X(eps) X(has_weight_decay)
+  FASTOPT_STATE(FASTOPT_ADAGRAD_STATE)
+  FASTOPT_SCALARS(FASTOPT_ADAGRAD_SCALARS)
 
-struct AdagradHyper {
-  double clr;  // lr / (1 + (step - 1) lr_decay), on the host in float64
-  double weight_decay, eps;
-  bool maximize;
+  template <unsigned V, typename M>
+  static FASTOPT_HD M update(M p, M g, M (&st)[kState], const Consts<M>& c) {
+    if (c.has_weight_decay != M(0)) g = g + c.weight_decay * p;
+    const M s = st[state_sum] + g * g;
+    st[state_sum] = s;
+    return p - c.clr * (g / (std::sqrt(s) + c.eps));
+  }
 };
-
-template <typename M> struct AdagradConsts {
-  M clr, weight_decay, eps, grad_sign;
-  bool has_weight_decay;
-  FASTOPT_HD explicit AdagradConsts(const AdagradHyper& h)
-      : clr(M(h.clr)), weight_decay(M(h.weight_decay)), eps(M(h.eps)),
-        grad_sign(h.maximize ? M(-1) : M(1)), has_weight_decay(h.weight_decay != 0.0) {}
-};
-
-// s = s + g^2;  p = p - clr g / (sqrt(s) + eps)
-template <typename T, typename M>
-FASTOPT_HD void adagrad_rule(T& param, T grad, T& state_sum, const AdagradConsts<M>& c) {
-  const M p = M(param);
-  M g = M(grad) * c.grad_sign;
-  if (c.has_weight_decay) g = g + c.weight_decay * p;
-  const M s = M(state_sum) + g * g;
-  state_sum = T(s);
-  param = T(p - c.clr * (g / (std::sqrt(s) + c.eps)));
-}
 
 }  // namespace fastopt

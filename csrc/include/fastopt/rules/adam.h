@@ -1,58 +1,53 @@
 // Adam (Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015) with L2 weight
 // decay, and AdamW (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019)
-// with decoupled weight decay; AMSGrad (Reddi et al., ICLR 2018). Extras: bias correction off,
-// and eps inside the square root.
+// with decoupled weight decay; AMSGrad (Reddi et al., "On the Convergence of Adam and Beyond",
+// ICLR 2018). Extras: bias correction off (bias corrections 1), eps inside the square root.
+//
+//   g = g + wd p  (l2);   p = p (1 - lr wd)  (decoupled)
+//   m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2;   vmax = max(vmax, v)  (AMSGrad: v = vmax)
+//   p = p - lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)      or, eps inside the root,
+//   p = p - lr / bc1 * m / sqrt(v / bc2 + eps)             (bc_i = 1 - b_i^step, on the host)
 #pragma once
 #include <cmath>
 
-#include "fastopt/common.h"
+#include "fastopt/rule.h"
 
 namespace fastopt {
 
-enum AdamSlot { kAdamParam, kAdamGrad, kAdamExpAvg, kAdamExpAvgSq, kAdamMaxExpAvgSq, kAdamSlots };
+struct Adam : Rule {
+  static constexpr const char* name = "adam";
+#define FASTOPT_ADAM_STATE(X) X(exp_avg) X(exp_avg_sq) X(max_exp_avg_sq)
+#define FASTOPT_ADAM_SCALARS(X)                                                          \
+  X(beta1) X(one_minus_beta1) X(beta2) X(one_minus_beta2) X(eps) X(weight_decay)         \
+  X(decay_factor) X(step_size) X(bias_correction2) X(bias_correction2_sqrt) X(l2)        \
+  X(decoupled) X(eps_inside_sqrt) X(amsgrad)
+  FASTOPT_STATE(FASTOPT_ADAM_STATE)
+  FASTOPT_SCALARS(FASTOPT_ADAM_SCALARS)
+  using Variants = VariantFlags<S::amsgrad>;
+  static constexpr unsigned kAmsgrad = Variants::bit<S::amsgrad>;
 
-struct AdamHyper {
-  double lr, beta1, beta2, eps, weight_decay;
-  double bias_correction1, bias_correction2;  // 1 - beta^step on the host, in float64
-  bool decoupled, amsgrad, maximize, eps_inside_sqrt;
-};
-
-template <typename M> struct AdamConsts {
-  M beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay_factor;
-  M step_size, bias_correction2, bias_correction2_sqrt, grad_sign;
-  bool l2, decoupled, eps_inside_sqrt;
-  FASTOPT_HD explicit AdamConsts(const AdamHyper& h)
-      : beta1(M(h.beta1)), one_minus_beta1(M(1.0 - h.beta1)), beta2(M(h.beta2)),
-        one_minus_beta2(M(1.0 - h.beta2)), eps(M(h.eps)), weight_decay(M(h.weight_decay)),
-        decay_factor(M(1.0 - h.lr * h.weight_decay)), step_size(M(h.lr / h.bias_correction1)),
-        bias_correction2(M(h.bias_correction2)),
-        bias_correction2_sqrt(M(std::sqrt(h.bias_correction2))),
-        grad_sign(h.maximize ? M(-1) : M(1)), l2(!h.decoupled && h.weight_decay != 0.0),
-        decoupled(h.decoupled && h.weight_decay != 0.0), eps_inside_sqrt(h.eps_inside_sqrt) {}
-};
-
-// m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  vmax = max(vmax, v) (AMSGrad)
-// p = p - lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)      or, eps inside the root,
-// p = p - lr / bc1 * m / sqrt(v / bc2 + eps)
-template <bool Amsgrad, typename T, typename M>
-FASTOPT_HD void adam_rule(T& param, T grad, T& exp_avg, T& exp_avg_sq, T* max_exp_avg_sq,
-                          const AdamConsts<M>& c) {
-  M p = M(param);
-  M g = M(grad) * c.grad_sign;
-  if (c.l2) g = g + c.weight_decay * p;
-  if (c.decoupled) p = p * c.decay_factor;
-  const M m = c.beta1 * M(exp_avg) + c.one_minus_beta1 * g;
-  const M v = c.beta2 * M(exp_avg_sq) + c.one_minus_beta2 * g * g;
-  exp_avg = T(m);
-  exp_avg_sq = T(v);
-  M v_used = v;
-  if constexpr (Amsgrad) {
-    v_used = nan_max(M(*max_exp_avg_sq), v);
-    *max_exp_avg_sq = T(v_used);
+  static constexpr unsigned uses(unsigned v) {
+    return v & kAmsgrad ? ~0u : ~row(max_exp_avg_sq);
   }
-  const M denom = c.eps_inside_sqrt ? std::sqrt(v_used / c.bias_correction2 + c.eps)
-                                    : std::sqrt(v_used) / c.bias_correction2_sqrt + c.eps;
-  param = T(p - c.step_size * (m / denom));
-}
+
+  template <unsigned V, typename M>
+  static FASTOPT_HD M update(M p, M g, M (&st)[kState], const Consts<M>& c) {
+    if (c.l2 != M(0)) g = g + c.weight_decay * p;
+    if (c.decoupled != M(0)) p = p * c.decay_factor;
+    const M m = c.beta1 * st[exp_avg] + c.one_minus_beta1 * g;
+    const M v = c.beta2 * st[exp_avg_sq] + c.one_minus_beta2 * g * g;
+    st[exp_avg] = m;
+    st[exp_avg_sq] = v;
+    M v_used = v;
+    if constexpr (V & kAmsgrad) {
+      v_used = nan_max(st[max_exp_avg_sq], v);
+      st[max_exp_avg_sq] = v_used;
+    }
+    const M denom = c.eps_inside_sqrt != M(0)
+                        ? std::sqrt(v_used / c.bias_correction2 + c.eps)
+                        : std::sqrt(v_used) / c.bias_correction2_sqrt + c.eps;
+    return p - c.step_size * (m / denom);
+  }
+};
 
 }  // namespace fastopt

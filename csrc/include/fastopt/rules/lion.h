@@ -1,36 +1,32 @@
 // Lion (Chen et al., "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023) with
 // decoupled weight decay.
+//
+//   p = p (1 - lr wd);   p = p - lr sign(b1 m + (1 - b1) g);   m = b2 m + (1 - b2) g
 #pragma once
-#include "fastopt/common.h"
+#include "fastopt/rule.h"
 
 namespace fastopt {
 
-enum LionSlot { kLionParam, kLionGrad, kLionExpAvg, kLionSlots };
+struct Lion : Rule {
+  static constexpr const char* name = "lion";
+#define FASTOPT_LION_STATE(X) X(exp_avg)
+#define FASTOPT_LION_SCALARS(X)                                                      \
+  X(lr) X(beta1) X(one_minus_beta1) X(beta2) X(one_minus_beta2) X(decay_factor)
+  FASTOPT_STATE(FASTOPT_LION_STATE)
+  FASTOPT_SCALARS(FASTOPT_LION_SCALARS)
+  // double whatever the storage: the sign of the interpolation flips the whole update, so the
+  // momentum it is formed from must round exactly as the float64 specification's does, or a
+  // one-ulp difference in m later flips a sign
+  template <typename T> using Math = double;
 
-struct LionHyper {
-  double lr, beta1, beta2, weight_decay;
-  bool maximize;
+  template <unsigned V, typename M>
+  static FASTOPT_HD M update(M p, M g, M (&st)[kState], const Consts<M>& c) {
+    const M m = st[exp_avg];
+    p = p * c.decay_factor;
+    p = p - c.lr * nan_sign(c.beta1 * m + c.one_minus_beta1 * g);
+    st[exp_avg] = c.beta2 * m + c.one_minus_beta2 * g;
+    return p;
+  }
 };
-
-// Lion is computed in double whatever the storage: the sign of the interpolation flips the
-// whole update, so the momentum it is formed from must round exactly as the float64
-// specification's does, or a one-ulp difference in m later flips a sign.
-struct LionConsts {
-  double lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay_factor, grad_sign;
-  FASTOPT_HD explicit LionConsts(const LionHyper& h)
-      : lr(h.lr), beta1(h.beta1), one_minus_beta1(1.0 - h.beta1), beta2(h.beta2),
-        one_minus_beta2(1.0 - h.beta2), decay_factor(1.0 - h.lr * h.weight_decay),
-        grad_sign(h.maximize ? -1.0 : 1.0) {}
-};
-
-// p = p (1 - lr wd);  p = p - lr sign(b1 m + (1 - b1) g);  m = b2 m + (1 - b2) g
-template <typename T>
-FASTOPT_HD void lion_rule(T& param, T grad, T& exp_avg, const LionConsts& c) {
-  const double g = double(grad) * c.grad_sign;
-  const double m = double(exp_avg);
-  const double p = double(param) * c.decay_factor;
-  param = T(p - c.lr * nan_sign(c.beta1 * m + c.one_minus_beta1 * g));
-  exp_avg = T(c.beta2 * m + c.one_minus_beta2 * g);
-}
 
 }  // namespace fastopt

@@ -1,56 +1,54 @@
 // RMSprop (Hinton, Coursera lecture 6e, 2012), centered variant (Graves, "Generating
 // Sequences With Recurrent Neural Networks", 2013), with momentum, as torch.optim.RMSprop.
+//
+//   g = g + wd p  (has_weight_decay)
+//   s = a s + (1 - a) g^2
+//   centered: ga = a ga + (1 - a) g,  avg = sqrt(s - ga^2) + eps;   else avg = sqrt(s) + eps
+//   momentum: b = mu b + g / avg,  p = p - lr b;                    else p = p - lr g / avg
 #pragma once
 #include <cmath>
 
-#include "fastopt/common.h"
+#include "fastopt/rule.h"
 
 namespace fastopt {
 
-enum RmspropSlot {
-  kRmspropParam, kRmspropGrad, kRmspropSquareAvg, kRmspropMomentumBuffer, kRmspropGradAvg,
-  kRmspropSlots
-};
+struct Rmsprop : Rule {
+  static constexpr const char* name = "rmsprop";
+#define FASTOPT_RMSPROP_STATE(X) X(square_avg) X(momentum_buffer) X(grad_avg)
+#define FASTOPT_RMSPROP_SCALARS(X)                                                   \
+  X(lr) X(alpha) X(one_minus_alpha) X(eps) X(weight_decay) X(momentum)               \
+  X(has_weight_decay) X(centered) X(has_momentum)
+  FASTOPT_STATE(FASTOPT_RMSPROP_STATE)
+  FASTOPT_SCALARS(FASTOPT_RMSPROP_SCALARS)
+  using Variants = VariantFlags<S::centered, S::has_momentum>;
+  static constexpr unsigned kCentered = Variants::bit<S::centered>;
+  static constexpr unsigned kMomentum = Variants::bit<S::has_momentum>;
 
-struct RmspropHyper {
-  double lr, alpha, eps, weight_decay, momentum;
-  bool centered, maximize;
-};
-
-template <typename M> struct RmspropConsts {
-  M lr, alpha, one_minus_alpha, eps, weight_decay, momentum, grad_sign;
-  bool has_weight_decay;
-  FASTOPT_HD explicit RmspropConsts(const RmspropHyper& h)
-      : lr(M(h.lr)), alpha(M(h.alpha)), one_minus_alpha(M(1.0 - h.alpha)), eps(M(h.eps)),
-        weight_decay(M(h.weight_decay)), momentum(M(h.momentum)),
-        grad_sign(h.maximize ? M(-1) : M(1)), has_weight_decay(h.weight_decay != 0.0) {}
-};
-
-// s = a s + (1 - a) g^2;  centered: ga = a ga + (1 - a) g, avg = sqrt(s - ga^2) + eps,
-// else avg = sqrt(s) + eps;  momentum: b = mu b + g / avg, p = p - lr b;  else p = p - lr g / avg
-template <bool Centered, bool Momentum, typename T, typename M>
-FASTOPT_HD void rmsprop_rule(T& param, T grad, T& square_avg, T* momentum_buffer, T* grad_avg,
-                             const RmspropConsts<M>& c) {
-  const M p = M(param);
-  M g = M(grad) * c.grad_sign;
-  if (c.has_weight_decay) g = g + c.weight_decay * p;
-  const M s = c.alpha * M(square_avg) + c.one_minus_alpha * g * g;
-  square_avg = T(s);
-  M avg;
-  if constexpr (Centered) {
-    const M ga = c.alpha * M(*grad_avg) + c.one_minus_alpha * g;
-    *grad_avg = T(ga);
-    avg = std::sqrt(s - ga * ga) + c.eps;
-  } else {
-    avg = std::sqrt(s) + c.eps;
+  static constexpr unsigned uses(unsigned v) {
+    return ~((v & kMomentum ? 0u : row(momentum_buffer)) | (v & kCentered ? 0u : row(grad_avg)));
   }
-  if constexpr (Momentum) {
-    const M b = c.momentum * M(*momentum_buffer) + g / avg;
-    *momentum_buffer = T(b);
-    param = T(p - c.lr * b);
-  } else {
-    param = T(p - c.lr * (g / avg));
+
+  template <unsigned V, typename M>
+  static FASTOPT_HD M update(M p, M g, M (&st)[kState], const Consts<M>& c) {
+    if (c.has_weight_decay != M(0)) g = g + c.weight_decay * p;
+    const M s = c.alpha * st[square_avg] + c.one_minus_alpha * g * g;
+    st[square_avg] = s;
+    M avg;
+    if constexpr (V & kCentered) {
+      const M ga = c.alpha * st[grad_avg] + c.one_minus_alpha * g;
+      st[grad_avg] = ga;
+      avg = std::sqrt(s - ga * ga) + c.eps;
+    } else {
+      avg = std::sqrt(s) + c.eps;
+    }
+    if constexpr (V & kMomentum) {
+      const M b = c.momentum * st[momentum_buffer] + g / avg;
+      st[momentum_buffer] = b;
+      return p - c.lr * b;
+    } else {
+      return p - c.lr * (g / avg);
+    }
   }
-}
+};
 
 }  // namespace fastopt

@@ -1,9 +1,9 @@
-// The checks every CUDA launcher makes on its pointer table before the first launch: a kernel
+// The checks the bindings make on a pointer table before the first launch. On CUDA a kernel
 // cannot raise, and a null or misaligned pointer there is a sticky device fault that ends the
-// process's CUDA context, so each is refused on the host, with the slot and the tensor named.
-// (The Python layer has already checked dtypes, shapes, devices and aliasing when it built the
-// table; this is the C++ side's own guard, for every caller.) Plain C++: the bindings include
-// it, and tests/cuda_kernel_emulation.cu tests it on the host.
+// process's CUDA context; on the CPU a null row is a crash. So each is refused on the host,
+// with the slot and the tensor named. (The Python layer has already checked dtypes, shapes,
+// devices and aliasing when it built the table; this is the C++ side's own guard, for every
+// caller.) Plain C++: the bindings include it, and tests/cuda_kernel_emulation.cu tests it.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -11,7 +11,7 @@
 #include "fastopt/common.h"
 #include "fastopt/tensor_list.h"
 
-namespace fastopt::cuda {
+namespace fastopt {
 
 inline int element_size(DType dtype) {
   return dtype == DType::f64 ? 8 : (dtype == DType::f32 ? 4 : 2);
@@ -49,18 +49,23 @@ inline std::string pointer_problem(uint64_t p, int64_t numel, int elem, bool req
 // path where it fails, so it is no error.)
 inline std::string table_problem(const TensorList& tl, int elem, const char* const* names,
                                  unsigned required) {
+  auto at = [&](int s, int64_t t) {
+    return std::string(names[s]) + "[" + std::to_string(t) + "]: ";
+  };
   for (int64_t t = 0; t < tl.n_tensors; ++t) {
     const int64_t numel = tl.numel[t];
-    const std::string at = "[" + std::to_string(t) + "]: ";
-    if (numel < 0) return std::string(names[0]) + at + "negative numel " + std::to_string(numel);
+    if (numel < 0) return at(0, t) + "negative numel " + std::to_string(numel);
     if (numel == 0) continue;
     for (int s = 0; s < tl.n_slots; ++s) {
-      const std::string why =
-          pointer_problem(tl.ptrs[s * tl.n_tensors + t], numel, elem, (required >> s) & 1u);
-      if (!why.empty()) return std::string(names[s]) + at + why;
+      const uint64_t p = tl.ptrs[s * tl.n_tensors + t];
+      // the common case, a valid pointer, without building a string (tables of 20,000 tensors)
+      const bool fine = p != 0 ? p % uint64_t(elem) == 0 &&
+                                     uint64_t(numel) <= (UINT64_MAX - p) / uint64_t(elem)
+                               : !((required >> s) & 1u);
+      if (!fine) return at(s, t) + pointer_problem(p, numel, elem, (required >> s) & 1u);
     }
   }
   return "";
 }
 
-}  // namespace fastopt::cuda
+}  // namespace fastopt

@@ -1,0 +1,79 @@
+// The CPU driver of every optimizer in fastopt/optimizers.h: one pass over each chunk of the
+// table, the rule applied element by element with its state in registers (fastopt/rule.h).
+#include <utility>
+
+#include "fastopt/optimizers.h"
+#include "multi_tensor.h"
+#include "ops.h"
+
+namespace fastopt::cpu::FASTOPT_ISA {
+
+namespace {
+
+template <bool Used, typename M, typename T>
+inline M load(const T* x, int64_t i) {
+  if constexpr (Used) return M(x[i]);
+  else return M(0);
+}
+
+template <bool Used, typename T, typename M>
+inline void store(T* x, int64_t i, M v) {
+  if constexpr (Used) x[i] = T(v);
+}
+
+// One chunk of n elements. Every row has its own __restrict pointer (the state rows as the
+// pack `state`), and Use (the rows the variant touches) is known at compile time, so the loop
+// carries no branch on either and vectorizes; rows outside Use are null and never touched.
+template <class Op, unsigned V, bool L1, unsigned Use, typename T, typename M, size_t... I,
+          typename... S>
+void step_chunk(int64_t n, T* __restrict param, const T* __restrict grad,
+                const typename Op::template Consts<M>& consts, std::index_sequence<I...>,
+                S* __restrict... state) {
+  // a local copy: its fields cannot alias the rows, so they stay in registers and GCC can
+  // unswitch the loop on the rule's run-time flags
+  const typename Op::template Consts<M> c = consts;
+  for (int64_t i = 0; i < n; ++i) {
+    M st[Op::kState] = {load<(Use >> (2 + I) & 1u) != 0, M>(state, i)...};
+    const M p = step_element<Op, V, L1>(M(param[i]), M(grad[i]), st, c);
+    (store<(Use >> (2 + I) & 1u) != 0>(state, i, st[I]), ...);
+    param[i] = T(p);
+  }
+}
+
+// The chunk [b, e) of tensor t: the rows the variant uses, null for the others.
+template <class Op, unsigned V, bool L1, typename T, typename M, size_t... I>
+void step_rows(const TensorList& tl, int64_t t, int64_t b, int64_t e,
+               const typename Op::template Consts<M>& c, std::index_sequence<I...> rows) {
+  constexpr unsigned Use = Op::uses(V);
+  step_chunk<Op, V, L1, Use, T, M>(
+      e - b, tl.slot<T>(0, t) + b, tl.slot<T>(1, t) + b, c, rows,
+      ((Use >> (2 + I) & 1u) ? tl.slot<T>(int(2 + I), t) + b : static_cast<T*>(nullptr))...);
+}
+
+template <class Op>
+void step_op(const TensorList& tl, DType dtype, const double* s) {
+  const unsigned variant = rule_info<Op>().variant(s);
+  const bool l1 = s[kL1] != 0.0 || s[kProx] != 0.0;
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using M = typename Op::template Math<T>;
+    const typename Op::template Consts<M> c(s);
+    with_variant<Op::Variants::count>(variant, [&](auto v) {
+      with_flag(l1, [&](auto l1_on) {
+        for_each_chunk(tl, [&](int64_t, int64_t t, int64_t b, int64_t e) {
+          step_rows<Op, decltype(v)::value, decltype(l1_on)::value, T, M>(
+              tl, t, b, e, c, std::make_index_sequence<Op::kState>{});
+        });
+      });
+    });
+  });
+}
+
+}  // namespace
+
+void step(int op, const TensorList& tl, DType dtype, const double* scalars) {
+  visit(Optimizers{}, op,
+        [&](auto tag) { step_op<typename decltype(tag)::type>(tl, dtype, scalars); });
+}
+
+}  // namespace fastopt::cpu::FASTOPT_ISA
