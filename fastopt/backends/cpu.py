@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..ops import Scalars, check_native
 from .._table import TensorTable
 from ._losses import cross_entropy_result
 
@@ -28,18 +29,21 @@ class CpuBackend:
             from .. import _C
 
             self._C = _C
+            check_native(_C.optimizers())
         except ImportError as exc:  # a source checkout that was never built
             self._error = f"fastopt._C is not built ({exc})"
+        except (AttributeError, RuntimeError) as exc:  # built from other sources
+            self._C, self._error = None, f"fastopt._C is stale: {exc}"
 
     def available(self) -> tuple[bool, str]:
         if self._C is None:
             return False, self._error
         return True, f"C++/OpenMP, ISA {self._C.isa()}, {self._C.num_threads()} threads"
 
-    def step(self, op: str, t: TensorTable, scalars: Any) -> None:
+    def step(self, op: str, t: TensorTable, scalars: Scalars) -> None:
         """One step of optimizer `op` over table t, in place; scalars: the op's float64 scalar
         vector (fastopt.ops: head one, sign, l1, prox, then the op's own)."""
-        self._C.step(op, t.ptrs, t.numel, t.dtype_code, scalars)
+        self._C.step(op, t.ptrs, t.numel, t.dtype_code, scalars.vector)
 
     def norm_sum(self, t: TensorTable, norm_type: float) -> float:
         kind = _NORM_KIND.get(float(norm_type), 3)

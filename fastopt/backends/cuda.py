@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 from .._arrays import cuda_stream
+from ..ops import Scalars
 from .._table import TensorTable
 from ._losses import cross_entropy_result
 
@@ -67,11 +68,11 @@ class CudaBackend:
         """(device index, stream) of a table: the stream of its first param's framework."""
         return t.device[1], cuda_stream(t.specs[t.slots[0]][0].obj, t.device[1])
 
-    def step(self, op: str, t: TensorTable, scalars: Any) -> None:
+    def step(self, op: str, t: TensorTable, scalars: Scalars) -> None:
         """One step of optimizer `op` over table t on its device and stream, without
         synchronizing; scalars: the op's float64 scalar vector (fastopt.ops), in host memory."""
         dev, stream = self._where(t)
-        self._cu.step(op, t.ptrs, t.numel, t.dtype_code, dev, stream, scalars)
+        self._cu.step(op, t.ptrs, t.numel, t.dtype_code, dev, stream, scalars.vector)
 
     def norm_sum(self, t: TensorTable, norm_type: float) -> float:
         dev, stream = self._where(t)

@@ -271,14 +271,21 @@ def class_doc(spec: OpSpec, alias: Alias | None) -> str:
             f"fastopt.reference.{spec.name}.")
 
 
-def check_native(spec: OpSpec, native: dict[str, Any]) -> None:
-    """Raise if a compiled kernel's declared slots or scalars differ from the spec's."""
-    if tuple(native["slots"]) != spec.table_slots or \
-            tuple(native["scalars"]) != spec.scalars_order:
-        raise RuntimeError(
-            f"fastopt: the compiled {spec.name} kernel declares slots {native['slots']} and "
-            f"scalars {native['scalars']}, the spec {spec.table_slots} and "
-            f"{spec.scalars_order}: rebuild fastopt._C")
+def check_native(native: list[dict[str, Any]]) -> None:
+    """Raise RuntimeError unless the compiled kernels (`_C.optimizers()`) declare exactly the
+    registry's optimizers, with the specs' slots and scalars in the same order."""
+    found = {d["name"]: d for d in native}
+    for spec in REGISTRY.values():
+        d = found.pop(spec.name, None)
+        if d is None:
+            raise RuntimeError(f"no compiled kernel for {spec.name}: rebuild fastopt._C")
+        if tuple(d["slots"]) != spec.table_slots or tuple(d["scalars"]) != spec.scalars_order:
+            raise RuntimeError(
+                f"the compiled {spec.name} kernel declares slots {d['slots']} and scalars "
+                f"{d['scalars']}, its spec {spec.table_slots} and {spec.scalars_order}: "
+                "rebuild fastopt._C")
+    if found:
+        raise RuntimeError(f"compiled kernels without a spec: {sorted(found)}")
 
 
 # --- the registry ------------------------------------------------------------------------
