@@ -43,7 +43,7 @@ enum HeadScalar : int { kOne = 0, kSign = 1, kL1 = 2, kProx = 3, kHead = 4 };
 template <int... Flags>
 struct VariantFlags {
   static constexpr int count = int(sizeof...(Flags));
-  static constexpr int index[count + 1] = {Flags..., -1};
+  static constexpr int index[count + 1] = {Flags..., -1};  // -1: never empty
 
   static constexpr int position(int flag) {
     for (int i = 0; i < count; ++i)
@@ -54,14 +54,6 @@ struct VariantFlags {
   template <int Flag>
   static constexpr unsigned bit =
       position(Flag) >= 0 ? 1u << position(Flag) : throw "not a variant flag";
-
-  // The variant a scalar vector selects: a flag is on when its value is not 0.
-  static unsigned of(const double* s) {
-    unsigned v = 0;
-    for (int i = 0; i < count; ++i)
-      if (s[index[i]] != 0.0) v |= 1u << i;
-    return v;
-  }
 };
 
 // Defaults of the optional parts of a rule.
