@@ -72,6 +72,28 @@ def point_loss(kind, x, y, param, pw):
     return ey * (y - x), -ey
 
 
+def element_rule(point_loss):
+    """Element i of an element-wise loss, built on a backend's compiled point_loss (closures
+    over it compile with @njit and with cuda.jit(device=True)): writes scale w dloss/dx to
+    grad (has_g) and w loss to out (has_out), returns w loss. w and the positive-class weight
+    pw repeat every wp and pp elements (0: absent)."""
+
+    def element(i, x, kind, y, w, wp, pw, pp, grad, has_g, out, has_out, param, scale):
+        p = float(pw[i % pp]) if pp > 0 else 1.0
+        loss, d = point_loss(kind, float(x[i]), float(y[i]), param, p)
+        if wp > 0:
+            wv = float(w[i % wp])
+            loss *= wv
+            d *= wv
+        if has_g:
+            grad[i] = scale * d
+        if has_out:
+            out[i] = loss
+        return loss
+
+    return element
+
+
 def ce_row(x, tidx, probs, tprob, w, has_w, wsum, g, has_g, i, c, inner, ignore_index, eps, z,
            cap, scale):
     """Row i's loss, writing its gradient when has_g (ignored rows: loss 0, gradient 0; a NaN
@@ -177,7 +199,7 @@ def ce_prepare(target, weight, n, c, ignore_index, reduction):
 # --- the `numba` backend's kernels: compiled, or loaded from Numba's on-disk cache, on first call
 
 rule = njit(cache=True, error_model="numpy")
-_point_loss = rule(point_loss)
+_element = rule(element_rule(rule(point_loss)))
 _ce_row = rule(ce_row)
 kernel = njit(parallel=True, cache=True, error_model="numpy")
 
@@ -190,17 +212,8 @@ def elementwise(x, kind, y, w, wp, pw, pp, grad, has_g, out, has_out, param, sca
     for ch in prange(partials.size):
         acc = 0.0
         for i in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
-            p = float(pw[i % pp]) if pp > 0 else 1.0
-            loss, d = _point_loss(kind, float(x[i]), float(y[i]), param, p)
-            if wp > 0:
-                wv = float(w[i % wp])
-                loss *= wv
-                d *= wv
-            if has_g:
-                grad[i] = scale * d
-            if has_out:
-                out[i] = loss
-            acc += loss
+            acc += _element(i, x, kind, y, w, wp, pw, pp, grad, has_g, out, has_out, param,
+                            scale)
         partials[ch] = acc
 
 
