@@ -20,11 +20,8 @@ BLOCK = 256  # threads per block: the width of the shared-memory trees
 
 device = cuda.jit(device=True, inline=True)
 element = device(L.element_rule(device(L.point_loss)))
-
-
-@device
-def _capped(v, cap):
-    return cap * math.tanh(v / cap) if cap > 0.0 else v
+_capped = device(L.capped)
+_ce_class_grad = device(L.ce_class_grad)
 
 
 @device
@@ -140,17 +137,13 @@ def cross_entropy(x, tidx, probs, tprob, w, has_w, wsum, grad, has_g, n, c, inne
             coef = scale * (a + 2.0 * z * lse) / big_s if finite else math.nan
             for j in range(t, c, BLOCK):
                 k = base + j * inner
-                s = _capped(float64(x[k]), cap)
                 wj = float64(w[j]) if has_w else 1.0
                 if probs:
                     tj = wj * (keep * float64(tprob[k]) + spread)
                 else:
                     tj = spread * wj + (keep * wy if j == y else 0.0)
-                gj = math.exp(s - m) * coef - scale * tj
-                if cap > 0.0:
-                    r = s / cap
-                    gj *= 1.0 - r * r
-                grad[k] = gj if finite else math.nan
+                s = _capped(float64(x[k]), cap)
+                grad[k] = _ce_class_grad(s, m, coef, scale, tj, cap) if finite else math.nan
         if t == 0:
             rows[i] = a * math.log(big_s) - tx + z * lse * lse if finite else math.nan
         cuda.syncthreads()  # the shared sums are reused by the next row
