@@ -97,9 +97,6 @@ static int emulate(char** argv) {
 }
 
 int main(int argc, char** argv) {
-  if (argc != 16) {
-    std::printf("usage: see the header of tests/cuda_ce_emulation.cu\n");
-    return 2;
-  }
-  return std::atoi(argv[1]) == 64 ? emulate<double>(argv) : emulate<float>(argv);
+  return replay_main(argc, argv, 16, "tests/cuda_ce_emulation.cu",
+                     [argv](auto t) { return emulate<decltype(t)>(argv); });
 }

@@ -53,9 +53,6 @@ static int emulate(char** argv) {
 }
 
 int main(int argc, char** argv) {
-  if (argc != 14) {
-    std::printf("usage: see the header of tests/cuda_loss_emulation.cu\n");
-    return 2;
-  }
-  return std::atoi(argv[1]) == 64 ? emulate<double>(argv) : emulate<float>(argv);
+  return replay_main(argc, argv, 14, "tests/cuda_loss_emulation.cu",
+                     [argv](auto t) { return emulate<decltype(t)>(argv); });
 }

@@ -33,3 +33,14 @@ static V tree_fold(std::vector<V>& a, int block, Op op) {
     for (int t = 0; t < w; ++t) a[t] = op(a[t], a[t + w]);
   return a[0];
 }
+
+// main() of a replay: argc checked against `args` (else the usage is in the source's header);
+// argv[1] picks the storage, 64 double and otherwise float, as emulate(T{}) for T.
+template <typename Emulate>
+static int replay_main(int argc, char** argv, int args, const char* source, Emulate emulate) {
+  if (argc != args) {
+    std::printf("usage: see the header of %s\n", source);
+    return 2;
+  }
+  return std::atoi(argv[1]) == 64 ? emulate(double{}) : emulate(float{});
+}
