@@ -28,90 +28,80 @@ def _quick(config) -> bool:
                 or os.environ.get("FASTOPT_BENCH_QUICK"))
 
 
-@pytest.mark.parametrize("impl", ["fastopt", "torch"])
-def test_cross_entropy_fwd_bwd(benchmark, request, impl):
+def _threads(impl: str) -> None:
+    """Skips fastopt where the build has no loss kernels; both sides on THREADS threads."""
     if impl == "fastopt" and not fo.fused_losses_available():
         pytest.skip("fastopt.losses (the fused loss kernels) is not in this build")
     gc.collect()
     torch.set_num_threads(THREADS)
     fastopt.set_num_threads(THREADS)
+
+
+def _time_backward(benchmark, loss, leaves, group: str, shape: list, rounds: int, warmup: int,
+                   nbytes: int | None = None) -> None:
+    """Times loss().backward(), the leaves' .grad reset (untimed) before each call, after
+    `warmup` untimed calls; GB/s of nbytes moved per call in extra_info."""
+
+    def reset():
+        for t in leaves:
+            t.grad = None
+        return (), {}
+
+    def run():
+        loss().backward()
+
+    for _ in range(warmup):
+        reset()
+        run()
+    benchmark.group = group
+    benchmark.extra_info.update(shape=shape, threads=THREADS)
+    benchmark.pedantic(run, setup=reset, rounds=rounds, iterations=1)
+    if nbytes is not None and benchmark.stats is not None:
+        benchmark.extra_info["GB/s"] = nbytes / benchmark.stats.stats.min / 1e9
+
+
+@pytest.mark.parametrize("impl", ["fastopt", "torch"])
+def test_cross_entropy_fwd_bwd(benchmark, request, impl):
+    _threads(impl)
     n, c = (64, 1000) if _quick(request.config) else (4096, 32000)
     gen = torch.Generator().manual_seed(0)
     data = torch.randn(n, c, generator=gen)
     target = torch.randint(0, c, (n,), generator=gen)
     x = data.clone().requires_grad_()
     fn = torch.nn.functional.cross_entropy if impl == "torch" else fo.cross_entropy
-
-    def reset():
-        x.grad = None
-        return (), {}
-
-    def run():
-        fn(x, target).backward()
-
-    for _ in range(2):
-        reset()
-        run()
-    benchmark.group = f"cross_entropy fwd+bwd {n}x{c}"
-    benchmark.extra_info.update(shape=[n, c], threads=THREADS)
-    benchmark.pedantic(run, setup=reset, rounds=7, iterations=1)
-    if benchmark.stats is not None:
-        benchmark.extra_info["GB/s"] = 8 * n * c / benchmark.stats.stats.min / 1e9
+    _time_backward(benchmark, lambda: fn(x, target), [x], f"cross_entropy fwd+bwd {n}x{c}",
+                   [n, c], rounds=7, warmup=2, nbytes=8 * n * c)
 
 
 @pytest.mark.parametrize("impl", ["fastopt", "torch"])
 def test_segmentation_cross_entropy_fwd_bwd(benchmark, request, impl):
     """[N, C, H, W] logits (class stride H W): the strided rows of the fused kernel."""
-    if impl == "fastopt" and not fo.fused_losses_available():
-        pytest.skip("fastopt.losses (the fused loss kernels) is not in this build")
-    gc.collect()
-    torch.set_num_threads(THREADS)
-    fastopt.set_num_threads(THREADS)
+    _threads(impl)
     shape = (2, 5, 16, 16) if _quick(request.config) else (8, 21, 256, 256)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=gen).requires_grad_()
     target = torch.randint(0, shape[1], shape[:1] + shape[2:], generator=gen)
     fn = torch.nn.functional.cross_entropy if impl == "torch" else fo.cross_entropy
-
-    def reset():
-        x.grad = None
-        return (), {}
-
-    def run():
-        fn(x, target).backward()
-
-    benchmark.group = f"cross_entropy fwd+bwd {list(shape)}"
-    benchmark.extra_info.update(shape=list(shape), threads=THREADS)
-    benchmark.pedantic(run, setup=reset, rounds=5, iterations=1, warmup_rounds=1)
-    if benchmark.stats is not None:
-        benchmark.extra_info["GB/s"] = 8 * x.numel() / benchmark.stats.stats.min / 1e9
+    _time_backward(benchmark, lambda: fn(x, target), [x],
+                   f"cross_entropy fwd+bwd {list(shape)}", list(shape), rounds=5, warmup=1,
+                   nbytes=8 * x.numel())
 
 
 @pytest.mark.parametrize("impl", ["fastopt", "torch"])
 def test_linear_cross_entropy_fwd_bwd(benchmark, request, impl):
     """The LM head's loss: fastopt.torch.linear_cross_entropy (chunked, no [N, V] logits)
     against torch's F.cross_entropy(hidden @ weight.T, target)."""
-    if impl == "fastopt" and not fo.fused_losses_available():
-        pytest.skip("fastopt.losses (the fused loss kernels) is not in this build")
-    gc.collect()
-    torch.set_num_threads(THREADS)
-    fastopt.set_num_threads(THREADS)
+    _threads(impl)
     n, h, v = (64, 16, 500) if _quick(request.config) else (4096, 1024, 32000)
     gen = torch.Generator().manual_seed(0)
     hidden = torch.randn(n, h, generator=gen).requires_grad_()
     weight = (torch.randn(v, h, generator=gen) / h ** 0.5).requires_grad_()
     target = torch.randint(0, v, (n,), generator=gen)
 
-    def reset():
-        hidden.grad = weight.grad = None
-        return (), {}
-
-    def run():
+    def loss():
         if impl == "torch":
-            torch.nn.functional.cross_entropy(hidden @ weight.T, target).backward()
-        else:
-            fo.linear_cross_entropy(hidden, weight, target).backward()
+            return torch.nn.functional.cross_entropy(hidden @ weight.T, target)
+        return fo.linear_cross_entropy(hidden, weight, target)
 
-    benchmark.group = f"linear_cross_entropy fwd+bwd {n}x{h}x{v}"
-    benchmark.extra_info.update(shape=[n, h, v], threads=THREADS)
-    benchmark.pedantic(run, setup=reset, rounds=3, iterations=1, warmup_rounds=1)
+    _time_backward(benchmark, loss, [hidden, weight],
+                   f"linear_cross_entropy fwd+bwd {n}x{h}x{v}", [n, h, v], rounds=3, warmup=1)

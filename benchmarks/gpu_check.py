@@ -600,6 +600,14 @@ def part_torch() -> None:
 
 
 # --- cross-entropy -----------------------------------------------------------------------------
+def usable(what: str, backend: str) -> bool:
+    """Whether `backend` can run here; where not, a failure saying why."""
+    ok, why = backends.get(backend).available()
+    if not ok:
+        fail(f"{what} {backend}: unavailable: {why}")
+    return ok
+
+
 def part_cross_entropy() -> None:
     """fastopt.losses.cross_entropy (the `cuda` backend) against the reference and torch's
     F.cross_entropy + backward: float32/float64, odd shapes, every option, int32/int64
@@ -607,10 +615,10 @@ def part_cross_entropy() -> None:
     from fastopt import losses
     from fastopt import reference as ref
 
+    from loss_cases import ce_inputs
+
     backend = MAIN
-    ok, why = backends.get(backend).available()
-    if not ok:
-        fail(f"cross_entropy {backend}: unavailable: {why}")
+    if not usable("cross_entropy", backend):
         return
     options = {
         "plain": {}, "weight_ignore_smooth": dict(weight=True, ignore=True, label_smoothing=0.2),
@@ -632,18 +640,8 @@ def part_cross_entropy() -> None:
                 reduction = ("mean", "sum", "none")[k % 3]
                 what = f"cross_entropy {backend} {name} {dtype} {list(shape)} {reduction}"
                 with case(what):
-                    x = (rng.standard_normal(shape) * 3).astype(dtype)
-                    if opts.get("probs"):
-                        p = rng.random(shape)
-                        t = (p / p.sum(axis=1, keepdims=True)).astype(dtype)
-                    else:
-                        t = rng.integers(0, shape[1], shape[0]).astype(
-                            np.int32 if k % 2 else np.int64)
-                        if opts.get("ignore"):
-                            t[::3] = -100
-                    w = (rng.random(shape[1]) + 0.5).astype(dtype) if opts.get("weight") else None
-                    kw = {a: v for a, v in opts.items()
-                          if a in ("label_smoothing", "z_loss", "softcap")}
+                    x, t, w, kw = ce_inputs(rng, shape, dtype, opts,
+                                            np.int32 if k % 2 else np.int64)
                     rloss, rgrad = ref.cross_entropy(x, t, w, reduction=reduction, **kw)
                     xd, td = to_torch(x), to_torch(t)
                     wd = None if w is None else to_torch(w)
@@ -690,48 +688,30 @@ def part_cross_entropy() -> None:
 def part_losses() -> None:
     """Every element-wise loss (value, gradient, element losses) on every backend under test,
     odd sizes and broadcast weights, and numba_cuda's cross-entropy, against the reference."""
+    from loss_cases import ELEMENTWISE, ce_inputs, elementwise_inputs
+
     from fastopt import losses
     from fastopt import reference as ref
 
-    kinds = [("mse_loss", {}, "normal"), ("l1_loss", {}, "normal"),
-             ("huber_loss", dict(delta=0.7), "normal"),
-             ("smooth_l1_loss", dict(beta=0.5), "normal"),
-             ("binary_cross_entropy", {}, "bce"),
-             ("binary_cross_entropy_with_logits", {}, "logits"),
-             ("kl_div", {}, "kl"), ("kl_div", dict(log_target=True), "normal")]
     sizes = (7, 33) if DRY else ((7, 4097, 65537) if QUICK else (7, 4097, 65537, 1 << 24))
     rng = np.random.default_rng(1)
     for backend in BACKENDS:
-        ok, why = backends.get(backend).available()
-        if not ok:
-            fail(f"losses {backend}: unavailable: {why}")
+        if not usable("losses", backend):
             continue
         n = n_fail = 0
         for dtype in ("float32", "float64"):
             for size in sizes:
-                for k, (name, kw, kind) in enumerate(kinds):
+                for k, (kind, (name, kw)) in enumerate(ELEMENTWISE.items()):
                     reduction = ("mean", "sum", "none")[(k + size) % 3]
                     what = f"{name}{kw or ''} {backend} {dtype} [{size}] {reduction}"
                     with case(what):
                         shape = (size // 7, 7) if size % 7 == 0 else (size,)
-                        x, y = rng.standard_normal(shape) * 2, rng.standard_normal(shape)
-                        if kind == "bce":
-                            x, y = rng.random(shape), rng.random(shape)
-                        elif kind in ("logits", "kl"):
-                            y = rng.random(shape)
-                        if kind == "kl":
-                            x = np.log(rng.random(shape) + 1e-3)
-                        x, y = x.astype(dtype), y.astype(dtype)
-                        extra = {}
-                        if kind in ("bce", "logits"):
-                            extra["weight"] = (rng.random(shape[-1]) + 0.5).astype(dtype)
-                        if kind == "logits":
-                            extra["pos_weight"] = (rng.random(shape[-1]) * 3).astype(dtype)
+                        x, y, weights = elementwise_inputs(rng, kind, shape, dtype)
                         rloss, rgrad = getattr(ref, name)(x, y, reduction=reduction, **kw,
-                                                          **extra)
+                                                          **weights)
                         loss, grad = getattr(losses, name)(
                             to_torch(x), to_torch(y), reduction=reduction, backend=backend,
-                            **kw, **{a: to_torch(v) for a, v in extra.items()})
+                            **kw, **{a: to_torch(v) for a, v in weights.items()})
                         res = [("loss", to_numpy(loss) if isinstance(loss, torch.Tensor)
                                 else loss, rloss), ("grad", to_numpy(grad), rgrad)]
                         n += len(res)
@@ -742,16 +722,14 @@ def part_losses() -> None:
                                     ((3, 50257), dict(z_loss=1e-3, softcap=5.0))):
                     what = f"cross_entropy numba_cuda {dtype} {list(shape)} {opts}"
                     with case(what):
-                        x = (rng.standard_normal(shape) * 3).astype(dtype)
-                        t = rng.integers(0, shape[1], shape[0])
-                        t[::3] = -100
-                        w = (rng.random(shape[1]) + 0.5).astype(dtype)
-                        rloss, rgrad = ref.cross_entropy(x, t, w, **opts)
+                        x, t, w, kw = ce_inputs(rng, shape, dtype,
+                                                dict(opts, ignore=True, weight=True))
+                        rloss, rgrad = ref.cross_entropy(x, t, w, **kw)
                         xd = to_torch(x)
                         loss, grad = losses.cross_entropy(xd, to_torch(t), to_torch(w),
-                                                          backend="numba_cuda", **opts)
+                                                          backend="numba_cuda", **kw)
                         _, gi = losses.cross_entropy(xd, to_torch(t), to_torch(w),
-                                                     inplace=True, backend="numba_cuda", **opts)
+                                                     inplace=True, backend="numba_cuda", **kw)
                         res = [("loss", loss, rloss), ("grad", to_numpy(grad), rgrad),
                                ("inplace grad", to_numpy(gi), rgrad)]
                         n += len(res)

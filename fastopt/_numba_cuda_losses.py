@@ -19,25 +19,24 @@ from . import _numba_losses as L
 BLOCK = 256  # threads per block: the width of the shared-memory trees
 
 device = cuda.jit(device=True, inline=True)
-point_loss = device(L.point_loss)
+element = device(L.element_rule(device(L.point_loss)))
+_capped = device(L.capped)
+_ce_class_grad = device(L.ce_class_grad)
 
 
 @device
-def _capped(v, cap):
-    return cap * math.tanh(v / cap) if cap > 0.0 else v
-
-
-@device
-def _tree(acc, t, kind):
-    """acc[0] = the sum (kind 0) or NaN-sticky max (kind 1) of acc[0:BLOCK], in a fixed-shape
-    tree; every thread of the block must call it."""
+def block_reduce(acc, t, nan_max):
+    """acc[0] = the sum, or with nan_max the NaN-sticky max, of the block's shared array acc
+    (one value per thread t; a power-of-two length), folded in a fixed-shape tree: at width
+    len/2, ..., 1 thread t < width combines acc[t] with acc[t + width], so the result has the
+    same bits on every run. Every thread of the block must call it."""
     cuda.syncthreads()
-    width = BLOCK // 2
+    width = acc.shape[0] // 2
     while width > 0:
         if t < width:
             u = acc[t]
             w = acc[t + width]
-            if kind == 1:
+            if nan_max:
                 acc[t] = u if (u > w or u != u) else w
             else:
                 acc[t] = u + w
@@ -55,22 +54,10 @@ def elementwise(x, kind, y, w, wp, pw, pp, grad, has_g, out, has_out, param, sca
     i = cuda.blockIdx.x * BLOCK + t
     stride = cuda.gridDim.x * BLOCK
     while i < x.size:
-        p = float64(pw[i % pp]) if pp > 0 else 1.0
-        r = point_loss(kind, float64(x[i]), float64(y[i]), param, p)
-        loss = r[0]
-        d = r[1]
-        if wp > 0:
-            wv = float64(w[i % wp])
-            loss *= wv
-            d *= wv
-        if has_g:
-            grad[i] = scale * d
-        if has_out:
-            out[i] = loss
-        a += loss
+        a += element(i, x, kind, y, w, wp, pw, pp, grad, has_g, out, has_out, param, scale)
         i += stride
     acc[t] = a
-    _tree(acc, t, 0)
+    block_reduce(acc, t, False)
     if t == 0:
         partials[cuda.blockIdx.x] = acc[0]
 
@@ -112,7 +99,7 @@ def cross_entropy(x, tidx, probs, tprob, w, has_w, wsum, grad, has_g, n, c, inne
             if s > m or s != s:
                 m = s
         mx[t] = m
-        _tree(mx, t, 1)
+        block_reduce(mx, t, True)
         m = mx[0]
         finite = m > -math.inf and m < math.inf
         wy = 0.0
@@ -136,9 +123,9 @@ def cross_entropy(x, tidx, probs, tprob, w, has_w, wsum, grad, has_g, n, c, inne
         s_acc[t] = big_s
         a_acc[t] = a
         t_acc[t] = tx
-        _tree(s_acc, t, 0)
-        _tree(a_acc, t, 0)
-        _tree(t_acc, t, 0)
+        block_reduce(s_acc, t, False)
+        block_reduce(a_acc, t, False)
+        block_reduce(t_acc, t, False)
         big_s = s_acc[0]
         a = a_acc[0]
         tx = t_acc[0]
@@ -150,17 +137,13 @@ def cross_entropy(x, tidx, probs, tprob, w, has_w, wsum, grad, has_g, n, c, inne
             coef = scale * (a + 2.0 * z * lse) / big_s if finite else math.nan
             for j in range(t, c, BLOCK):
                 k = base + j * inner
-                s = _capped(float64(x[k]), cap)
                 wj = float64(w[j]) if has_w else 1.0
                 if probs:
                     tj = wj * (keep * float64(tprob[k]) + spread)
                 else:
                     tj = spread * wj + (keep * wy if j == y else 0.0)
-                gj = math.exp(s - m) * coef - scale * tj
-                if cap > 0.0:
-                    r = s / cap
-                    gj *= 1.0 - r * r
-                grad[k] = gj if finite else math.nan
+                s = _capped(float64(x[k]), cap)
+                grad[k] = _ce_class_grad(s, m, coef, scale, tj, cap) if finite else math.nan
         if t == 0:
             rows[i] = a * math.log(big_s) - tx + z * lse * lse if finite else math.nan
         cuda.syncthreads()  # the shared sums are reused by the next row

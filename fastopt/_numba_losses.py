@@ -1,7 +1,8 @@
-"""The losses for the Numba backends: per-element and per-row rules written once as plain Python
-scalar functions, compiled with @njit into the `numba` CPU backend's kernels below and with
-numba.cuda.jit(device=True) in fastopt._numba_cuda_losses. Imported only when a Numba backend
-first computes a loss.
+"""The losses for the Numba backends: per-element and per-class rules written once as plain
+Python scalar functions, compiled with @njit into the `numba` CPU backend's kernels below and
+with numba.cuda.jit(device=True) in fastopt._numba_cuda_losses (which sweeps a cross-entropy
+row over a block's threads, where ce_row below sweeps it in one loop). Imported only when a
+Numba backend first computes a loss.
 
 The rules follow csrc/include/fastopt/rules/{elementwise_loss,cross_entropy}.h and compute in
 float64 whatever the storage dtype (the values are rounded to it when stored). Every reduction
@@ -72,82 +73,42 @@ def point_loss(kind, x, y, param, pw):
     return ey * (y - x), -ey
 
 
-def ce_row(x, tidx, probs, tprob, w, has_w, wsum, g, has_g, i, c, inner, ignore_index, eps, z,
-           cap, scale):
-    """Row i's loss, writing its gradient when has_g (ignored rows: loss 0, gradient 0; a NaN
-    or infinite logit: NaN loss and gradient). Row i starts at (i // inner) c inner + i % inner
-    of [n / inner, c, inner] logits (inner = 1: [n, c]); its classes are inner apart. x may be
-    g: every element is read before it is written. One function with no calls, so that
-    @njit and cuda.jit(device=True) both compile it."""
-    base = (i // inner) * c * inner + i % inner
-    y = 0
-    if not probs:
-        y = tidx[i]
-        if y == ignore_index:
-            if has_g:
-                for j in range(c):
-                    g[base + j * inner] = 0.0
-            return 0.0
-    keep = 1.0 - eps
-    spread = eps / c
-    m = -math.inf
-    for j in range(c):
-        s = float(x[base + j * inner])
-        if cap > 0.0:
-            s = cap * math.tanh(s / cap)
-        if s > m or s != s:
-            m = s
-        if m != m:
-            break
-    if not (m > -math.inf and m < math.inf):
+def element_rule(point_loss):
+    """Element i of an element-wise loss, built on a backend's compiled point_loss (closures
+    over it compile with @njit and with cuda.jit(device=True)): writes scale w dloss/dx to
+    grad (has_g) and w loss to out (has_out), returns w loss. w and the positive-class weight
+    pw repeat every wp and pp elements (0: absent)."""
+
+    def element(i, x, kind, y, w, wp, pw, pp, grad, has_g, out, has_out, param, scale):
+        p = float(pw[i % pp]) if pp > 0 else 1.0
+        loss, d = point_loss(kind, float(x[i]), float(y[i]), param, p)
+        if wp > 0:
+            wv = float(w[i % wp])
+            loss *= wv
+            d *= wv
         if has_g:
-            for j in range(c):
-                g[base + j * inner] = math.nan
-        return math.nan
-    wy = 0.0
-    if not probs:
-        wy = w[y] if has_w else 1.0
-    big_s = 0.0
-    a = 0.0
-    tx = 0.0
-    for j in range(c):
-        k = base + j * inner
-        s = float(x[k])
-        if cap > 0.0:
-            s = cap * math.tanh(s / cap)
-        big_s += math.exp(s - m)
-        wj = w[j] if has_w else 1.0
-        if probs:
-            t = wj * (keep * tprob[k] + spread)
-            a += t
-            tx += t * (s - m)
-        elif spread > 0.0:
-            tx += spread * wj * (s - m)
-    if not probs:
-        a = keep * wy + spread * wsum
-        sy = float(x[base + y * inner])
-        if cap > 0.0:
-            sy = cap * math.tanh(sy / cap)
-        tx += keep * wy * (sy - m)
-    lse = m + math.log(big_s)
-    if has_g:
-        coef = scale * (a + 2.0 * z * lse) / big_s
-        for j in range(c):
-            k = base + j * inner
-            s = float(x[k])
-            if cap > 0.0:
-                s = cap * math.tanh(s / cap)
-            wj = w[j] if has_w else 1.0
-            if probs:
-                t = wj * (keep * tprob[k] + spread)
-            else:
-                t = spread * wj + (keep * wy if j == y else 0.0)
-            gj = math.exp(s - m) * coef - scale * t
-            if cap > 0.0:
-                r = s / cap
-                gj *= 1.0 - r * r
-            g[k] = gj
-    return a * math.log(big_s) - tx + z * lse * lse
+            grad[i] = scale * d
+        if has_out:
+            out[i] = loss
+        return loss
+
+    return element
+
+
+def capped(v, cap):
+    """Soft-capping, s = cap tanh(v / cap); v itself without a cap (cap 0)."""
+    return cap * math.tanh(v / cap) if cap > 0.0 else v
+
+
+def ce_class_grad(s, m, coef, scale, t, cap):
+    """dloss/dx_j of class j from its capped logit s and target weight t:
+    e^(s - m) coef - scale t, times 1 - (s / cap)^2 under soft-capping, where
+    coef = scale (A + 2 z lse) / S."""
+    gj = math.exp(s - m) * coef - scale * t
+    if cap > 0.0:
+        r = s / cap
+        gj *= 1.0 - r * r
+    return gj
 
 
 # --- host side, shared by both Numba backends ------------------------------------------------
@@ -177,9 +138,75 @@ def ce_prepare(target, weight, n, c, ignore_index, reduction):
 # --- the `numba` backend's kernels: compiled, or loaded from Numba's on-disk cache, on first call
 
 rule = njit(cache=True, error_model="numpy")
-_point_loss = rule(point_loss)
-_ce_row = rule(ce_row)
+_element = rule(element_rule(rule(point_loss)))
+_capped = rule(capped)
+_ce_class_grad = rule(ce_class_grad)
 kernel = njit(parallel=True, cache=True, error_model="numpy")
+
+
+@rule
+def ce_row(x, tidx, probs, tprob, w, has_w, wsum, g, has_g, i, c, inner, ignore_index, eps, z,
+           cap, scale):
+    """Row i's loss, writing its gradient when has_g (ignored rows: loss 0, gradient 0; a NaN
+    or infinite logit: NaN loss and gradient). Row i starts at (i // inner) c inner + i % inner
+    of [n / inner, c, inner] logits (inner = 1: [n, c]); its classes are inner apart. x may be
+    g: every element is read before it is written. Sequential sweeps over the classes; the
+    `numba_cuda` kernel runs the same sweeps over a block's threads."""
+    base = (i // inner) * c * inner + i % inner
+    y = 0
+    if not probs:
+        y = tidx[i]
+        if y == ignore_index:
+            if has_g:
+                for j in range(c):
+                    g[base + j * inner] = 0.0
+            return 0.0
+    keep = 1.0 - eps
+    spread = eps / c
+    m = -math.inf
+    for j in range(c):
+        s = _capped(float(x[base + j * inner]), cap)
+        if s > m or s != s:
+            m = s
+        if m != m:
+            break
+    if not (m > -math.inf and m < math.inf):
+        if has_g:
+            for j in range(c):
+                g[base + j * inner] = math.nan
+        return math.nan
+    wy = 0.0
+    if not probs:
+        wy = w[y] if has_w else 1.0
+    big_s = 0.0
+    a = 0.0
+    tx = 0.0
+    for j in range(c):
+        k = base + j * inner
+        s = _capped(float(x[k]), cap)
+        big_s += math.exp(s - m)
+        wj = w[j] if has_w else 1.0
+        if probs:
+            t = wj * (keep * tprob[k] + spread)
+            a += t
+            tx += t * (s - m)
+        elif spread > 0.0:
+            tx += spread * wj * (s - m)
+    if not probs:
+        a = keep * wy + spread * wsum
+        tx += keep * wy * (_capped(float(x[base + y * inner]), cap) - m)
+    lse = m + math.log(big_s)
+    if has_g:
+        coef = scale * (a + 2.0 * z * lse) / big_s
+        for j in range(c):
+            k = base + j * inner
+            wj = w[j] if has_w else 1.0
+            if probs:
+                t = wj * (keep * tprob[k] + spread)
+            else:
+                t = spread * wj + (keep * wy if j == y else 0.0)
+            g[k] = _ce_class_grad(_capped(float(x[k]), cap), m, coef, scale, t, cap)
+    return a * math.log(big_s) - tx + z * lse * lse
 
 
 @kernel
@@ -190,17 +217,8 @@ def elementwise(x, kind, y, w, wp, pw, pp, grad, has_g, out, has_out, param, sca
     for ch in prange(partials.size):
         acc = 0.0
         for i in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
-            p = float(pw[i % pp]) if pp > 0 else 1.0
-            loss, d = _point_loss(kind, float(x[i]), float(y[i]), param, p)
-            if wp > 0:
-                wv = float(w[i % wp])
-                loss *= wv
-                d *= wv
-            if has_g:
-                grad[i] = scale * d
-            if has_out:
-                out[i] = loss
-            acc += loss
+            acc += _element(i, x, kind, y, w, wp, pw, pp, grad, has_g, out, has_out, param,
+                            scale)
         partials[ch] = acc
 
 
@@ -208,5 +226,5 @@ def elementwise(x, kind, y, w, wp, pw, pp, grad, has_g, out, has_out, param, sca
 def cross_entropy(x, tidx, probs, tprob, w, has_w, wsum, grad, has_g, n, c, inner,
                   ignore_index, eps, z, cap, scale, rows):
     for i in prange(n):
-        rows[i] = _ce_row(x, tidx, probs, tprob, w, has_w, wsum, grad, has_g, i, c, inner,
-                          ignore_index, eps, z, cap, scale)
+        rows[i] = ce_row(x, tidx, probs, tprob, w, has_w, wsum, grad, has_g, i, c, inner,
+                         ignore_index, eps, z, cap, scale)

@@ -12,35 +12,10 @@
 #include <vector>
 
 #include "cuda/cross_entropy.cu"
+#include "emulation_io.h"
 
 using namespace fastopt;
 using namespace fastopt::cuda;
-
-template <typename V, typename Op>
-static V host_fold(std::vector<V>& a, Op op) {
-  for (int w = kCeBlock / 2; w > 0; w /= 2)
-    for (int t = 0; t < w; ++t) a[t] = op(a[t], a[t + w]);
-  return a[0];
-}
-
-template <typename T>
-static std::vector<T> read(const std::string& path, size_t n) {
-  std::vector<T> v(n);
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f || std::fread(v.data(), sizeof(T), n, f) != n) {
-    std::printf("FAIL reading %s\n", path.c_str());
-    std::exit(1);
-  }
-  std::fclose(f);
-  return v;
-}
-
-template <typename T>
-static void write(const std::string& path, const T* p, size_t n) {
-  FILE* f = std::fopen(path.c_str(), "wb");
-  std::fwrite(p, sizeof(T), n, f);
-  std::fclose(f);
-}
 
 template <typename T>
 static int emulate(char** argv) {
@@ -94,22 +69,22 @@ static int emulate(char** argv) {
       for (int t = 0; t < kCeBlock; ++t) parts[t] = r.sweep1(i, t, kCeBlock);
       const M xy = r.probs() ? M(0) : r.value(r.logits + i * c, r.index(i));
       for (int t = 0; t < kCeBlock; ++t) fold[t] = double(parts[t].max);
-      const M m = M(host_fold(fold, [](double u, double v) { return nan_max(u, v); }));
+      const M m = M(tree_fold(fold, kCeBlock, [](double u, double v) { return nan_max(u, v); }));
       if (!(m > M(-INFINITY) && m < M(INFINITY))) {
         if (g) std::fill(g + i * c, g + (i + 1) * c, T(M(NAN)));
         rows[i] = double(NAN);
         continue;
       }
       for (int t = 0; t < kCeBlock; ++t) fold[t] = CeRow<T>::rescaled(parts[t], m);
-      const double S = host_fold(fold, add);
+      const double S = tree_fold(fold, kCeBlock, add);
       double A = 0.0;
       if (r.probs()) {
         for (int t = 0; t < kCeBlock; ++t) fold[t] = double(parts[t].a);
-        A = host_fold(fold, add);
+        A = tree_fold(fold, kCeBlock, add);
       }
       const auto st = r.stats(i, m, S, A);
       for (int t = 0; t < kCeBlock; ++t) fold[t] = double(r.sweep2(i, t, kCeBlock, st));
-      const double tx = r.needs_tx() ? host_fold(fold, add) : 0.0;
+      const double tx = r.needs_tx() ? tree_fold(fold, kCeBlock, add) : 0.0;
       rows[i] = r.loss(i, st, xy, tx);
     }
     std::vector<double> partial(rows);
@@ -122,9 +97,6 @@ static int emulate(char** argv) {
 }
 
 int main(int argc, char** argv) {
-  if (argc != 16) {
-    std::printf("usage: see the header of tests/cuda_ce_emulation.cu\n");
-    return 2;
-  }
-  return std::atoi(argv[1]) == 64 ? emulate<double>(argv) : emulate<float>(argv);
+  return replay_main(argc, argv, 16, "tests/cuda_ce_emulation.cu",
+                     [argv](auto t) { return emulate<decltype(t)>(argv); });
 }

@@ -12,28 +12,10 @@
 #include <vector>
 
 #include "cuda/elementwise_loss.cu"
+#include "emulation_io.h"
 
 using namespace fastopt;
 using namespace fastopt::cuda;
-
-template <typename T>
-static std::vector<T> read(const std::string& path, size_t n) {
-  std::vector<T> v(n);
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f || std::fread(v.data(), sizeof(T), n, f) != n) {
-    std::printf("FAIL reading %s\n", path.c_str());
-    std::exit(1);
-  }
-  std::fclose(f);
-  return v;
-}
-
-template <typename T>
-static void write(const std::string& path, const T* p, size_t n) {
-  FILE* f = std::fopen(path.c_str(), "wb");
-  std::fwrite(p, sizeof(T), n, f);
-  std::fclose(f);
-}
 
 template <PointLoss K, typename T>
 static double replay(const PointLossArgs& a) {
@@ -42,25 +24,9 @@ static double replay(const PointLossArgs& a) {
   std::vector<double> partial(blocks), acc(kLossBlock);
   for (int64_t b = 0; b < blocks; ++b) {
     for (int t = 0; t < kLossBlock; ++t) acc[t] = th.sum(b * kLossBlock + t, blocks * kLossBlock);
-    for (int w = kLossBlock / 2; w > 0; w /= 2)
-      for (int t = 0; t < w; ++t) acc[t] += acc[t + w];
-    partial[b] = acc[0];
+    partial[b] = tree_fold(acc, kLossBlock, [](double u, double v) { return u + v; });
   }
   return blocks ? cpu::pairwise_sum(partial.data(), blocks) : 0.0;
-}
-
-template <typename T>
-static double replay_kind(const PointLossArgs& a, int kind) {
-  switch (PointLoss(kind)) {
-    case PointLoss::mse: return replay<PointLoss::mse, T>(a);
-    case PointLoss::l1: return replay<PointLoss::l1, T>(a);
-    case PointLoss::huber: return replay<PointLoss::huber, T>(a);
-    case PointLoss::smooth_l1: return replay<PointLoss::smooth_l1, T>(a);
-    case PointLoss::bce: return replay<PointLoss::bce, T>(a);
-    case PointLoss::bce_logits: return replay<PointLoss::bce_logits, T>(a);
-    case PointLoss::kl_div: return replay<PointLoss::kl_div, T>(a);
-    default: return replay<PointLoss::kl_div_log_target, T>(a);
-  }
 }
 
 template <typename T>
@@ -78,7 +44,8 @@ static int emulate(char** argv) {
   const PointLossArgs a{x.data(), y.data(), w.empty() ? nullptr : w.data(), wp,
                         pw.empty() ? nullptr : pw.data(), pp, g.data(), out.data(), n, param,
                         scale};
-  const double total = replay_kind<T>(a, kind);
+  const double total =
+      with_point_loss(PointLoss(kind), [&](auto k) { return replay<decltype(k)::value, T>(a); });
   write(argv[12], g.data(), size_t(n));
   write(argv[13], out.data(), size_t(n));
   std::printf("ok %.17g %lld\n", total, (long long)loss_blocks(n));
@@ -86,9 +53,6 @@ static int emulate(char** argv) {
 }
 
 int main(int argc, char** argv) {
-  if (argc != 14) {
-    std::printf("usage: see the header of tests/cuda_loss_emulation.cu\n");
-    return 2;
-  }
-  return std::atoi(argv[1]) == 64 ? emulate<double>(argv) : emulate<float>(argv);
+  return replay_main(argc, argv, 14, "tests/cuda_loss_emulation.cu",
+                     [argv](auto t) { return emulate<decltype(t)>(argv); });
 }

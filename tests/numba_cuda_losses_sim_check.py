@@ -15,21 +15,13 @@ os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
+from loss_cases import ELEMENTWISE, ce_inputs, elementwise_inputs  # noqa: E402
+from numba_cuda_sim_check import Checks  # noqa: E402
 from numba_cuda_sim_check import SimArray as _Sim  # noqa: E402
-from tolerances import assert_close  # noqa: E402
 
 from fastopt import losses  # noqa: E402
 from fastopt import reference as ref  # noqa: E402
 
-ELEMENTWISE = [("mse", losses.mse_loss, ref.mse_loss, {}),
-               ("l1", losses.l1_loss, ref.l1_loss, {}),
-               ("huber", losses.huber_loss, ref.huber_loss, dict(delta=0.7)),
-               ("smooth_l1", losses.smooth_l1_loss, ref.smooth_l1_loss, dict(beta=0.5)),
-               ("bce", losses.binary_cross_entropy, ref.binary_cross_entropy, {}),
-               ("bce_logits", losses.binary_cross_entropy_with_logits,
-                ref.binary_cross_entropy_with_logits, {}),
-               ("kl_div", losses.kl_div, ref.kl_div, {}),
-               ("kl_div_log_target", losses.kl_div, ref.kl_div, dict(log_target=True))]
 CE_OPTIONS = [{}, dict(weight=True, ignore=True, label_smoothing=0.2),
               dict(z_loss=1e-3, softcap=3.0, ignore=True), dict(probs=True),
               dict(probs=True, weight=True, label_smoothing=0.1, softcap=2.0, z_loss=1e-3)]
@@ -66,59 +58,27 @@ def loss_value(x):
 
 
 def main() -> int:
-    failures = []
-    checks = 0
-
-    def check(actual, expected, dtype, what):
-        nonlocal checks
-        checks += 1
-        try:
-            assert_close(loss_value(actual), expected, dtype, what)
-        except AssertionError as exc:
-            failures.append(str(exc))
-
+    check = Checks("numba_cuda losses (simulator)")
     rng = np.random.default_rng(0)
     dtypes, reductions = ("float32", "float64"), ("mean", "sum", "none")
     # about a second per launch in the simulator: each loss once, the dtypes, reductions and
     # sizes (one block, two blocks of 256 threads) spread over them
-    for i, (name, fn, rfn, kw) in enumerate(ELEMENTWISE):
+    for i, (name, (fname, kw)) in enumerate(ELEMENTWISE.items()):
         dtype, reduction = dtypes[i % 2], reductions[i % 3]
         shape = ((7,), (3, 97))[(i // 2) % 2]
-        x = rng.standard_normal(shape) * 2
-        y = rng.standard_normal(shape)
-        if name == "bce":
-            x, y = rng.random(shape), rng.random(shape)
-        elif name in ("bce_logits", "kl_div"):
-            y = rng.random(shape)
-        if name == "kl_div":
-            x = np.log(rng.random(shape) + 1e-3)
-        x, y = x.astype(dtype), y.astype(dtype)
-        extra = {}
-        if name in ("bce", "bce_logits"):
-            extra["weight"] = (rng.random(shape[-1:]) + 0.5).astype(dtype)
-        if name == "bce_logits":
-            extra["pos_weight"] = (rng.random(shape[-1:]) * 3).astype(dtype)
+        x, y, weights = elementwise_inputs(rng, name, shape, dtype)
         what = f"{name} {dtype} {shape} {reduction}"
-        sim = {k: SimArray(v) for k, v in extra.items()}
-        loss, grad = fn(SimArray(x), SimArray(y), reduction=reduction, **kw, **sim)
-        rloss, rgrad = rfn(x, y, reduction=reduction, **kw, **extra)
-        check(loss, rloss, dtype, what + " loss")
-        check(to_host(grad), rgrad, dtype, what + " grad")
+        sim = {k: SimArray(v) for k, v in weights.items()}
+        loss, grad = getattr(losses, fname)(SimArray(x), SimArray(y), reduction=reduction, **kw,
+                                            **sim)
+        rloss, rgrad = getattr(ref, fname)(x, y, reduction=reduction, **kw, **weights)
+        check([("loss", loss_value(loss), rloss), ("grad", to_host(grad), rgrad)], dtype, what)
     for i, opts in enumerate(CE_OPTIONS):
         for j, (n, c) in enumerate(((1, 1), (4, 7), (2, 300))):  # 300: more classes than threads
             if (i + j) % 2 and c != 300:
                 continue
             dtype, reduction = dtypes[(i + j) % 2], reductions[(i + j) % 3]
-            x = (rng.standard_normal((n, c)) * 3).astype(dtype)
-            if opts.get("probs"):
-                p = rng.random((n, c))
-                t = (p / p.sum(1, keepdims=True)).astype(dtype)
-            else:
-                t = rng.integers(0, c, n)
-                if opts.get("ignore"):
-                    t[::2] = -100
-            w = (rng.random(c) + 0.5).astype(dtype) if opts.get("weight") else None
-            kw = {k: v for k, v in opts.items() if k in ("label_smoothing", "z_loss", "softcap")}
+            x, t, w, kw = ce_inputs(rng, (n, c), dtype, opts, ignore_every=2)
             what = f"cross_entropy {dtype} {(n, c)} {opts} {reduction}"
             sw = None if w is None else SimArray(w)
             inplace = i % 2 == 1
@@ -126,20 +86,14 @@ def main() -> int:
             loss, grad = losses.cross_entropy(logits, SimArray(t), sw, reduction=reduction,
                                               inplace=inplace, **kw)
             rloss, rgrad = ref.cross_entropy(x, t, w, reduction=reduction, **kw)
-            check(loss, rloss, dtype, what + " loss")
-            check(to_host(grad), rgrad, dtype, what + " grad")
+            check([("loss", loss_value(loss), rloss), ("grad", to_host(grad), rgrad)], dtype,
+                  what)
             if inplace and grad is not logits:
-                failures.append(what + ": inplace=True did not return the logits")
-    try:
-        losses.cross_entropy(SimArray(np.zeros((2, 3), np.float32)), SimArray(np.array([0, 3])))
-        failures.append("an out-of-range class index did not raise")
-    except ValueError as exc:
-        if "class index 3 at row 1" not in str(exc):
-            failures.append(f"unclear out-of-range error: {exc}")
-    for f in failures:
-        print(f, file=sys.stderr)
-    print(f"numba_cuda losses (simulator): {checks - len(failures)}/{checks} arrays match")
-    return 1 if failures else 0
+                check.failures.append(what + ": inplace=True did not return the logits")
+    check.raises(lambda: losses.cross_entropy(SimArray(np.zeros((2, 3), np.float32)),
+                                              SimArray(np.array([0, 3]))),
+                 ValueError, "class index 3 at row 1", "an out-of-range class index")
+    return check.report()
 
 
 if __name__ == "__main__":

@@ -37,18 +37,43 @@ def to_host(x: SimArray) -> np.ndarray:
     return x.host.copy()
 
 
-def main() -> int:
-    failures = []
-    checks = 0
+class Checks:
+    """Counts the arrays compared against the reference and collects what failed."""
 
-    def check(results, dtype, what):
-        nonlocal checks
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.failures: list[str] = []
+        self.count = 0
+
+    def __call__(self, results, dtype, what: str) -> None:
+        """Compares (name, actual, expected) triples within the tolerance table."""
         for name, actual, expected in results:
-            checks += 1
+            self.count += 1
             try:
                 assert_close(actual, expected, dtype, f"{what} {name}")
             except AssertionError as exc:
-                failures.append(str(exc))
+                self.failures.append(str(exc))
+
+    def raises(self, call, exc_type: type, words: str, what: str) -> None:
+        """call() must raise exc_type with `words` in its message."""
+        try:
+            call()
+        except exc_type as exc:
+            if words not in str(exc):
+                self.failures.append(f"unclear error from {what}: {exc}")
+        else:
+            self.failures.append(f"{what} did not raise")
+
+    def report(self) -> int:
+        """Prints the failures and the tally; the exit status (1 on any failure)."""
+        for f in self.failures:
+            print(f, file=sys.stderr)
+        print(f"{self.label}: {self.count - len(self.failures)}/{self.count} arrays match")
+        return 1 if self.failures else 0
+
+
+def main() -> int:
+    check = Checks("numba_cuda (simulator)")
 
     # every case in float32; every other one in float64 and float16 (the simulator is slow)
     for dtype, steps, cases in (("float32", 4, CASES), ("float64", 3, CASES[::2]),
@@ -73,24 +98,17 @@ def main() -> int:
     finally:
         nc.NumbaCudaBackend._call = staticmethod(call)
     if launches != ["adam"]:
-        failures.append(f"numba_cuda adam over 3 tensors launched {launches}")
+        check.failures.append(f"numba_cuda adam over 3 tensors launched {launches}")
     want = np.full(300, 0.4, np.float32)  # Adam's first step moves each param by lr
     check([("adam one launch", to_host(arrays[0][2]), want)], "float32", "one launch")
     # automatic choice for CUDA arrays falls back to numba_cuda when cuda cannot run
     p, g = SimArray(np.ones(3, np.float32)), SimArray(np.ones(3, np.float32))
     fastopt.functional.sgd_([p], [g], lr=0.5)
     check([("auto", to_host(p), np.full(3, 0.5, np.float32))], "float32", "automatic backend")
-    try:
-        bad = SimArray(np.zeros(3, np.float32))
-        fastopt.functional.sgd_([bad], [np.zeros(3, np.float32)], lr=0.1)
-        failures.append("mixing a CUDA param and a host grad did not raise")
-    except ValueError as exc:
-        if "mixing devices" not in str(exc):
-            failures.append(f"unclear mixed-device error: {exc}")
-    for f in failures:
-        print(f, file=sys.stderr)
-    print(f"numba_cuda (simulator): {checks - len(failures)}/{checks} arrays match")
-    return 1 if failures else 0
+    bad = SimArray(np.zeros(3, np.float32))
+    check.raises(lambda: fastopt.functional.sgd_([bad], [np.zeros(3, np.float32)], lr=0.1),
+                 ValueError, "mixing devices", "mixing a CUDA param and a host grad")
+    return check.report()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from conftest import backend_params
+from loss_cases import ce_inputs
 from peak_memory import peak_extra_bytes
 from tolerances import assert_close
 
@@ -29,19 +30,7 @@ OPTIONS = {
 
 
 def make(shape, dtype, opts, seed=0, index_dtype=np.int64):
-    rng = np.random.default_rng(seed)
-    n, c = shape
-    x = (rng.standard_normal(shape) * 3).astype(dtype)
-    if opts.get("probs"):
-        p = rng.random(shape)
-        t = (p / p.sum(axis=1, keepdims=True)).astype(dtype)
-    else:
-        t = rng.integers(0, c, n).astype(index_dtype)
-        if opts.get("ignore"):
-            t[::3] = -100
-    w = (rng.random(c) + 0.5).astype(dtype) if opts.get("weight") else None
-    kw = {k: v for k, v in opts.items() if k in ("label_smoothing", "z_loss", "softcap")}
-    return x, t, w, kw
+    return ce_inputs(np.random.default_rng(seed), shape, dtype, opts, index_dtype)
 
 
 def mean_denominator(t, w, reduction):

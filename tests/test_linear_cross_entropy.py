@@ -122,14 +122,19 @@ def test_torch_tensors_use_torch_gemms():
         np.testing.assert_allclose(np.asarray(g), w, rtol=1e-12, atol=1e-13)
 
 
-_UNFUSED_SETUP = """
+# An LM head's inputs for peak_extra_bytes' setup: hidden [n, h] (a leaf), weight [v, h],
+# target [n]; a setup appends its warm-up.
+_LM_HEAD = """
 import torch
 import fastopt.torch as fo
 torch.manual_seed(0)
-n, h, v = 4096, 64, 16000
+n, h, v = {n}, {h}, {v}
 hidden = torch.randn(n, h, requires_grad=True)
 weight = (torch.randn(v, h) / h ** 0.5).requires_grad_()
 target = torch.randint(0, v, (n,))
+"""
+
+_UNFUSED_SETUP = _LM_HEAD + """
 def unfused():
     torch.nn.functional.cross_entropy(hidden @ weight.T, target).backward()
 def fused():
@@ -143,7 +148,8 @@ def test_peak_memory_a_fifth_of_unfused():
     """The default chunking against torch's unfused cross_entropy(h @ W.T, t) + backward:
     resident peak <= 1/5, gradients included."""
     pytest.importorskip("torch")
-    peaks = {which: peak_extra_bytes(_UNFUSED_SETUP.format(which=which), f"{which}()")
+    peaks = {which: peak_extra_bytes(_UNFUSED_SETUP.format(n=4096, h=64, v=16000, which=which),
+                                     f"{which}()")
              for which in ("fused", "unfused")}
     assert peaks["fused"] * 5 <= peaks["unfused"], peaks
 
@@ -374,14 +380,7 @@ def test_torch_linear_cross_entropy_bad_input():
 
 # The LM head's loss, forward and backward, on N x V = 2048 x 8192 (64 MB of float32 logits)
 # in chunks of 64 rows: every native and torch allocation counts toward the peak.
-_LM_HEAD_SETUP = """
-import torch
-import fastopt.torch as fo
-torch.manual_seed(0)
-n, h, v = 2048, 32, 8192
-hidden = torch.randn(n, h, requires_grad=True)
-weight = (torch.randn(v, h) / h ** 0.5).requires_grad_()
-target = torch.randint(0, v, (n,))
+_LM_HEAD_SETUP = _LM_HEAD + """
 if {strided}:
     weight = weight.detach().T.contiguous().T.requires_grad_()  # the torch-ops path
 fo.linear_cross_entropy(hidden[:4], weight, target[:4], chunk_size=64).backward()  # warm-up
@@ -394,7 +393,7 @@ def test_torch_linear_cross_entropy_never_holds_the_logits(strided, chunks):
     """Peak memory: the gradients and a few [64, V] blocks (the torch-ops path's autograd
     holds several per chunk), far from the 32 blocks of the [N, V] logits."""
     pytest.importorskip("torch")
-    extra = peak_extra_bytes(_LM_HEAD_SETUP.format(strided=strided),
+    extra = peak_extra_bytes(_LM_HEAD_SETUP.format(n=2048, h=32, v=8192, strided=strided),
                              "fo.linear_cross_entropy(hidden, weight, target, "
                              "chunk_size=64).backward()")
     block = 64 * 8192 * 4

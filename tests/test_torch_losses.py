@@ -96,19 +96,27 @@ def test_cross_entropy_probability_targets(kw, dtype, no_fallback):
              grad_out=grad_out, dtype=dtype)
 
 
+def _linear_head(n, v, seed):
+    """Leaves h [n, 5] and w [v, 5] whose logits h @ w.T are a non-leaf, and targets [n]."""
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(n, 5, generator=g, requires_grad=True)
+    w = torch.randn(v, 5, generator=g, requires_grad=True)
+    return h, w, torch.randint(0, v, (n,), generator=g)
+
+
+def _loss_and_grads(loss, h, w, grad_out=1.0):
+    """loss.backward(grad_out) from fresh .grad; the loss and the gradients of h and w."""
+    h.grad = w.grad = None
+    loss.backward(loss.new_tensor(grad_out))
+    return loss.detach(), h.grad.clone(), w.grad.clone()
+
+
 @fused
 def test_cross_entropy_non_leaf_and_scaled_backward(no_fallback):
-    g = torch.Generator().manual_seed(2)
-    h = torch.randn(6, 5, generator=g, requires_grad=True)
-    w = torch.randn(11, 5, generator=g, requires_grad=True)
-    y = torch.randint(0, 11, (6,), generator=g)
-    grads = []
-    for fn in (fo.cross_entropy, TF.cross_entropy):
-        h.grad = w.grad = None
-        loss = fn(h @ w.t(), y, label_smoothing=0.05)
-        (loss * 3.5).backward()
-        grads.append((loss.detach(), h.grad.clone(), w.grad.clone()))
-    for a, b in zip(*grads, strict=True):
+    h, w, y = _linear_head(6, 11, seed=2)
+    ours, theirs = (_loss_and_grads(fn(h @ w.t(), y, label_smoothing=0.05), h, w, grad_out=3.5)
+                    for fn in (fo.cross_entropy, TF.cross_entropy))
+    for a, b in zip(ours, theirs, strict=True):
         _check(a, b, torch.float32, "non-leaf")
 
 
@@ -125,20 +133,13 @@ def test_backward_twice_with_retain_graph(no_fallback):
 
 @fused
 def test_cross_entropy_inplace(no_fallback):
-    g = torch.Generator().manual_seed(3)
-    h = torch.randn(8, 5, generator=g, requires_grad=True)
-    w = torch.randn(13, 5, generator=g, requires_grad=True)
-    y = torch.randint(0, 13, (8,), generator=g)
-    ref = TF.cross_entropy(h @ w.t(), y)
-    ref.backward()
-    want = (ref.detach(), h.grad.clone(), w.grad.clone())
-    h.grad = w.grad = None
+    h, w, y = _linear_head(8, 13, seed=3)
+    want = _loss_and_grads(TF.cross_entropy(h @ w.t(), y), h, w)
     out = (h @ w.t()).reshape(2, 4, 13)  # matmul saves h and w, not its output: in place is
     logits = out.view(8, 13)  # safe, also through a view of it
     ptr = logits.data_ptr()
-    loss = fo.cross_entropy(logits, y, inplace=True)
-    loss.backward()
-    for a, b in zip((loss.detach(), h.grad, w.grad), want, strict=True):
+    got = _loss_and_grads(fo.cross_entropy(logits, y, inplace=True), h, w)
+    for a, b in zip(got, want, strict=True):
         _check(a, b, torch.float32, "inplace")
     assert logits.data_ptr() == ptr  # the gradient went into the logits' memory
 

@@ -55,6 +55,14 @@ def _set_grads(pairs, gen, scale=1.0):
             p.grad = g.clone()
 
 
+def _step(gen, steps, *runs):
+    """`steps` steps of each run (optimizer, its params), all on the same fresh gradients."""
+    for _ in range(steps):
+        _set_grads([ps for _, ps in runs], gen)
+        for opt, _ in runs:
+            opt.step()
+
+
 def _assert_same(ours, theirs, what=""):
     for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
         assert_close(a.detach().numpy(), b.detach().numpy(), str(a.dtype).split(".")[1],
@@ -80,11 +88,7 @@ def test_trajectory_matches_torch(name, kw, dtype):
     theirs = _twin(ours)
     a = getattr(fo, name)(ours, **kw)
     b = getattr(torch.optim, name)(theirs, **kw)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(25):
-        _set_grads([ours, theirs], gen)
-        a.step()
-        b.step()
+    _step(torch.Generator().manual_seed(1), 25, (a, ours), (b, theirs))
     _assert_same(ours, theirs, name)
     _assert_state_same(a, b, ours, theirs)
 
@@ -99,11 +103,7 @@ def test_foreach_fused_flags_accepted(name, flags):
     a = getattr(fo, name)(ours, **kw, **flags)
     b = getattr(torch.optim, name)(theirs, **kw, **flags)
     assert a.param_groups[0].keys() == b.param_groups[0].keys()
-    gen = torch.Generator().manual_seed(2)
-    for _ in range(5):
-        _set_grads([ours, theirs], gen)
-        a.step()
-        b.step()
+    _step(torch.Generator().manual_seed(2), 5, (a, ours), (b, theirs))
     _assert_same(ours, theirs)
 
 
@@ -112,11 +112,7 @@ def test_rmsprop_capturable_flag_accepted():
     theirs = _twin(ours)
     # torch's capturable path wants an accelerator; on CPU the plain step is the reference
     a, b = fo.RMSprop(ours, capturable=True), torch.optim.RMSprop(theirs)
-    gen = torch.Generator().manual_seed(3)
-    for _ in range(4):
-        _set_grads([ours, theirs], gen)
-        a.step()
-        b.step()
+    _step(torch.Generator().manual_seed(3), 4, (a, ours), (b, theirs))
     _assert_same(ours, theirs)
 
 
@@ -215,28 +211,20 @@ def test_state_dict_cross_loading(name, kw, direction):
         src_cls, dst_cls = dst_cls, src_cls
     src = src_cls(first, **kw)
     gen = torch.Generator().manual_seed(5)
-    for _ in range(5):
-        _set_grads([first], gen)
-        src.step()
+    _step(gen, 5, (src, first))
     sd = _save_load(src.state_dict())
     # continue: the source optimizer and a fresh destination loaded from the checkpoint
     second = _twin(first)
     dst = dst_cls(second, **kw)
     dst.load_state_dict(sd)
-    for _ in range(5):
-        _set_grads([first, second], gen)
-        src.step()
-        dst.step()
+    _step(gen, 5, (src, first), (dst, second))
     _assert_same(second, first, direction)
     _assert_state_same(dst, src, second, first)
     # and back again: the source class resumes from the destination's checkpoint
     third = _twin(first)
     again = src_cls(third, **kw)
     again.load_state_dict(_save_load(dst.state_dict()))
-    for _ in range(3):
-        _set_grads([first, third], gen)
-        src.step()
-        again.step()
+    _step(gen, 3, (src, first), (again, third))
     _assert_same(third, first, f"{direction} and back")
     _assert_state_same(again, src, third, first)
 
@@ -496,13 +484,10 @@ def test_add_param_group_and_multiple_groups():
     b = torch.optim.SGD([{"params": theirs[:1]}, {"params": theirs[1:2], "lr": 0.5}], lr=0.1,
                         momentum=0.9)
     gen = torch.Generator().manual_seed(13)
-    for i in range(6):
-        if i == 3:
-            a.add_param_group({"params": ours[2:], "momentum": 0.5})
-            b.add_param_group({"params": theirs[2:], "momentum": 0.5})
-        _set_grads([ours, theirs], gen)
-        a.step()
-        b.step()
+    _step(gen, 3, (a, ours), (b, theirs))
+    a.add_param_group({"params": ours[2:], "momentum": 0.5})
+    b.add_param_group({"params": theirs[2:], "momentum": 0.5})
+    _step(gen, 3, (a, ours), (b, theirs))
     _assert_same(ours, theirs)
 
 
@@ -511,11 +496,7 @@ def test_mixed_dtypes_in_one_group_and_tensor_lr():
     theirs = _twin(ours)
     lr = torch.tensor(0.01, dtype=torch.float64)  # float32 would round torch's float64 math
     a, b = fo.AdamW(ours, lr=lr), torch.optim.AdamW(theirs, lr=lr)
-    gen = torch.Generator().manual_seed(14)
-    for _ in range(5):
-        _set_grads([ours, theirs], gen)
-        a.step()
-        b.step()
+    _step(torch.Generator().manual_seed(14), 5, (a, ours), (b, theirs))
     _assert_same(ours, theirs)
 
 
@@ -533,11 +514,7 @@ def test_many_tensors_one_table():
     ours = _params([(3,)] * 300 + [(1,)] * 5, torch.float32)
     theirs = _twin(ours)
     a, b = fo.RMSprop(ours, lr=1e-2), torch.optim.RMSprop(theirs, lr=1e-2)
-    gen = torch.Generator().manual_seed(15)
-    for _ in range(3):
-        _set_grads([ours, theirs], gen)
-        a.step()
-        b.step()
+    _step(torch.Generator().manual_seed(15), 3, (a, ours), (b, theirs))
     assert len(a._fo_cache[0].cache.built) == 1
     _assert_same(ours, theirs)
 
@@ -591,26 +568,18 @@ def test_resume_from_state_dict_is_bitwise_identical(name, kw, other, target):
     ps = _params([(6,), (2, 3), (1,)], torch.float32)
     opt = cls(ps, **kw)
     gen = torch.Generator().manual_seed(17)
-    for _ in range(4):
-        _set_grads([ps], gen)
-        opt.step()
+    _step(gen, 4, (opt, ps))
     saved = _save_load(opt.state_dict())
     resumed = _params([(6,), (2, 3), (1,)], torch.float32, seed=5)
     other_opt = cls(resumed, **other)
     if target == "stepped":
-        other_gen = torch.Generator().manual_seed(18)
-        for _ in range(3):
-            _set_grads([resumed], other_gen)
-            other_opt.step()
+        _step(torch.Generator().manual_seed(18), 3, (other_opt, resumed))
     with torch.no_grad():
         for p, q in zip(resumed, ps, strict=True):
             p.copy_(q)  # the model's weights restored in place: the same data pointers
     other_opt.load_state_dict(saved)
     assert other_opt.state_dict()["param_groups"] == saved["param_groups"]
-    for _ in range(4):
-        _set_grads([ps, resumed], gen)
-        opt.step()
-        other_opt.step()
+    _step(gen, 4, (opt, ps), (other_opt, resumed))
     for p, q in zip(ps, resumed, strict=True):
         assert torch.equal(p, q)
         assert sorted(other_opt.state[q]) == sorted(opt.state[p])

@@ -78,24 +78,13 @@ double run(const PointLossArgs& a) {
   return pairwise_sum(partial.data(), chunks.count());
 }
 
-template <typename T>
-double dispatch(const PointLossArgs& a, PointLoss kind) {
-  switch (kind) {
-    case PointLoss::mse: return run<PointLoss::mse, T>(a);
-    case PointLoss::l1: return run<PointLoss::l1, T>(a);
-    case PointLoss::huber: return run<PointLoss::huber, T>(a);
-    case PointLoss::smooth_l1: return run<PointLoss::smooth_l1, T>(a);
-    case PointLoss::bce: return run<PointLoss::bce, T>(a);
-    case PointLoss::bce_logits: return run<PointLoss::bce_logits, T>(a);
-    case PointLoss::kl_div: return run<PointLoss::kl_div, T>(a);
-    default: return run<PointLoss::kl_div_log_target, T>(a);
-  }
-}
-
 }  // namespace
 
 double elementwise_loss(const PointLossArgs& a, DType dtype, PointLoss kind) {
-  return dtype == DType::f64 ? dispatch<double>(a, kind) : dispatch<float>(a, kind);
+  return with_point_loss(kind, [&](auto k) {
+    constexpr PointLoss K = decltype(k)::value;
+    return dtype == DType::f64 ? run<K, double>(a) : run<K, float>(a);
+  });
 }
 
 }  // namespace fastopt::cpu::FASTOPT_ISA

@@ -6,13 +6,23 @@
 
 namespace fastopt::cuda {
 
-template <typename T>
-struct ScaleOp {
+enum class Pointwise { scale, clamp };
+
+// One rule in place with a value from the host: scale_rule (x * coef) or clamp_rule.
+template <typename T, Pointwise K>
+struct PointwiseOp {
   static constexpr unsigned kWrite = 0b1u;
-  math_t<T> coef;
+  math_t<T> value;
   FASTOPT_HD void prepare() {}
-  FASTOPT_HD void operator()(T (&x)[1]) const { scale_rule(x[0], coef); }
+  FASTOPT_HD void operator()(T (&x)[1]) const {
+    if constexpr (K == Pointwise::scale) scale_rule(x[0], value);
+    else clamp_rule(x[0], value);
+  }
 };
+template <typename T>
+using ScaleOp = PointwiseOp<T, Pointwise::scale>;
+template <typename T>
+using ClampOp = PointwiseOp<T, Pointwise::clamp>;
 
 // The coefficient from device memory (capturable clipping), rounded as ScaleOp's host value.
 template <typename T>
@@ -22,14 +32,6 @@ struct ScaleByOp {
   math_t<T> coef = 0;
   FASTOPT_HD void prepare() { coef = math_t<T>(*coef_ptr); }
   FASTOPT_HD void operator()(T (&x)[1]) const { scale_rule(x[0], coef); }
-};
-
-template <typename T>
-struct ClampOp {
-  static constexpr unsigned kWrite = 0b1u;
-  math_t<T> clip_value;
-  FASTOPT_HD void prepare() {}
-  FASTOPT_HD void operator()(T (&x)[1]) const { clamp_rule(x[0], clip_value); }
 };
 
 FASTOPT_HD double combine(NormKind kind, double a, double b) {
@@ -118,6 +120,14 @@ void with_kind(NormKind kind, F&& f) {
   }
 }
 
+template <Pointwise K>
+void pointwise(const TensorList& tl, DType dtype, double value, uintptr_t stream) {
+  dispatch_storage(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    multi_tensor_apply<1, T>(tl, PointwiseOp<T, K>{math_t<T>(value)}, stream);
+  });
+}
+
 }  // namespace
 
 int64_t norm_blocks(const TensorList& tl) {
@@ -171,10 +181,7 @@ double norm(const TensorList& tl, DType dtype, NormKind kind, double p, uintptr_
 }
 
 void scale(const TensorList& tl, DType dtype, double coef, uintptr_t stream) {
-  dispatch_storage(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    multi_tensor_apply<1, T>(tl, ScaleOp<T>{math_t<T>(coef)}, stream);
-  });
+  pointwise<Pointwise::scale>(tl, dtype, coef, stream);
 }
 
 void scale_by(const TensorList& tl, DType dtype, const double* coef, uintptr_t stream) {
@@ -185,10 +192,7 @@ void scale_by(const TensorList& tl, DType dtype, const double* coef, uintptr_t s
 }
 
 void clamp(const TensorList& tl, DType dtype, double clip_value, uintptr_t stream) {
-  dispatch_storage(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    multi_tensor_apply<1, T>(tl, ClampOp<T>{math_t<T>(clip_value)}, stream);
-  });
+  pointwise<Pointwise::clamp>(tl, dtype, clip_value, stream);
 }
 
 }  // namespace fastopt::cuda

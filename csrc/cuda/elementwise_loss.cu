@@ -104,26 +104,15 @@ double run(const PointLossArgs& a, uintptr_t stream) {
   return cpu::pairwise_sum(partial.data(), blocks);
 }
 
-template <typename T>
-double dispatch(const PointLossArgs& a, PointLoss kind, uintptr_t stream) {
-  switch (kind) {
-    case PointLoss::mse: return run<PointLoss::mse, T>(a, stream);
-    case PointLoss::l1: return run<PointLoss::l1, T>(a, stream);
-    case PointLoss::huber: return run<PointLoss::huber, T>(a, stream);
-    case PointLoss::smooth_l1: return run<PointLoss::smooth_l1, T>(a, stream);
-    case PointLoss::bce: return run<PointLoss::bce, T>(a, stream);
-    case PointLoss::bce_logits: return run<PointLoss::bce_logits, T>(a, stream);
-    case PointLoss::kl_div: return run<PointLoss::kl_div, T>(a, stream);
-    default: return run<PointLoss::kl_div_log_target, T>(a, stream);
-  }
-}
-
 }  // namespace
 
 double elementwise_loss(const PointLossArgs& a, DType dtype, PointLoss kind, uintptr_t stream) {
-  if (dtype == DType::f64) return dispatch<double>(a, kind, stream);
-  if (dtype == DType::f32) return dispatch<float>(a, kind, stream);
-  throw std::invalid_argument("fastopt CUDA element-wise losses take float32 or float64");
+  if (dtype != DType::f64 && dtype != DType::f32)
+    throw std::invalid_argument("fastopt CUDA element-wise losses take float32 or float64");
+  return with_point_loss(kind, [&](auto k) {
+    constexpr PointLoss K = decltype(k)::value;
+    return dtype == DType::f64 ? run<K, double>(a, stream) : run<K, float>(a, stream);
+  });
 }
 
 }  // namespace fastopt::cuda

@@ -292,16 +292,26 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
     return _run(input, kernel, torch_loss, class_dim=class_dim, inplace=inplace)
 
 
-def _elementwise(name: str, input: Tensor, target: Tensor,
-                 torch_loss: Callable[[Tensor], Tensor], kwargs: dict[str, Any],
-                 extra: tuple[Any, ...] = ()) -> Tensor:
-    if not (isinstance(input, Tensor) and isinstance(target, Tensor)
+def _elementwise(name: str, input: Tensor, target: Tensor, reduction: str, *,
+                 torch_weight: Tensor | None = None, **kw: Any) -> Tensor:
+    """fastopt.losses.<name>(input, target, reduction=reduction, **kw) under autograd, or
+    torch.nn.functional.<name> with the same arguments where the kernels do not apply: not
+    both CPU-dense tensors of one shape, a target, weight or pos_weight needing grad, or a
+    torch_weight (the per-element weight= of mse, l1 and huber, which only torch takes)."""
+
+    def torch_loss(x: Tensor) -> Tensor:
+        weighted = {} if torch_weight is None else dict(weight=torch_weight)
+        return getattr(TF, name)(x, target, reduction=reduction, **kw, **weighted)
+
+    extra = (kw.get("weight"), kw.get("pos_weight"))
+    if not (torch_weight is None and isinstance(input, Tensor) and isinstance(target, Tensor)
             and input.shape == target.shape and all(map(_host_dense, (input, target, *extra)))
             and _no_grad_needed(target, *extra)):
         return torch_loss(input)
 
     def kernel(x: Tensor, return_grad: bool) -> Any:
-        return getattr(_losses(), name)(x, target, return_grad=return_grad, **kwargs)
+        return getattr(_losses(), name)(x, target, return_grad=return_grad,
+                                        reduction=reduction, **kw)
 
     return _run(input, kernel, torch_loss)
 
@@ -312,14 +322,8 @@ def mse_loss(input: Tensor, target: Tensor, size_average: bool | None = None,
              weight: Tensor | None = None) -> Tensor:
     """Mean squared error, loss = (x - y)^2, d loss / dx = 2 (x - y); as
     torch.nn.functional.mse_loss (weight= goes to torch)."""
-    reduction = _reduction_of(size_average, reduce, reduction)
-
-    def torch_loss(x: Tensor) -> Tensor:
-        return TF.mse_loss(x, target, reduction=reduction, weight=weight)
-
-    if weight is not None:
-        return torch_loss(input)
-    return _elementwise("mse_loss", input, target, torch_loss, dict(reduction=reduction))
+    return _elementwise("mse_loss", input, target, _reduction_of(size_average, reduce, reduction),
+                        torch_weight=weight)
 
 
 @torch._disable_dynamo
@@ -328,14 +332,8 @@ def l1_loss(input: Tensor, target: Tensor, size_average: bool | None = None,
             weight: Tensor | None = None) -> Tensor:
     """Mean absolute error, loss = |x - y|, d loss / dx = sign(x - y); as
     torch.nn.functional.l1_loss (weight= goes to torch)."""
-    reduction = _reduction_of(size_average, reduce, reduction)
-
-    def torch_loss(x: Tensor) -> Tensor:
-        return TF.l1_loss(x, target, reduction=reduction, weight=weight)
-
-    if weight is not None:
-        return torch_loss(input)
-    return _elementwise("l1_loss", input, target, torch_loss, dict(reduction=reduction))
+    return _elementwise("l1_loss", input, target, _reduction_of(size_average, reduce, reduction),
+                        torch_weight=weight)
 
 
 @torch._disable_dynamo
@@ -344,14 +342,7 @@ def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean", delta: fl
     """Huber loss (Huber, "Robust Estimation of a Location Parameter", 1964), d = x - y:
     d^2 / 2 where |d| < delta, else delta (|d| - delta / 2); as
     torch.nn.functional.huber_loss (weight= goes to torch)."""
-
-    def torch_loss(x: Tensor) -> Tensor:
-        return TF.huber_loss(x, target, reduction=reduction, delta=delta, weight=weight)
-
-    if weight is not None:
-        return torch_loss(input)
-    return _elementwise("huber_loss", input, target, torch_loss,
-                        dict(reduction=reduction, delta=delta))
+    return _elementwise("huber_loss", input, target, reduction, torch_weight=weight, delta=delta)
 
 
 @torch._disable_dynamo
@@ -360,13 +351,8 @@ def smooth_l1_loss(input: Tensor, target: Tensor, size_average: bool | None = No
                    beta: float = 1.0) -> Tensor:
     """Smooth L1 (Girshick, "Fast R-CNN", ICCV 2015), d = x - y: d^2 / (2 beta) where
     |d| < beta, else |d| - beta / 2; as torch.nn.functional.smooth_l1_loss."""
-    reduction = _reduction_of(size_average, reduce, reduction)
-
-    def torch_loss(x: Tensor) -> Tensor:
-        return TF.smooth_l1_loss(x, target, reduction=reduction, beta=beta)
-
-    return _elementwise("smooth_l1_loss", input, target, torch_loss,
-                        dict(reduction=reduction, beta=beta))
+    return _elementwise("smooth_l1_loss", input, target,
+                        _reduction_of(size_average, reduce, reduction), beta=beta)
 
 
 @torch._disable_dynamo
@@ -376,13 +362,8 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = 
     """Binary cross-entropy on probabilities, loss = -w (y log x + (1 - y) log(1 - x)) with
     each log clamped at -100; as torch.nn.functional.binary_cross_entropy (an input or target
     outside [0, 1], NaN included, raises torch's RuntimeError)."""
-    reduction = _reduction_of(size_average, reduce, reduction)
-
-    def torch_loss(x: Tensor) -> Tensor:
-        return TF.binary_cross_entropy(x, target, weight, reduction=reduction)
-
-    return _elementwise("binary_cross_entropy", input, target, torch_loss,
-                        dict(weight=weight, reduction=reduction), (weight,))
+    return _elementwise("binary_cross_entropy", input, target,
+                        _reduction_of(size_average, reduce, reduction), weight=weight)
 
 
 @torch._disable_dynamo
@@ -394,15 +375,9 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,
     """Sigmoid + binary cross-entropy in the numerically stable form, with l = 1 + (p - 1) y
     (p = pos_weight): loss = w ((1 - y) x + l (log(1 + e^-|x|) + max(-x, 0))); as
     torch.nn.functional.binary_cross_entropy_with_logits."""
-    reduction = _reduction_of(size_average, reduce, reduction)
-
-    def torch_loss(x: Tensor) -> Tensor:
-        return TF.binary_cross_entropy_with_logits(x, target, weight, reduction=reduction,
-                                                   pos_weight=pos_weight)
-
-    return _elementwise("binary_cross_entropy_with_logits", input, target, torch_loss,
-                        dict(weight=weight, reduction=reduction, pos_weight=pos_weight),
-                        (weight, pos_weight))
+    return _elementwise("binary_cross_entropy_with_logits", input, target,
+                        _reduction_of(size_average, reduce, reduction), weight=weight,
+                        pos_weight=pos_weight)
 
 
 @torch._disable_dynamo
@@ -412,13 +387,8 @@ def kl_div(input: Tensor, target: Tensor, size_average: bool | None = None,
     """Kullback-Leibler divergence with input holding log-probabilities: loss = y (log y - x)
     (log_target: e^y (y - x)); 'batchmean' divides the sum by the batch size; as
     torch.nn.functional.kl_div."""
-    reduction = _reduction_of(size_average, reduce, reduction)
-
-    def torch_loss(x: Tensor) -> Tensor:
-        return TF.kl_div(x, target, reduction=reduction, log_target=log_target)
-
-    return _elementwise("kl_div", input, target, torch_loss,
-                        dict(reduction=reduction, log_target=log_target))
+    return _elementwise("kl_div", input, target, _reduction_of(size_average, reduce, reduction),
+                        log_target=log_target)
 
 
 def _linear_ce_chunks(h: Tensor, w: Tensor, t: Tensor, b: Tensor | None, chunk_size: int | None,

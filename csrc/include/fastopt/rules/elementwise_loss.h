@@ -13,6 +13,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "fastopt/common.h"
 #include "fastopt/vmath.h"
@@ -23,6 +24,15 @@ enum class PointLoss : int {
   mse = 0, l1 = 1, huber = 2, smooth_l1 = 3, bce = 4, bce_logits = 5, kl_div = 6,
   kl_div_log_target = 7
 };
+
+// f(std::integral_constant<PointLoss, kind>{}): the runtime kind as the compile-time one that
+// the CPU and CUDA drivers are instantiated on (any kind past the others is the last).
+template <int K = 0, typename F>
+decltype(auto) with_point_loss(PointLoss kind, F&& f) {
+  constexpr std::integral_constant<PointLoss, PointLoss(K)> k{};
+  if constexpr (k.value == PointLoss::kl_div_log_target) return f(k);
+  else return int(kind) == K ? f(k) : with_point_loss<K + 1>(kind, f);
+}
 
 struct PointLossArgs {
   const void* input;       // [n]
