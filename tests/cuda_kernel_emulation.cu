@@ -93,6 +93,8 @@ std::vector<double> scalars_for(unsigned variant, int l1_mode, unsigned seed) {
   s[kSign] = seed % 2 ? -1.0 : 1.0;
   s[kL1] = l1_mode == 1 ? 0.01 : 0.0;
   s[kProx] = l1_mode == 2 ? 0.003 : 0.0;
+  s[kL2] = seed % 3 == 0 ? 0.01 : 0.0;  // L2 weight decay, decoupled, or neither
+  s[kDecay] = seed % 3 == 1 ? 0.999 : 1.0;
   for (int i = kHead; i < int(s.size()); ++i) s[i] = gen() % 4 == 0 ? 0.0 : u(gen);
   for (int k = 0; k < Op::Variants::count; ++k)
     s[Op::Variants::index[k]] = (variant >> k) & 1u ? 1.0 : 0.0;

@@ -26,12 +26,16 @@ def table(rows):
     return ptrs, np.array([a.size for a in first], np.int64)
 
 
-def vector(op, sign=1.0, l1=0.0, prox=0.0, **op_scalars):
+HEAD = 6  # one, sign, l1, prox, l2, decay (fastopt.ops.HEAD)
+
+
+def vector(op, sign=1.0, l1=0.0, prox=0.0, l2=0.0, decay=1.0, **op_scalars):
     """The scalar vector of `op`: the head, then the named op scalars (others 0)."""
     names = OPS[op]["scalars"]
     unknown = set(op_scalars) - set(names)
     assert not unknown, unknown
-    return np.array([1.0, sign, l1, prox] + [float(op_scalars.get(k, 0.0)) for k in names])
+    return np.array([1.0, sign, l1, prox, l2, decay] +
+                    [float(op_scalars.get(k, 0.0)) for k in names])
 
 
 def test_metadata_lists_every_optimizer_with_its_rows_and_scalars():
@@ -49,8 +53,7 @@ def test_metadata_lists_every_optimizer_with_its_rows_and_scalars():
     assert OPS["adam"]["scalars"][0] == "beta1" and OPS["adam"]["variants"] == ["amsgrad"]
     assert OPS["rmsprop"]["variants"] == ["centered", "has_momentum"]
     assert OPS["adamax"]["slots"][2:] == ["exp_avg", "exp_inf"]
-    assert OPS["adadelta"]["scalars"] == ["lr", "rho", "one_minus_rho", "eps", "weight_decay",
-                                          "has_weight_decay"]
+    assert OPS["adadelta"]["scalars"] == ["lr", "rho", "one_minus_rho", "eps"]
 
 
 def _isas():
@@ -77,10 +80,10 @@ def _sgd_table(n=3, dtype=np.float64):
 def test_scalar_vector_of_the_wrong_length_names_the_op_and_the_count(op):
     rows = [[np.zeros(3)] for _ in OPS[op]["slots"]]
     ptrs, numel = table(rows)
-    want = 4 + len(OPS[op]["scalars"])
+    want = HEAD + len(OPS[op]["scalars"])
     for bad in (np.ones(want - 1), np.ones(want + 1), np.ones((1, want)), np.ones(0)):
         with pytest.raises(ValueError, match=rf"^{op}: scalars must be a 1-D float64 array of "
-                                             rf"{want} values \(4 head \+ {want - 4} op"):
+                                             rf"{want} values \({HEAD} head \+ {want - HEAD} op"):
             _C.step(op, ptrs, numel, F64, bad)
 
 
@@ -156,20 +159,22 @@ def test_adam_with_coupled_l1_and_with_the_proximal_step_by_hand(dtype, amsgrad,
     lr, b1, b2, eps, step = 1e-2, 0.9, 0.999, 1e-8, 3
     bc1, bc2 = 1 - b1**step, 1 - b2**step
     s_op = dict(beta1=b1, one_minus_beta1=1 - b1, beta2=b2, one_minus_beta2=1 - b2, eps=eps,
-                decay_factor=1.0, step_size=lr / bc1, bias_correction2=bc2,
-                bias_correction2_sqrt=math.sqrt(bc2), amsgrad=float(amsgrad))
+                step_size=lr / bc1, bias_correction2=bc2, bias_correction2_sqrt=math.sqrt(bc2),
+                amsgrad=float(amsgrad))
     p0 = np.array([0.5, -0.2, 0.0])
     g = np.array([0.1, 0.3, -0.4])
     m0, v0, vmax0 = np.array([0.01, -0.02, 0.03]), np.array([1e-3, 2e-3, 1e-4]), np.full(3, 3e-3)
-    for l1, prox in ((0.05, 0.0), (0.0, 0.004)):
+    # coupled L1 with L2 weight decay, and the proximal step with decoupled weight decay
+    for l1, prox, l2, decay in ((0.05, 0.0, 0.1, 1.0), (0.0, 0.004, 0.0, 1 - lr * 0.1)):
         p, m, v, vmax = (x.astype(dtype) for x in (p0, m0, v0, vmax0))
         rows = [[p], [g.astype(dtype)], [m], [v], [vmax] if amsgrad else None]
-        _C.step("adam", *table(rows), code, vector("adam", l1=l1, prox=prox, **s_op))
-        ge = g + l1 * np.sign(p0)
+        _C.step("adam", *table(rows), code,
+                vector("adam", l1=l1, prox=prox, l2=l2, decay=decay, **s_op))
+        ge = g + l1 * np.sign(p0) + l2 * p0
         me = b1 * m0 + (1 - b1) * ge
         ve = b2 * v0 + (1 - b2) * ge * ge
         vu = np.maximum(vmax0, ve) if amsgrad else ve
-        pe = p0 - lr / bc1 * me / (np.sqrt(vu) / math.sqrt(bc2) + eps)
+        pe = p0 * decay - lr / bc1 * me / (np.sqrt(vu) / math.sqrt(bc2) + eps)
         pe = np.where(pe > prox, pe - prox, np.where(pe < -prox, pe + prox, 0.0 * pe))
         np.testing.assert_allclose(m, me, **tol)
         np.testing.assert_allclose(v, ve, **tol)
@@ -191,7 +196,8 @@ def _random_case(op, dtype, sizes, variant_bits, l1_mode, seed):
     for k, flag in enumerate(d["variants"]):
         op_scalars[flag] = float(variant_bits >> k & 1)
     s = vector(op, sign=-1.0 if seed % 2 else 1.0, l1=0.01 if l1_mode == 1 else 0.0,
-               prox=1e-3 if l1_mode == 2 else 0.0, **op_scalars)
+               prox=1e-3 if l1_mode == 2 else 0.0, l2=0.01 if seed % 3 == 0 else 0.0,
+               decay=0.999 if seed % 3 == 1 else 1.0, **op_scalars)
     return rows, s
 
 

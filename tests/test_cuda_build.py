@@ -14,7 +14,7 @@ from tolerances import assert_close
 
 import fastopt
 import fastopt.losses
-from fastopt import _arrays
+from fastopt import _arrays, ops
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CU_FILES = sorted((ROOT / "csrc" / "cuda").glob("*.cu"))
@@ -61,27 +61,18 @@ def test_cuda_kernels_replayed_on_host_match_rules(tmp_path):
 
 
 def _kernel_signatures():
+    """The clipping kernels' signatures in every storage dtype (the optimizers' are made from
+    the specs in the test)."""
     from numba import types
 
-    def arr(dt):
-        return dt[::1]
-
+    i = types.int64[::1]  # the table's metadata: pointers, block starts, sizes
     for dt, mt in ((types.float32, types.float32), (types.float64, types.float64),
                    (types.float16, types.float32)):
-        a = arr(dt)
+        a = dt[::1]
+        yield "scale", (i, i, i, a, types.UniTuple(mt, 1))
+        yield "clamp", (i, i, i, a, types.UniTuple(mt, 3))
+        yield "norm_partials", (i, i, i, a, types.int64, types.float64, types.float64[::1])
 
-        def c(n, mt=mt):  # the constants, a tuple passed by value
-            return types.UniTuple(mt, n)
-
-        i = arr(types.int64)  # the table's metadata: pointers, block starts, sizes
-        yield "adam", (i, i, i, a, c(16))
-        yield "sgd", (i, i, i, a, c(9))
-        yield "adagrad", (i, i, i, a, c(5))
-        yield "rmsprop", (i, i, i, a, c(10))
-        yield "lion", (i, i, i, a, c(1), types.UniTuple(types.float64, 8))
-        yield "scale", (i, i, i, a, c(1))
-        yield "clamp", (i, i, i, a, c(3))
-        yield "norm_partials", (i, i, i, a, types.int64, types.float64, arr(types.float64))
 
 def _loss_kernel_signatures():
     from numba import types
@@ -95,16 +86,28 @@ def _loss_kernel_signatures():
 
 
 def test_numba_cuda_kernels_compile_to_ptx_for_sm90():
+    """Every optimizer's kernel (the driver template around its rule) and the clipping
+    kernels compile for sm_90 in every storage dtype, without a GPU."""
     pytest.importorskip("numba.cuda")
     from numba import cuda
+    from numba.cuda import types
 
     if cuda.config.ENABLE_CUDASIM:
         pytest.skip("the simulator does not compile")
-    from fastopt import _numba_cuda
+    from fastopt.backends import _numba_cuda
 
-    for name, sig in _kernel_signatures():
+    i64 = types.int64[::1]
+    kernels = [(name, _numba_cuda.KERNELS[name], sig) for name, sig in _kernel_signatures()]
+    for spec in ops.REGISTRY.values():
+        for storage, math in ((types.float32, types.float32), (types.float16, types.float32),
+                              (types.float64, types.float64)):
+            math = types.float64 if spec.math == "float64" else math
+            scalars = types.UniTuple(math, len(ops.HEAD) + len(spec.scalars_order))
+            kernels.append((spec.name, _numba_cuda.optimizer_kernel(spec),
+                            (i64, i64, i64, storage[::1], scalars)))
+    for name, kernel, sig in kernels:
         try:
-            ptx, _ = cuda.compile_ptx(_numba_cuda.KERNELS[name].py_func, sig, cc=(9, 0))
+            ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
         except Exception as exc:  # NVVM missing: a packaging problem of the environment
             if "NVVM" in str(exc) or "libnvvm" in str(exc):
                 pytest.skip(f"NVVM unavailable: {exc}")
@@ -185,13 +188,13 @@ def test_cuda_backend_step_passes_op_table_device_stream_and_scalars(monkeypatch
     table = TensorTable(slots=tuple(rows), dtype="float64", device=("cuda", 1),
                         index=np.arange(2),
                         specs={k: [_arrays.describe(x) for x in v] for k, v in rows.items()})
-    scalars = np.arange(10, dtype=np.float64)
+    scalars = ops.get("lion").prepare(dict(ops.get("lion").defaults), 1.0)
     backend.step("lion", table, scalars)
     (name, args), = ext.calls
     assert name == "step"
     assert args[0] == "lion" and args[1] is table.ptrs and args[2] is table.numel
     assert args[3:6] == (1, 1, 7)  # float64 code, device 1, the arrays' stream
-    assert args[6] is scalars
+    assert args[6] is scalars.vector
 
 
 @pytest.mark.skipif(not _extension_has_cuda(), reason="the extension has no CUDA kernels")

@@ -10,8 +10,8 @@ tensors numbered in order (`first[t]` = tensor t's first chunk, `first[n]` = the
 spread over the threads. A chunk's work never depends on the thread count, so neither do the
 results (norm partials included: one per chunk, folded in chunk order by the caller).
 
-The frame around each rule is the one of fastopt.ops (HEAD scalars): sign, coupled L1 before,
-the proximal soft threshold after. Values are brought to the math type by multiplying with
+The frame around each rule is fastopt.ops's (frame_grad, frame_param): sign, coupled L1 and
+weight decay before, the proximal soft threshold after. Values are brought to the math type by multiplying with
 c[ONE] (the scalar vector is cast to the math dtype), and no rule uses a float literal in
 arithmetic (Numba would type it float64).
 """
@@ -23,16 +23,18 @@ from numba import carray, njit, prange, types
 from numba.core import caching
 from numba.extending import intrinsic
 
+from .. import ops
+from ..ops import DECAY, ONE
 from ._numba_cache import track_rules_in_cache
 
 track_rules_in_cache(caching)
 
 CHUNK = 1 << 14  # as csrc/cpu/multi_tensor.h kChunk
 MAX_SLOTS = 6  # rows of a pointer table a kernel can take
-ONE, SIGN, L1, PROX = range(4)  # fastopt.ops.HEAD
 
 rule = njit(cache=True, error_model="numpy")
 kernel = njit(parallel=True, cache=True, error_model="numpy", fastmath=False)
+frame_grad, frame_param = rule(ops.frame_grad), rule(ops.frame_param)
 
 
 @intrinsic
@@ -67,34 +69,6 @@ def _chunk(first, numel, ch):
     return t, begin, min(begin + CHUNK, numel[t])
 
 
-@rule
-def frame_in(p, g, c):
-    """The gradient the rule sees: sign (maximize), then coupled L1, l1 * sign(p)."""
-    g = g * c[SIGN]
-    if c[L1] != 0:
-        if p > 0:
-            g = g + c[L1]
-        elif p < 0:
-            g = g - c[L1]
-        elif p != p:
-            g = p
-    return g
-
-
-@rule
-def frame_out(p, c):
-    """Proximal L1: p = sign(p) * max(|p| - prox, 0)."""
-    t = c[PROX]
-    if t != 0:
-        if p > t:
-            return p - t
-        if p < -t:
-            return p + t
-        if p == p:
-            return p - p  # +0: the exact zero of the soft threshold
-    return p
-
-
 def _optimizer(ptrs, first, numel, like, c):
     for ch in prange(first[-1]):
         t, begin, end = _chunk(first, numel, ch)
@@ -104,8 +78,8 @@ def _optimizer(ptrs, first, numel, like, c):
              _tensor(ptrs, 4, t, n, like), _tensor(ptrs, 5, t, n, like))
         for i in range(begin, end):
             p = x[0][i] * c[ONE]
-            g = frame_in(p, x[1][i] * c[ONE], c)
-            x[0][i] = frame_out(rule(x, i, p, g, c), c)
+            g = frame_grad(p, x[1][i] * c[ONE], c)
+            x[0][i] = frame_param(rule(x, i, p * c[DECAY], g, c), c)
 
 
 def optimizer_kernel(spec):

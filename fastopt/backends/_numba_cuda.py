@@ -2,8 +2,8 @@
 fastopt/ops/<op>.py with numba.cuda.jit (device functions inlined into one kernel per
 optimizer, named `step_<op>` for the on-disk cache). Imported only when the `numba_cuda`
 backend first runs; under NUMBA_ENABLE_CUDASIM=1 the same kernels run in Numba's CUDA
-simulator. The frame around each rule (sign, coupled and proximal L1) is the CPU template's
-(_numba_cpu.py), as are the conventions of the rules.
+simulator. The frame around each rule is fastopt.ops's (frame_grad, frame_param), as in the
+CPU template (_numba_cpu.py).
 
 Every kernel is one launch over a whole pointer table. Its metadata, one int64 array per
 launch: the table's pointers (`ptrs[row * n + t]`, 0 for a missing optional row), the block
@@ -17,6 +17,8 @@ import types as pytypes
 
 from numba import cuda, float64
 
+from .. import ops
+from ..ops import DECAY, ONE
 from ._numba_cache import track_rules_in_cache
 
 if not cuda.config.ENABLE_CUDASIM:  # the simulator has no on-disk cache
@@ -67,8 +69,8 @@ else:  # simulated device memory is host memory, and the kernels run as Python
 
 BLOCK = 256  # threads per block; also the norm's shared-memory tree width
 
-ONE, SIGN, L1, PROX = range(4)  # fastopt.ops.HEAD
 device = cuda.jit(device=True, inline=True)
+frame_grad, frame_param = device(ops.frame_grad), device(ops.frame_param)
 _tensor = device(_tensor)
 kernel = cuda.jit(cache=True)
 
@@ -89,34 +91,6 @@ def _block(first):
     return lo, g - first[lo], first[lo + 1] - first[lo]
 
 
-@device
-def frame_in(p, g, c):
-    """As _numba_cpu.frame_in: sign (maximize), then coupled L1."""
-    g = g * c[SIGN]
-    if c[L1] != 0:
-        if p > 0:
-            g = g + c[L1]
-        elif p < 0:
-            g = g - c[L1]
-        elif p != p:
-            g = p
-    return g
-
-
-@device
-def frame_out(p, c):
-    """As _numba_cpu.frame_out: the proximal soft threshold."""
-    t = c[PROX]
-    if t != 0:
-        if p > t:
-            return p - t
-        if p < -t:
-            return p + t
-        if p == p:
-            return p - p
-    return p
-
-
 def _optimizer(ptrs, first, numel, like, c):
     t, b, nb = _block(first)
     x = (_tensor(ptrs, numel, 0, t, like), _tensor(ptrs, numel, 1, t, like),
@@ -125,8 +99,8 @@ def _optimizer(ptrs, first, numel, like, c):
     i = b * BLOCK + cuda.threadIdx.x
     while i < numel[t]:
         p = x[0][i] * c[ONE]
-        g = frame_in(p, x[1][i] * c[ONE], c)
-        x[0][i] = frame_out(rule(x, i, p, g, c), c)
+        g = frame_grad(p, x[1][i] * c[ONE], c)
+        x[0][i] = frame_param(rule(x, i, p * c[DECAY], g, c), c)
         i += nb * BLOCK
 
 

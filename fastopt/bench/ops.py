@@ -9,6 +9,7 @@ one `register(...)` call with its streams and setup function.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -170,8 +171,21 @@ def _optim(name: str, cls: str, options: dict[str, Any], doc: str) -> Op:
     group = {**spec.defaults, **(alias.defaults if alias else {}), **options}
     torch_cls = alias.torch if alias else spec.torch
     return register(Op(name, Streams(1 + len(spec.state_slots(group)), 1),
-                       _optim_setup(cls, torch_cls, options), doc,
-                       (TORCH_FUSED, TORCH_FOREACH) if torch_cls else (), tags=("optim",)))
+                       _optim_setup(cls, torch_cls, options), doc, _torch_variants(torch_cls),
+                       tags=("optim",)))
+
+
+def _torch_variants(torch_cls: str | None) -> tuple[str, ...]:
+    """torch's implementations of torch.optim.<torch_cls>: fused where its constructor takes
+    `fused`, foreach always (none without torch: no torch column is measured then)."""
+    if torch_cls is None:
+        return ()
+    try:
+        import torch
+    except ImportError:
+        return (TORCH_FUSED, TORCH_FOREACH)
+    params = inspect.signature(getattr(torch.optim, torch_cls)).parameters
+    return (TORCH_FUSED, TORCH_FOREACH) if "fused" in params else (TORCH_FOREACH,)
 
 
 def _register_optimizers() -> None:

@@ -12,15 +12,22 @@ slots and scalars, which `check_native` compares with these at first use.
 
 Every kernel receives one float64 scalar vector, in the same layout on every backend:
 
-    HEAD      one (1.0), sign (-1 with maximize), l1 (coupled coefficient), prox (lr * l1)
+    HEAD      one (1.0), sign (-1 with maximize), l1 (coupled coefficient), prox (lr * l1),
+              l2 (L2 weight decay coefficient), decay (decoupled factor 1 - lr * weight_decay)
     then      the op's own scalars, in `OpSpec.scalars_order`
 
 and every driver runs the same per-element frame around the op's rule (math type M: float32
 for float32 and 16-bit storage, float64 for float64 storage or where the op asks for it):
 
     p = M(param);  g = M(grad) * sign;  g = g + l1 * sign(p)       (coupled L1)
+    g = g + l2 * p;  p = p * decay                                   (weight decay)
     p = rule(p, g, state..., scalars)                                (the op)
     p = sign(p) * max(|p| - prox, 0)                                 (proximal L1)
+
+so the regularizers are written once, in the frame, and no rule repeats them. Weight decay is
+L2 (added to the gradient, as torch.optim's `weight_decay`) or decoupled (Loshchilov & Hutter,
+"Decoupled Weight Decay Regularization", ICLR 2019) as the group's `decoupled_weight_decay`
+says, else as the spec's `decoupled`.
 
 L1 regularization is thus available on every optimizer (`l1`, `l1_mode`): "coupled" adds the
 subgradient l1 * sign(p) of the penalty l1 * |p| to the gradient (sign(0) = 0), as
@@ -43,7 +50,9 @@ from typing import Any
 import numpy as np
 
 #: The common head of every scalar vector.
-HEAD = ("one", "sign", "l1", "prox")
+HEAD = ("one", "sign", "l1", "prox", "l2", "decay")
+#: The scalars of the moments every Adam variant keeps (see `moments`).
+MOMENTS = ("beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps")
 #: Keys torch.optim keeps in param groups that no fastopt kernel reads.
 TORCH_FLAGS = frozenset({"foreach", "fused", "capturable", "differentiable"})
 #: Hyperparameters every optimizer takes in addition to its own (fastopt's, not torch's).
@@ -114,6 +123,7 @@ class OpSpec:
     reference: Callable[..., Any]
     rule: Callable[..., Any]       # the Numba rule: rule(x, i, p, g, c) -> new p
     math: str = "storage"          # "float64": computed in float64 whatever the storage
+    decoupled: bool = False        # weight decay without decoupled_weight_decay in the group
     has_step: bool = True          # keeps torch's state['step']
     uses_step: bool = True         # host() reads the step count
     fresh_flag: bool = False       # host() is told whether the state is new (SGD)
@@ -159,8 +169,11 @@ class OpSpec:
         l1 = float(group.get("l1", 0.0))
         proximal = group.get("l1_mode", "coupled") == "proximal"
         own = self.host(group, step, fresh, after)
+        lr, wd = float(group["lr"]), float(group.get("weight_decay", 0.0))
+        decoupled = bool(group.get("decoupled_weight_decay", self.decoupled))
         vector = np.array([1.0, -1.0 if group.get("maximize") else 1.0,
-                           0.0 if proximal else l1, float(group["lr"]) * l1 if proximal else 0.0,
+                           0.0 if proximal else l1, lr * l1 if proximal else 0.0,
+                           0.0 if decoupled else wd, 1.0 - lr * wd if decoupled else 1.0,
                            *(float(own[k]) for k in self.scalars_order)], dtype=np.float64)
         return Scalars(vector, group, step, fresh, before, after)
 
@@ -195,6 +208,39 @@ def scalar_index(*names: str) -> Any:
     return namedtuple("Scalars", full)(*range(len(full)))
 
 
+# --- the frame, as the Numba drivers compile it (fastopt/backends/_numba_*.py) -----------
+# Plain scalar functions of the math type, like the rules: no float literal in arithmetic.
+ONE, SIGN, L1, PROX, L2, DECAY = range(len(HEAD))
+
+
+def frame_grad(p, g, c):
+    """The gradient a rule sees: sign (maximize), coupled L1 l1 * sign(p), L2 l2 * p."""
+    g = g * c[SIGN]
+    if c[L1] != 0:
+        if p > 0:
+            g = g + c[L1]
+        elif p < 0:
+            g = g - c[L1]
+        elif p != p:
+            g = p  # sign(NaN) is NaN
+    if c[L2] != 0:
+        g = g + c[L2] * p
+    return g
+
+
+def frame_param(p, c):
+    """The param after the rule: the proximal L1 step p = sign(p) * max(|p| - prox, 0)."""
+    t = c[PROX]
+    if t != 0:
+        if p > t:
+            return p - t
+        if p < -t:
+            return p + t
+        if p == p:
+            return p - p  # +0: the exact zero of the soft threshold
+    return p
+
+
 # --- validation helpers: torch.optim's wording ------------------------------------------
 def nonneg(name: str, value: float) -> None:
     if not 0.0 <= value < math.inf:
@@ -222,14 +268,12 @@ def common(group: dict[str, Any], *names: str) -> None:
         nonneg(f"{'epsilon' if n == 'eps' else n} value", group[n])
 
 
-def weight_decay_terms(group: dict[str, Any]) -> dict[str, float]:
-    """L2 (added to the gradient) or decoupled (p *= 1 - lr * wd) weight decay, as flags and
-    coefficients: a zero term is skipped, not multiplied (0 * inf would be NaN)."""
-    wd = float(group["weight_decay"])
-    decoupled = bool(group.get("decoupled_weight_decay", False))
-    return dict(weight_decay=wd, l2=wd != 0 and not decoupled,
-                decoupled=wd != 0 and decoupled,
-                decay_factor=1.0 - float(group["lr"]) * wd if decoupled else 1.0)
+def moments(group: dict[str, Any]) -> dict[str, float]:
+    """The scalars of the moments every Adam variant keeps (m, v; Kingma & Ba), first in
+    their scalar lists: beta1, 1 - beta1, beta2, 1 - beta2, eps."""
+    b1, b2 = betas(group)
+    return dict(beta1=b1, one_minus_beta1=1.0 - b1, beta2=b2, one_minus_beta2=1.0 - b2,
+                eps=float(group["eps"]))
 
 
 def get(name: str) -> OpSpec:

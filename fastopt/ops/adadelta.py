@@ -3,9 +3,9 @@
 import math
 
 from .. import reference
-from . import Hyper, OpSpec, Slot, beta, common, scalar_index
+from . import HEAD, Hyper, OpSpec, Slot, beta, common, scalar_index
 
-I = scalar_index("lr", "rho", "one_minus_rho", "eps", "weight_decay", "has_weight_decay")
+I = scalar_index("lr", "rho", "one_minus_rho", "eps")
 
 
 def check(group):
@@ -15,13 +15,10 @@ def check(group):
 
 def host(group, step, fresh, state):
     return dict(lr=group["lr"], rho=group["rho"], one_minus_rho=1.0 - group["rho"],
-                eps=group["eps"], weight_decay=group["weight_decay"],
-                has_weight_decay=group["weight_decay"] != 0)
+                eps=group["eps"])
 
 
 def rule(x, i, p, g, c):
-    if c[I.has_weight_decay] != 0:
-        g = g + c[I.weight_decay] * p
     s = c[I.rho] * x[2][i] + c[I.one_minus_rho] * g * g
     delta = math.sqrt(x[3][i] + c[I.eps]) / math.sqrt(s + c[I.eps]) * g
     x[2][i] = s
@@ -31,7 +28,7 @@ def rule(x, i, p, g, c):
 
 SPEC = OpSpec(
     name="adadelta", cls="Adadelta", torch="Adadelta", check=check, host=host, rule=rule,
-    scalars_order=I._fields[4:], reference=reference.adadelta, uses_step=False,
+    scalars_order=I._fields[len(HEAD):], reference=reference.adadelta, uses_step=False,
     slots=(Slot("square_avg"), Slot("acc_delta")),
     hypers=(Hyper("lr", 1.0), Hyper("rho", 0.9), Hyper("eps", 1e-6), Hyper("weight_decay", 0.0),
             Hyper("maximize", False, True)),

@@ -4,9 +4,9 @@ Stochastic Optimization", JMLR 2011."""
 import math
 
 from .. import reference
-from . import Hyper, OpSpec, Slot, common, nonneg, scalar_index
+from . import HEAD, Hyper, OpSpec, Slot, common, nonneg, scalar_index
 
-I = scalar_index("clr", "weight_decay", "eps", "has_weight_decay")
+I = scalar_index("clr", "eps")
 
 
 def check(group):
@@ -15,14 +15,10 @@ def check(group):
 
 
 def host(group, step, fresh, state):
-    return dict(clr=group["lr"] / (1 + (step - 1) * group["lr_decay"]),
-                weight_decay=group["weight_decay"], eps=group["eps"],
-                has_weight_decay=group["weight_decay"] != 0)
+    return dict(clr=group["lr"] / (1 + (step - 1) * group["lr_decay"]), eps=group["eps"])
 
 
 def rule(x, i, p, g, c):
-    if c[I.has_weight_decay] != 0:
-        g = g + c[I.weight_decay] * p
     s = x[2][i] + g * g
     x[2][i] = s
     return p - c[I.clr] * (g / (math.sqrt(s) + c[I.eps]))
@@ -30,7 +26,7 @@ def rule(x, i, p, g, c):
 
 SPEC = OpSpec(
     name="adagrad", cls="Adagrad", torch="Adagrad", check=check, host=host, rule=rule,
-    scalars_order=I._fields[4:], reference=reference.adagrad,
+    scalars_order=I._fields[len(HEAD):], reference=reference.adagrad,
     slots=(Slot("state_sum", key="sum", init=lambda h: h["initial_accumulator_value"]),),
     hypers=(Hyper("lr", 1e-2), Hyper("lr_decay", 0.0), Hyper("weight_decay", 0.0),
             Hyper("initial_accumulator_value", 0.0), Hyper("eps", 1e-10),

@@ -5,11 +5,10 @@ al., "On the Convergence of Adam and Beyond", ICLR 2018."""
 import math
 
 from .. import reference
-from . import Alias, Hyper, OpSpec, Slot, betas, common, scalar_index, weight_decay_terms
+from . import HEAD, MOMENTS, Alias, Hyper, OpSpec, Slot, betas, common, moments, scalar_index
 
-I = scalar_index("beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps", "weight_decay",
-                 "decay_factor", "step_size", "bias_correction2", "bias_correction2_sqrt",
-                 "l2", "decoupled", "eps_inside_sqrt", "amsgrad")
+I = scalar_index(*MOMENTS, "step_size", "bias_correction2", "bias_correction2_sqrt",
+                 "eps_inside_sqrt", "amsgrad")
 
 
 def check(group):
@@ -21,17 +20,12 @@ def host(group, step, fresh, state):
     b1, b2 = betas(group)
     bc1 = 1.0 - b1**step if group.get("bias_correction", True) else 1.0
     bc2 = 1.0 - b2**step if group.get("bias_correction", True) else 1.0
-    return dict(beta1=b1, one_minus_beta1=1.0 - b1, beta2=b2, one_minus_beta2=1.0 - b2,
-                eps=group["eps"], step_size=group["lr"] / bc1, bias_correction2=bc2,
+    return dict(**moments(group), step_size=group["lr"] / bc1, bias_correction2=bc2,
                 bias_correction2_sqrt=math.sqrt(bc2), amsgrad=group["amsgrad"],
-                eps_inside_sqrt=group.get("eps_inside_sqrt", False), **weight_decay_terms(group))
+                eps_inside_sqrt=group.get("eps_inside_sqrt", False))
 
 
 def rule(x, i, p, g, c):
-    if c[I.l2] != 0:
-        g = g + c[I.weight_decay] * p
-    if c[I.decoupled] != 0:
-        p = p * c[I.decay_factor]
     m = c[I.beta1] * x[2][i] + c[I.one_minus_beta1] * g
     v = c[I.beta2] * x[3][i] + c[I.one_minus_beta2] * g * g
     x[2][i] = m
@@ -51,7 +45,7 @@ def rule(x, i, p, g, c):
 
 SPEC = OpSpec(
     name="adam", cls="Adam", torch="Adam", check=check, host=host, rule=rule,
-    scalars_order=I._fields[4:], reference=reference.adam,
+    scalars_order=I._fields[len(HEAD):], reference=reference.adam,
     slots=(Slot("exp_avg"), Slot("exp_avg_sq"),
            Slot("max_exp_avg_sq", when=lambda h: bool(h["amsgrad"]))),
     hypers=(Hyper("lr", 1e-3), Hyper("betas", (0.9, 0.999)), Hyper("eps", 1e-8),

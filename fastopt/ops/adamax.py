@@ -1,9 +1,9 @@
 """Adamax: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, section 7.1."""
 
 from .. import reference
-from . import Hyper, OpSpec, Slot, betas, common, scalar_index
+from . import HEAD, Hyper, OpSpec, Slot, betas, common, scalar_index
 
-I = scalar_index("beta1", "one_minus_beta1", "beta2", "eps", "weight_decay", "l2", "clr")
+I = scalar_index("beta1", "one_minus_beta1", "beta2", "eps", "clr")
 
 
 def check(group):
@@ -13,14 +13,11 @@ def check(group):
 
 def host(group, step, fresh, state):
     b1, b2 = betas(group)
-    wd = group["weight_decay"]
-    return dict(beta1=b1, one_minus_beta1=1.0 - b1, beta2=b2, eps=group["eps"], weight_decay=wd,
-                l2=wd != 0, clr=group["lr"] / (1.0 - b1**step))
+    return dict(beta1=b1, one_minus_beta1=1.0 - b1, beta2=b2, eps=group["eps"],
+                clr=group["lr"] / (1.0 - b1**step))
 
 
 def rule(x, i, p, g, c):
-    if c[I.l2] != 0:
-        g = g + c[I.weight_decay] * p
     m = c[I.beta1] * x[2][i] + c[I.one_minus_beta1] * g
     u = c[I.beta2] * x[3][i]
     a = abs(g) + c[I.eps]
@@ -33,7 +30,7 @@ def rule(x, i, p, g, c):
 
 SPEC = OpSpec(
     name="adamax", cls="Adamax", torch="Adamax", check=check, host=host, rule=rule,
-    scalars_order=I._fields[4:], reference=reference.adamax,
+    scalars_order=I._fields[len(HEAD):], reference=reference.adamax,
     slots=(Slot("exp_avg"), Slot("exp_inf")),
     hypers=(Hyper("lr", 2e-3), Hyper("betas", (0.9, 0.999)), Hyper("eps", 1e-8),
             Hyper("weight_decay", 0.0), Hyper("maximize", False, True)),

@@ -1,9 +1,9 @@
 """Lion: Chen et al., "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023."""
 
 from .. import reference
-from . import Hyper, OpSpec, Slot, betas, common, scalar_index
+from . import HEAD, Hyper, OpSpec, Slot, betas, common, scalar_index
 
-I = scalar_index("lr", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "decay_factor")
+I = scalar_index("lr", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2")
 
 
 def check(group):
@@ -14,12 +14,11 @@ def check(group):
 def host(group, step, fresh, state):
     b1, b2 = betas(group, closed=True)
     return dict(lr=group["lr"], beta1=b1, one_minus_beta1=1.0 - b1, beta2=b2,
-                one_minus_beta2=1.0 - b2, decay_factor=1.0 - group["lr"] * group["weight_decay"])
+                one_minus_beta2=1.0 - b2)
 
 
 def rule(x, i, p, g, c):
     m = x[2][i] * c[I.one]
-    p = p * c[I.decay_factor]
     u = c[I.beta1] * m + c[I.one_minus_beta1] * g
     if u > 0:
         p = p - c[I.lr]
@@ -33,7 +32,8 @@ def rule(x, i, p, g, c):
 
 SPEC = OpSpec(
     name="lion", cls="Lion", torch=None, check=check, host=host, rule=rule,
-    scalars_order=I._fields[4:], reference=reference.lion, has_step=False, uses_step=False,
+    scalars_order=I._fields[len(HEAD):], reference=reference.lion, has_step=False,
+    uses_step=False, decoupled=True,
     # float64 whatever the storage: the sign of the interpolation flips the whole update, so
     # the momentum it is formed from must round exactly as the float64 specification's does
     math="float64",

@@ -4,10 +4,9 @@ decay schedule as torch.optim.NAdam."""
 import math
 
 from .. import reference
-from . import Hyper, OpSpec, ScalarState, Slot, betas, common, scalar_index, weight_decay_terms
+from . import HEAD, MOMENTS, Hyper, OpSpec, ScalarState, Slot, betas, common, moments, scalar_index
 
-I = scalar_index("beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps", "weight_decay",
-                 "l2", "decay_factor", "decoupled", "bias_correction2", "grad_coef", "avg_coef")
+I = scalar_index(*MOMENTS, "bias_correction2", "grad_coef", "avg_coef")
 
 
 def check(group):
@@ -21,21 +20,15 @@ def mu(group, step):
 
 
 def host(group, step, fresh, state):
-    b1, b2 = betas(group)
     mu_t, mu_next = mu(group, step), mu(group, step + 1)
     mu_product = state["mu_product"]  # includes mu_t
     lr = group["lr"]
-    return dict(beta1=b1, one_minus_beta1=1.0 - b1, beta2=b2, one_minus_beta2=1.0 - b2,
-                eps=group["eps"], bias_correction2=1.0 - b2**step,
+    return dict(**moments(group), bias_correction2=1.0 - betas(group)[1]**step,
                 grad_coef=lr * (1.0 - mu_t) / (1.0 - mu_product),
-                avg_coef=lr * mu_next / (1.0 - mu_product * mu_next), **weight_decay_terms(group))
+                avg_coef=lr * mu_next / (1.0 - mu_product * mu_next))
 
 
 def rule(x, i, p, g, c):
-    if c[I.l2] != 0:
-        g = g + c[I.weight_decay] * p
-    if c[I.decoupled] != 0:
-        p = p * c[I.decay_factor]
     m = c[I.beta1] * x[2][i] + c[I.one_minus_beta1] * g
     v = c[I.beta2] * x[3][i] + c[I.one_minus_beta2] * g * g
     x[2][i] = m
@@ -46,7 +39,7 @@ def rule(x, i, p, g, c):
 
 SPEC = OpSpec(
     name="nadam", cls="NAdam", torch="NAdam", check=check, host=host, rule=rule,
-    scalars_order=I._fields[4:], reference=reference.nadam,
+    scalars_order=I._fields[len(HEAD):], reference=reference.nadam,
     slots=(Slot("exp_avg"), Slot("exp_avg_sq")),
     scalar_state={"mu_product": ScalarState(1.0, mu)},
     hypers=(Hyper("lr", 2e-3), Hyper("betas", (0.9, 0.999)), Hyper("eps", 1e-8),

@@ -3,10 +3,9 @@
 import math
 
 from .. import reference
-from . import Hyper, OpSpec, Slot, betas, common, scalar_index, weight_decay_terms
+from . import HEAD, MOMENTS, Hyper, OpSpec, Slot, betas, common, moments, scalar_index
 
-I = scalar_index("beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps", "weight_decay",
-                 "l2", "decay_factor", "decoupled", "step_size", "rectify", "rect_coef")
+I = scalar_index(*MOMENTS, "step_size", "rectify", "rect_coef")
 
 
 def check(group):
@@ -23,16 +22,11 @@ def host(group, step, fresh, state):
     rect = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
                      / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) if rectify else 0.0
     lr = group["lr"]
-    return dict(beta1=b1, one_minus_beta1=1.0 - b1, beta2=b2, one_minus_beta2=1.0 - b2,
-                eps=group["eps"], step_size=lr / bc1, rectify=rectify,
-                rect_coef=lr * rect * math.sqrt(bc2) / bc1, **weight_decay_terms(group))
+    return dict(**moments(group), step_size=lr / bc1, rectify=rectify,
+                rect_coef=lr * rect * math.sqrt(bc2) / bc1)
 
 
 def rule(x, i, p, g, c):
-    if c[I.l2] != 0:
-        g = g + c[I.weight_decay] * p
-    if c[I.decoupled] != 0:
-        p = p * c[I.decay_factor]
     m = c[I.beta1] * x[2][i] + c[I.one_minus_beta1] * g
     v = c[I.beta2] * x[3][i] + c[I.one_minus_beta2] * g * g
     x[2][i] = m
@@ -44,7 +38,7 @@ def rule(x, i, p, g, c):
 
 SPEC = OpSpec(
     name="radam", cls="RAdam", torch="RAdam", check=check, host=host, rule=rule,
-    scalars_order=I._fields[4:], reference=reference.radam,
+    scalars_order=I._fields[len(HEAD):], reference=reference.radam,
     slots=(Slot("exp_avg"), Slot("exp_avg_sq")),
     hypers=(Hyper("lr", 1e-3), Hyper("betas", (0.9, 0.999)), Hyper("eps", 1e-8),
             Hyper("weight_decay", 0.0), Hyper("decoupled_weight_decay", False),

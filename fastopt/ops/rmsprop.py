@@ -4,10 +4,10 @@ Graves, "Generating Sequences With Recurrent Neural Networks", 2013."""
 import math
 
 from .. import reference
-from . import Hyper, OpSpec, Slot, beta, common, scalar_index
+from . import HEAD, Hyper, OpSpec, Slot, beta, common, scalar_index
 
-I = scalar_index("lr", "alpha", "one_minus_alpha", "eps", "weight_decay", "momentum",
-                 "has_weight_decay", "centered", "has_momentum")
+I = scalar_index("lr", "alpha", "one_minus_alpha", "eps", "momentum", "centered",
+                 "has_momentum")
 
 
 def check(group):
@@ -17,14 +17,11 @@ def check(group):
 
 def host(group, step, fresh, state):
     return dict(lr=group["lr"], alpha=group["alpha"], one_minus_alpha=1.0 - group["alpha"],
-                eps=group["eps"], weight_decay=group["weight_decay"],
-                momentum=group["momentum"], has_weight_decay=group["weight_decay"] != 0,
-                centered=group["centered"], has_momentum=group["momentum"] > 0)
+                eps=group["eps"], momentum=group["momentum"], centered=group["centered"],
+                has_momentum=group["momentum"] > 0)
 
 
 def rule(x, i, p, g, c):
-    if c[I.has_weight_decay] != 0:
-        g = g + c[I.weight_decay] * p
     s = c[I.alpha] * x[2][i] + c[I.one_minus_alpha] * g * g
     x[2][i] = s
     if c[I.centered] != 0:
@@ -42,7 +39,7 @@ def rule(x, i, p, g, c):
 
 SPEC = OpSpec(
     name="rmsprop", cls="RMSprop", torch="RMSprop", check=check, host=host, rule=rule,
-    scalars_order=I._fields[4:], reference=reference.rmsprop, uses_step=False,
+    scalars_order=I._fields[len(HEAD):], reference=reference.rmsprop, uses_step=False,
     slots=(Slot("square_avg"), Slot("momentum_buffer", when=lambda h: h["momentum"] > 0),
            Slot("grad_avg", when=lambda h: bool(h["centered"]))),
     hypers=(Hyper("lr", 1e-2), Hyper("alpha", 0.99), Hyper("eps", 1e-8),

@@ -4,10 +4,10 @@ initialization and momentum in deep learning", ICML 2013."""
 import math
 
 from .. import reference
-from . import Hyper, OpSpec, Slot, common, scalar_index
+from . import HEAD, Hyper, OpSpec, Slot, common, scalar_index
 
-I = scalar_index("lr", "momentum", "one_minus_dampening", "weight_decay", "has_weight_decay",
-                 "nesterov", "first_step", "has_momentum")
+I = scalar_index("lr", "momentum", "one_minus_dampening", "nesterov", "first_step",
+                 "has_momentum")
 
 
 def check(group):
@@ -20,14 +20,11 @@ def check(group):
 
 def host(group, step, fresh, state):
     return dict(lr=group["lr"], momentum=group["momentum"],
-                one_minus_dampening=1.0 - group["dampening"], weight_decay=group["weight_decay"],
-                has_weight_decay=group["weight_decay"] != 0, nesterov=group["nesterov"],
+                one_minus_dampening=1.0 - group["dampening"], nesterov=group["nesterov"],
                 first_step=fresh, has_momentum=group["momentum"] != 0)
 
 
 def rule(x, i, p, g, c):
-    if c[I.has_weight_decay] != 0:
-        g = g + c[I.weight_decay] * p
     if c[I.has_momentum] != 0:
         if c[I.first_step] != 0:
             b = g
@@ -43,7 +40,8 @@ def rule(x, i, p, g, c):
 
 SPEC = OpSpec(
     name="sgd", cls="SGD", torch="SGD", check=check, host=host, rule=rule,
-    scalars_order=I._fields[4:], reference=reference.sgd, has_step=False, uses_step=False, fresh_flag=True,
+    scalars_order=I._fields[len(HEAD):], reference=reference.sgd, has_step=False,
+    uses_step=False, fresh_flag=True,
     slots=(Slot("momentum_buffer", when=lambda h: h["momentum"] != 0),),
     hypers=(Hyper("lr", 1e-3), Hyper("momentum", 0.0), Hyper("dampening", 0.0),
             Hyper("weight_decay", 0.0), Hyper("nesterov", False),

@@ -56,6 +56,36 @@ def direction(g: np.ndarray, p: np.ndarray, maximize: bool, l1: float,
     return g
 
 
+def weight_decay_step(g: np.ndarray, p: np.ndarray, lr: float, weight_decay: float,
+                      decoupled: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(g, p) after weight decay, L2 or decoupled (Loshchilov & Hutter, ICLR 2019):
+
+        g = g + weight_decay * p            (L2)
+        p = p * (1 - lr * weight_decay)     (decoupled)
+    """
+    if weight_decay != 0:
+        if decoupled:
+            p = p * (1 - lr * weight_decay)
+        else:
+            g = g + weight_decay * p
+    return g, p
+
+
+def moments(g: np.ndarray, m: np.ndarray, v: np.ndarray, betas: tuple[float, float],
+            exp_avg: np.ndarray, exp_avg_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The moments of every Adam variant, stored in exp_avg and exp_avg_sq:
+
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g^2
+    """
+    beta1, beta2 = betas
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    store(exp_avg, m)
+    store(exp_avg_sq, v)
+    return m, v
+
+
 def proximal(p: np.ndarray, lr: float, l1: float, l1_mode: str) -> np.ndarray:
     """The last line of every op:  p = sign(p) * max(|p| - lr * l1, 0)  (proximal L1)."""
     if l1 != 0 and l1_mode == "proximal":

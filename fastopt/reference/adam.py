@@ -1,6 +1,6 @@
 import numpy as np
 
-from ._io import direction, f64, proximal, store
+from ._io import direction, f64, moments, proximal, store, weight_decay_step
 
 
 def adam(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray,
@@ -31,15 +31,8 @@ def adam(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: n
     beta1, beta2 = betas
     p, g, m, v, v_max = f64(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
     g = direction(g, p, maximize, l1, l1_mode)
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            p = p * (1 - lr * weight_decay)
-        else:
-            g = g + weight_decay * p
-    m = beta1 * m + (1 - beta1) * g
-    v = beta2 * v + (1 - beta2) * g * g
-    store(exp_avg, m)
-    store(exp_avg_sq, v)
+    g, p = weight_decay_step(g, p, lr, weight_decay, decoupled_weight_decay)
+    m, v = moments(g, m, v, betas, exp_avg, exp_avg_sq)
     if amsgrad:
         v = np.maximum(v_max, v)
         store(max_exp_avg_sq, v)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from ._io import direction, f64, proximal, store
+from ._io import direction, f64, moments, proximal, store, weight_decay_step
 
 
 def nadam(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray, *,
@@ -34,18 +34,11 @@ def nadam(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: 
     beta1, beta2 = betas
     p, g, m, v = f64(param, grad, exp_avg, exp_avg_sq)
     g = direction(g, p, maximize, l1, l1_mode)
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            p = p * (1 - lr * weight_decay)
-        else:
-            g = g + weight_decay * p
+    g, p = weight_decay_step(g, p, lr, weight_decay, decoupled_weight_decay)
     mu = beta1 * (1 - 0.5 * 0.96 ** (step * momentum_decay))
     mu_next = beta1 * (1 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
     mu_product = mu_product * mu
-    m = beta1 * m + (1 - beta1) * g
-    v = beta2 * v + (1 - beta2) * g * g
-    store(exp_avg, m)
-    store(exp_avg_sq, v)
+    m, v = moments(g, m, v, betas, exp_avg, exp_avg_sq)
     denom = np.sqrt(v / (1 - beta2**step)) + eps
     p = p - lr * (1 - mu) / (1 - mu_product) * (g / denom)
     p = p - lr * mu_next / (1 - mu_product * mu_next) * (m / denom)

@@ -12,15 +12,20 @@
 //                   of a variant number is flag i), so vectorized loops carry no branch on them
 //   uses(variant)   the slots the variant reads and writes (default: all)
 //   update<V>(p, g, st, c) -> new p
-//                   the rule: g has the sign and the coupled L1 term applied; st holds the
-//                   state rows (st[exp_avg], ...) in M, read and written in place
+//                   the rule: g has the sign, the coupled L1 term and the L2 weight decay
+//                   applied, p the decoupled weight decay; st holds the state rows
+//                   (st[exp_avg], ...) in M, read and written in place
 //
 // The scalar vector (float64, formed on the host by fastopt/ops/<op>.py) starts with the common
 // head: one (1.0), sign (-1 to maximize), l1 (coupled L1 coefficient), prox (proximal
-// threshold lr * l1). The step of one element, in every driver:
+// threshold lr * l1), l2 (L2 weight decay, added to the gradient), decay (decoupled weight
+// decay factor 1 - lr * weight_decay). The regularizers are the frame's, not the rules': every
+// optimizer has them all. The step of one element, in every driver:
 //
 //   p = M(param); g = M(grad) * sign
 //   if l1 != 0:   g = g + l1 * nan_sign(p)
+//   if l2 != 0:   g = g + l2 * p
+//   p = p * decay                       (exact for decay = 1)
 //   p = Op::update<V>(p, g, state, consts)
 //   if prox != 0: p = soft_threshold(p, prox)
 //   param = T(p)
@@ -36,7 +41,7 @@
 namespace fastopt {
 
 // The common head of every scalar vector.
-enum HeadScalar : int { kOne = 0, kSign = 1, kL1 = 2, kProx = 3, kHead = 4 };
+enum HeadScalar : int { kOne = 0, kSign = 1, kL1 = 2, kProx = 3, kL2 = 4, kDecay = 5, kHead = 6 };
 
 // Flags (indices into the scalar vector) that select compile-time variants; bit i of a variant
 // number is Flags[i].
@@ -89,10 +94,11 @@ struct Rule {
   static constexpr const char* scalar_names[kScalars] = {LIST(FASTOPT_RULE_NAME_)};      \
   template <typename M>                                                                  \
   struct Consts {                                                                        \
-    M one, sign, l1, prox;                                                               \
+    M one, sign, l1, prox, l2, decay;                                                    \
     LIST(FASTOPT_RULE_FIELD_)                                                            \
     FASTOPT_HD explicit Consts(const double* s)                                          \
-        : one(M(s[kOne])), sign(M(s[kSign])), l1(M(s[kL1])), prox(M(s[kProx])) {        \
+        : one(M(s[kOne])), sign(M(s[kSign])), l1(M(s[kL1])), prox(M(s[kProx])),         \
+          l2(M(s[kL2])), decay(M(s[kDecay])) {                                           \
       LIST(FASTOPT_RULE_READ_)                                                           \
     }                                                                                    \
   };
@@ -110,7 +116,8 @@ FASTOPT_HD M step_element(M p, M grad, M (&st)[Op::kState],
                           const typename Op::template Consts<M>& c) {
   M g = grad * c.sign;
   if constexpr (L1) g = c.l1 != M(0) ? g + c.l1 * nan_sign(p) : g;
-  p = Op::template update<V>(p, g, st, c);
+  if (c.l2 != M(0)) g = g + c.l2 * p;
+  p = Op::template update<V>(p * c.decay, g, st, c);
   // soft_threshold(p, 0) is p, bit for bit: no test of prox != 0 (a select there keeps GCC
   // from vectorizing the loop)
   if constexpr (L1) p = soft_threshold(p, c.prox);

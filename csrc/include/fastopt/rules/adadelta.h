@@ -1,7 +1,7 @@
 // Adadelta (Zeiler, "ADADELTA: An Adaptive Learning Rate Method", arXiv:1212.5701, 2012), as
 // torch.optim.Adadelta (with its lr factor).
 //
-//   g = g + wd p  (has_weight_decay)
+//   (weight decay and L1 are the frame's: fastopt/rule.h)
 //   s = rho s + (1 - rho) g^2;   d = sqrt(a + eps) / sqrt(s + eps) g
 //   a = rho a + (1 - rho) d^2;   p = p - lr d
 #pragma once
@@ -15,13 +15,12 @@ struct Adadelta : Rule {
   static constexpr const char* name = "adadelta";
 #define FASTOPT_ADADELTA_STATE(X) X(square_avg) X(acc_delta)
 #define FASTOPT_ADADELTA_SCALARS(X)                                                      \
-  X(lr) X(rho) X(one_minus_rho) X(eps) X(weight_decay) X(has_weight_decay)
+  X(lr) X(rho) X(one_minus_rho) X(eps)
   FASTOPT_STATE(FASTOPT_ADADELTA_STATE)
   FASTOPT_SCALARS(FASTOPT_ADADELTA_SCALARS)
 
   template <unsigned V, typename M>
   static FASTOPT_HD M update(M p, M g, M (&st)[kState], const Consts<M>& c) {
-    if (c.has_weight_decay != M(0)) g = g + c.weight_decay * p;
     const M s = c.rho * st[square_avg] + c.one_minus_rho * g * g;
     const M std_dev = std::sqrt(s + c.eps);
     const M delta = std::sqrt(st[acc_delta] + c.eps) / std_dev * g;

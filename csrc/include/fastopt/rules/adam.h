@@ -3,7 +3,7 @@
 // with decoupled weight decay; AMSGrad (Reddi et al., "On the Convergence of Adam and Beyond",
 // ICLR 2018). Extras: bias correction off (bias corrections 1), eps inside the square root.
 //
-//   g = g + wd p  (l2);   p = p (1 - lr wd)  (decoupled)
+//   (weight decay, L2 or decoupled, and L1 are the frame's: fastopt/rule.h)
 //   m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2;   vmax = max(vmax, v)  (AMSGrad: v = vmax)
 //   p = p - lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)      or, eps inside the root,
 //   p = p - lr / bc1 * m / sqrt(v / bc2 + eps)             (bc_i = 1 - b_i^step, on the host)
@@ -14,13 +14,21 @@
 
 namespace fastopt {
 
+// The moments every Adam variant keeps (Adam, NAdam, RAdam): their scalars, first in the op's
+// list, and their update in place, m = b m + (1 - b) x (x = g for the first, g^2 for the second).
+#define FASTOPT_ADAM_MOMENTS(X) X(beta1) X(one_minus_beta1) X(beta2) X(one_minus_beta2) X(eps)
+template <typename M>
+FASTOPT_HD M adam_moment(M& m, M x, M beta, M one_minus_beta) {
+  m = beta * m + one_minus_beta * x;
+  return m;
+}
+
 struct Adam : Rule {
   static constexpr const char* name = "adam";
 #define FASTOPT_ADAM_STATE(X) X(exp_avg) X(exp_avg_sq) X(max_exp_avg_sq)
 #define FASTOPT_ADAM_SCALARS(X)                                                          \
-  X(beta1) X(one_minus_beta1) X(beta2) X(one_minus_beta2) X(eps) X(weight_decay)         \
-  X(decay_factor) X(step_size) X(bias_correction2) X(bias_correction2_sqrt) X(l2)        \
-  X(decoupled) X(eps_inside_sqrt) X(amsgrad)
+  FASTOPT_ADAM_MOMENTS(X) X(step_size) X(bias_correction2) X(bias_correction2_sqrt)      \
+  X(eps_inside_sqrt) X(amsgrad)
   FASTOPT_STATE(FASTOPT_ADAM_STATE)
   FASTOPT_SCALARS(FASTOPT_ADAM_SCALARS)
   using Variants = VariantFlags<S::amsgrad>;
@@ -32,12 +40,8 @@ struct Adam : Rule {
 
   template <unsigned V, typename M>
   static FASTOPT_HD M update(M p, M g, M (&st)[kState], const Consts<M>& c) {
-    if (c.l2 != M(0)) g = g + c.weight_decay * p;
-    if (c.decoupled != M(0)) p = p * c.decay_factor;
-    const M m = c.beta1 * st[exp_avg] + c.one_minus_beta1 * g;
-    const M v = c.beta2 * st[exp_avg_sq] + c.one_minus_beta2 * g * g;
-    st[exp_avg] = m;
-    st[exp_avg_sq] = v;
+    const M m = adam_moment(st[exp_avg], g, c.beta1, c.one_minus_beta1);
+    const M v = adam_moment(st[exp_avg_sq], g * g, c.beta2, c.one_minus_beta2);
     M v_used = v;
     if constexpr (V & kAmsgrad) {
       v_used = nan_max(st[max_exp_avg_sq], v);

@@ -11,7 +11,7 @@ struct Lion : Rule {
   static constexpr const char* name = "lion";
 #define FASTOPT_LION_STATE(X) X(exp_avg)
 #define FASTOPT_LION_SCALARS(X)                                                      \
-  X(lr) X(beta1) X(one_minus_beta1) X(beta2) X(one_minus_beta2) X(decay_factor)
+  X(lr) X(beta1) X(one_minus_beta1) X(beta2) X(one_minus_beta2)
   FASTOPT_STATE(FASTOPT_LION_STATE)
   FASTOPT_SCALARS(FASTOPT_LION_SCALARS)
   // double whatever the storage: the sign of the interpolation flips the whole update, so the
@@ -22,7 +22,6 @@ struct Lion : Rule {
   template <unsigned V, typename M>
   static FASTOPT_HD M update(M p, M g, M (&st)[kState], const Consts<M>& c) {
     const M m = st[exp_avg];
-    p = p * c.decay_factor;
     p = p - c.lr * nan_sign(c.beta1 * m + c.one_minus_beta1 * g);
     st[exp_avg] = c.beta2 * m + c.one_minus_beta2 * g;
     return p;

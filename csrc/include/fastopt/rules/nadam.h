@@ -2,7 +2,7 @@
 // torch.optim.NAdam: momentum decay schedule, L2 or decoupled weight decay (Loshchilov &
 // Hutter, "Decoupled Weight Decay Regularization", ICLR 2019).
 //
-//   g = g + wd p  (l2);   p = p (1 - lr wd)  (decoupled)
+//   (weight decay, L2 or decoupled, and L1 are the frame's: fastopt/rule.h)
 //   m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2;   d = sqrt(v / bc2) + eps
 //   p = p - grad_coef g / d - avg_coef m / d
 // with, on the host (mu_t = b1 (1 - 0.5 * 0.96^(t psi)), psi the momentum decay):
@@ -11,27 +11,21 @@
 #pragma once
 #include <cmath>
 
-#include "fastopt/rule.h"
+#include "fastopt/rules/adam.h"
 
 namespace fastopt {
 
 struct Nadam : Rule {
   static constexpr const char* name = "nadam";
 #define FASTOPT_NADAM_STATE(X) X(exp_avg) X(exp_avg_sq)
-#define FASTOPT_NADAM_SCALARS(X)                                                         \
-  X(beta1) X(one_minus_beta1) X(beta2) X(one_minus_beta2) X(eps) X(weight_decay) X(l2)   \
-  X(decay_factor) X(decoupled) X(bias_correction2) X(grad_coef) X(avg_coef)
+#define FASTOPT_NADAM_SCALARS(X) FASTOPT_ADAM_MOMENTS(X) X(bias_correction2) X(grad_coef) X(avg_coef)
   FASTOPT_STATE(FASTOPT_NADAM_STATE)
   FASTOPT_SCALARS(FASTOPT_NADAM_SCALARS)
 
   template <unsigned V, typename M>
   static FASTOPT_HD M update(M p, M g, M (&st)[kState], const Consts<M>& c) {
-    if (c.l2 != M(0)) g = g + c.weight_decay * p;
-    if (c.decoupled != M(0)) p = p * c.decay_factor;
-    const M m = c.beta1 * st[exp_avg] + c.one_minus_beta1 * g;
-    const M v = c.beta2 * st[exp_avg_sq] + c.one_minus_beta2 * g * g;
-    st[exp_avg] = m;
-    st[exp_avg_sq] = v;
+    const M m = adam_moment(st[exp_avg], g, c.beta1, c.one_minus_beta1);
+    const M v = adam_moment(st[exp_avg_sq], g * g, c.beta2, c.one_minus_beta2);
     const M denom = std::sqrt(v / c.bias_correction2) + c.eps;
     return p - c.grad_coef * (g / denom) - c.avg_coef * (m / denom);
   }

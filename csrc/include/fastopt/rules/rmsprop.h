@@ -1,7 +1,7 @@
 // RMSprop (Hinton, Coursera lecture 6e, 2012), centered variant (Graves, "Generating
 // Sequences With Recurrent Neural Networks", 2013), with momentum, as torch.optim.RMSprop.
 //
-//   g = g + wd p  (has_weight_decay)
+//   (weight decay and L1 are the frame's: fastopt/rule.h)
 //   s = a s + (1 - a) g^2
 //   centered: ga = a ga + (1 - a) g,  avg = sqrt(s - ga^2) + eps;   else avg = sqrt(s) + eps
 //   momentum: b = mu b + g / avg,  p = p - lr b;                    else p = p - lr g / avg
@@ -16,8 +16,7 @@ struct Rmsprop : Rule {
   static constexpr const char* name = "rmsprop";
 #define FASTOPT_RMSPROP_STATE(X) X(square_avg) X(momentum_buffer) X(grad_avg)
 #define FASTOPT_RMSPROP_SCALARS(X)                                                   \
-  X(lr) X(alpha) X(one_minus_alpha) X(eps) X(weight_decay) X(momentum)               \
-  X(has_weight_decay) X(centered) X(has_momentum)
+  X(lr) X(alpha) X(one_minus_alpha) X(eps) X(momentum) X(centered) X(has_momentum)
   FASTOPT_STATE(FASTOPT_RMSPROP_STATE)
   FASTOPT_SCALARS(FASTOPT_RMSPROP_SCALARS)
   using Variants = VariantFlags<S::centered, S::has_momentum>;
@@ -30,7 +29,6 @@ struct Rmsprop : Rule {
 
   template <unsigned V, typename M>
   static FASTOPT_HD M update(M p, M g, M (&st)[kState], const Consts<M>& c) {
-    if (c.has_weight_decay != M(0)) g = g + c.weight_decay * p;
     const M s = c.alpha * st[square_avg] + c.one_minus_alpha * g * g;
     st[square_avg] = s;
     M avg;

@@ -2,7 +2,7 @@
 // Nesterov: Sutskever et al., "On the importance of initialization and momentum in deep
 // learning", ICML 2013.
 //
-//   g = g + wd p                                    (has_weight_decay)
+//   (weight decay and L1 are the frame's: fastopt/rule.h)
 //   b = first_step ? g : mu b + (1 - dampening) g   (has_momentum; the buffer starts as a
 //   g = nesterov ? g + mu b : b                      copy of the first update)
 //   p = p - lr g
@@ -15,8 +15,7 @@ struct Sgd : Rule {
   static constexpr const char* name = "sgd";
 #define FASTOPT_SGD_STATE(X) X(momentum_buffer)
 #define FASTOPT_SGD_SCALARS(X)                                                     \
-  X(lr) X(momentum) X(one_minus_dampening) X(weight_decay) X(has_weight_decay)     \
-  X(nesterov) X(first_step) X(has_momentum)
+  X(lr) X(momentum) X(one_minus_dampening) X(nesterov) X(first_step) X(has_momentum)
   FASTOPT_STATE(FASTOPT_SGD_STATE)
   FASTOPT_SCALARS(FASTOPT_SGD_SCALARS)
   using Variants = VariantFlags<S::has_momentum>;
@@ -28,7 +27,6 @@ struct Sgd : Rule {
 
   template <unsigned V, typename M>
   static FASTOPT_HD M update(M p, M g, M (&st)[kState], const Consts<M>& c) {
-    if (c.has_weight_decay != M(0)) g = g + c.weight_decay * p;
     if constexpr (V & kMomentum) {
       const M b = c.first_step != M(0) ? g : c.momentum * st[momentum_buffer] +
                                                  c.one_minus_dampening * g;
