@@ -25,9 +25,10 @@ from numba.extending import intrinsic
 
 from .. import ops
 from ..ops import DECAY, ONE
-from ._numba_cache import track_rules_in_cache
+from ._numba_common import pointer_intrinsic, track_rules_in_cache
 
 track_rules_in_cache(caching)
+_as_pointer = pointer_intrinsic(intrinsic, types)
 
 CHUNK = 1 << 14  # as csrc/cpu/multi_tensor.h kChunk
 MAX_SLOTS = 6  # rows of a pointer table a kernel can take
@@ -35,17 +36,6 @@ MAX_SLOTS = 6  # rows of a pointer table a kernel can take
 rule = njit(cache=True, error_model="numpy")
 kernel = njit(parallel=True, cache=True, error_model="numpy", fastmath=False)
 frame_grad, frame_param = rule(ops.frame_grad), rule(ops.frame_param)
-
-
-@intrinsic
-def _as_pointer(typingctx, addr, like):
-    """The address `addr` (an integer from the pointer table) as a pointer to like's dtype."""
-    sig = types.CPointer(like.dtype)(addr, like)
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
-
-    return sig, codegen
 
 
 @rule

@@ -19,7 +19,8 @@ from numba import cuda, float64
 
 from .. import ops
 from ..ops import DECAY, ONE
-from ._numba_cache import track_rules_in_cache
+from .._numba_cuda_losses import block_reduce
+from ._numba_common import pointer_intrinsic, track_rules_in_cache
 
 if not cuda.config.ENABLE_CUDASIM:  # the simulator has no on-disk cache
     from numba.cuda import types
@@ -27,16 +28,7 @@ if not cuda.config.ENABLE_CUDASIM:  # the simulator has no on-disk cache
     from numba.cuda.extending import intrinsic
 
     track_rules_in_cache(caching)
-
-    @intrinsic
-    def _as_pointer(typingctx, addr, like):
-        """An address from the pointer table as a pointer to like's dtype."""
-        sig = types.CPointer(like.dtype)(addr, like)
-
-        def codegen(context, builder, signature, args):
-            return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
-
-        return sig, codegen
+    _as_pointer = pointer_intrinsic(intrinsic, types)
 
     @intrinsic
     def _data(typingctx, like):
@@ -59,7 +51,7 @@ if not cuda.config.ENABLE_CUDASIM:  # the simulator has no on-disk cache
         addr = ptrs[row * numel.size + t]
         return _data(like) if addr == 0 else _as_pointer(addr, like)
 else:  # simulated device memory is host memory, and the kernels run as Python
-    from ._arrays import cpu_view
+    from .._arrays import cpu_view
 
     def _tensor(ptrs, numel, row, t, like):
         if row * numel.size >= ptrs.size:
@@ -161,18 +153,7 @@ def norm_partials(ptrs, first, numel, like, kind, p, out):
             a += e**p
         i += stride
     acc[t] = a
-    cuda.syncthreads()
-    width = BLOCK // 2
-    while width > 0:
-        if t < width:
-            u = acc[t]
-            w = acc[t + width]
-            if kind == 2:
-                acc[t] = u if (u > w or u != u) else w
-            else:
-                acc[t] = u + w
-        cuda.syncthreads()
-        width //= 2
+    block_reduce(acc, t, kind == 2)
     if t == 0:
         out[cuda.blockIdx.x] = acc[0]
 

@@ -9,6 +9,7 @@ process (compilation or cache load), for `fastopt bench`.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any
@@ -16,25 +17,21 @@ from typing import Any
 import numpy as np
 
 from .. import ops
+from ._numba_common import kernel_table
 from .._arrays import cpu_view
 from .._table import TensorTable
 
 # as csrc/cpu: partial sums per fixed chunk, so any thread count gives the same bits
 _CHUNK = 1 << 14
-_kernels: dict[str, Any] | None = None
 _compile_times: dict[str, float] = {}
 _error = ""
 
 
+@functools.cache
 def _get() -> dict[str, Any]:
-    global _kernels
-    if _kernels is None:
-        from . import _numba_cpu
+    from . import _numba_cpu
 
-        _kernels = dict(_numba_cpu.KERNELS)
-        for spec in ops.REGISTRY.values():
-            _kernels[spec.name] = _numba_cpu.optimizer_kernel(spec)
-    return _kernels
+    return kernel_table(_numba_cpu)
 
 
 def _timed(name: str, fn: Any, *args: Any) -> Any:

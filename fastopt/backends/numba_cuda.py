@@ -15,6 +15,7 @@ RuntimeError that names both versions and the ways out, not the driver's bare er
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import re
 import time
@@ -24,13 +25,13 @@ from typing import Any
 import numpy as np
 
 from .. import ops
+from ._numba_common import kernel_table
 from .._arrays import cpu_view, cuda_stream
 from .._table import TensorTable
 
 _DTYPES = ("float32", "float64", "float16")
 _MAX_BLOCKS = 65536
 _NORM_BLOCKS = 1024
-_kernels: dict[str, Any] | None = None
 _compile_times: dict[str, float] = {}
 
 
@@ -44,15 +45,11 @@ def _simulated() -> bool:
     return bool(_cuda().config.ENABLE_CUDASIM)
 
 
+@functools.cache
 def _get() -> dict[str, Any]:
-    global _kernels
-    if _kernels is None:
-        from . import _numba_cuda
+    from . import _numba_cuda
 
-        _kernels = dict(_numba_cuda.KERNELS)
-        for spec in ops.REGISTRY.values():
-            _kernels[spec.name] = _numba_cuda.optimizer_kernel(spec)
-    return _kernels
+    return kernel_table(_numba_cuda)
 
 
 def compile_times() -> dict[str, float]:
