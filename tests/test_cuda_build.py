@@ -69,7 +69,6 @@ def _kernel_signatures():
     for dt, mt in ((types.float32, types.float32), (types.float64, types.float64),
                    (types.float16, types.float32)):
         a = dt[::1]
-        yield "scale", (i, i, i, a, types.UniTuple(mt, 1))
         yield "clamp", (i, i, i, a, types.UniTuple(mt, 3))
         yield "norm_partials", (i, i, i, a, types.int64, types.float64, types.float64[::1])
 

@@ -11,12 +11,37 @@ from __future__ import annotations
 
 import glob
 import os
+import types as pytypes
 from typing import Any
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _KERNEL_FILES = ("_numba_cpu.py", "_numba_cuda.py")
 _PACKAGE = os.path.dirname(_HERE)
-_INLINED = (os.path.join(_PACKAGE, "ops", "*.py"), os.path.join(_PACKAGE, "_numba_*losses.py"))
+_INLINED = (os.path.join(_PACKAGE, "ops", "*.py"), os.path.join(_PACKAGE, "_numba_*losses.py"),
+            os.path.abspath(__file__))
+
+
+def norm_term(acc, e, kind, p):
+    """A norm's running partial `acc` with one more |x| = e folded in (float64): kind 0 the sum
+    of squares (l2), 1 the sum (l1), 2 the NaN-sticky max (inf), 3 the sum of e^p."""
+    if kind == 0:
+        return acc + e * e
+    if kind == 1:
+        return acc + e
+    if kind == 2:
+        return e if (e > acc or e != e) else acc
+    return acc + e**p
+
+
+def compile_rule(spec: Any, decorator: Any) -> Any:
+    """spec.rule compiled with `decorator` (njit or a CUDA device function), the helpers it may
+    call (fastopt.ops.RULE_HELPERS) compiled with the same decorator in its globals."""
+    from .. import ops
+
+    fn = spec.rule
+    helpers = {name: decorator(getattr(ops, name)) for name in ops.RULE_HELPERS}
+    return decorator(pytypes.FunctionType(fn.__code__, {**fn.__globals__, **helpers},
+                                          fn.__name__))
 
 
 def kernel_table(module: Any) -> dict[str, Any]:

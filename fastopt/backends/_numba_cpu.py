@@ -25,7 +25,8 @@ from numba.extending import intrinsic
 
 from .. import ops
 from ..ops import DECAY, ONE
-from ._numba_common import pointer_intrinsic, track_rules_in_cache
+from . import _numba_common
+from ._numba_common import compile_rule, pointer_intrinsic, track_rules_in_cache
 
 track_rules_in_cache(caching)
 _as_pointer = pointer_intrinsic(intrinsic, types)
@@ -36,6 +37,7 @@ MAX_SLOTS = 6  # rows of a pointer table a kernel can take
 rule = njit(cache=True, error_model="numpy")
 kernel = njit(parallel=True, cache=True, error_model="numpy", fastmath=False)
 frame_grad, frame_param = rule(ops.frame_grad), rule(ops.frame_param)
+norm_term = rule(_numba_common.norm_term)
 
 
 @rule
@@ -75,7 +77,8 @@ def _optimizer(ptrs, first, numel, like, c):
 def optimizer_kernel(spec):
     """The driver compiled around `spec.rule`."""
     name = f"step_{spec.name}"
-    fn = pytypes.FunctionType(_optimizer.__code__, {**globals(), "rule": rule(spec.rule)}, name)
+    fn = pytypes.FunctionType(_optimizer.__code__,
+                              {**globals(), "rule": compile_rule(spec, rule)}, name)
     fn.__qualname__ = name
     return kernel(fn)
 
@@ -111,15 +114,7 @@ def norm_partials(ptrs, first, numel, like, kind, p, out):
         x = _tensor(ptrs, 0, t, numel[t], like)
         acc = 0.0
         for i in range(begin, end):
-            a = abs(np.float64(x[i]))
-            if kind == 0:
-                acc += a * a
-            elif kind == 1:
-                acc += a
-            elif kind == 2:
-                acc = a if (a > acc or a != a) else acc
-            else:
-                acc += a**p
+            acc = norm_term(acc, abs(np.float64(x[i])), kind, p)
         out[ch] = acc
 
 

@@ -20,7 +20,8 @@ from numba import cuda, float64
 from .. import ops
 from ..ops import DECAY, ONE
 from .._numba_cuda_losses import block_reduce
-from ._numba_common import pointer_intrinsic, track_rules_in_cache
+from . import _numba_common
+from ._numba_common import compile_rule, pointer_intrinsic, track_rules_in_cache
 
 if not cuda.config.ENABLE_CUDASIM:  # the simulator has no on-disk cache
     from numba.cuda import types
@@ -63,6 +64,7 @@ BLOCK = 256  # threads per block; also the norm's shared-memory tree width
 
 device = cuda.jit(device=True, inline=True)
 frame_grad, frame_param = device(ops.frame_grad), device(ops.frame_param)
+norm_term = device(_numba_common.norm_term)
 _tensor = device(_tensor)
 kernel = cuda.jit(cache=True)
 
@@ -99,24 +101,15 @@ def _optimizer(ptrs, first, numel, like, c):
 def optimizer_kernel(spec):
     """The driver compiled around `spec.rule` (a device function inlined into it)."""
     name = f"step_{spec.name}"
-    fn = pytypes.FunctionType(_optimizer.__code__, {**globals(), "rule": device(spec.rule)},
-                              name)
+    fn = pytypes.FunctionType(_optimizer.__code__,
+                              {**globals(), "rule": compile_rule(spec, device)}, name)
     fn.__qualname__ = name
     return kernel(fn)
 
 
 @kernel
-def scale(ptrs, first, numel, like, c):
-    t, b, nb = _block(first)
-    x = _tensor(ptrs, numel, 0, t, like)
-    i = b * BLOCK + cuda.threadIdx.x
-    while i < numel[t]:
-        x[i] = x[i] * c[0]
-        i += nb * BLOCK
-
-
-@kernel
 def clamp(ptrs, first, numel, like, c):
+    # x = clamp(x * c[2], c[0], c[1]), NaN kept: scaling (infinite bounds) and clipping (c[2] 1)
     t, b, nb = _block(first)
     x = _tensor(ptrs, numel, 0, t, like)
     i = b * BLOCK + cuda.threadIdx.x
@@ -142,15 +135,7 @@ def norm_partials(ptrs, first, numel, like, kind, p, out):
     i = b * BLOCK + t
     stride = nb * BLOCK
     while i < numel[tensor]:
-        e = abs(float64(x[i]))
-        if kind == 0:
-            a += e * e
-        elif kind == 1:
-            a += e
-        elif kind == 2:
-            a = e if (e > a or e != e) else a
-        else:
-            a += e**p
+        a = norm_term(a, abs(float64(x[i])), kind, p)
         i += stride
     acc[t] = a
     block_reduce(acc, t, kind == 2)
@@ -158,4 +143,4 @@ def norm_partials(ptrs, first, numel, like, kind, p, out):
         out[cuda.blockIdx.x] = acc[0]
 
 
-KERNELS = dict(scale=scale, clamp=clamp, norm_partials=norm_partials)
+KERNELS = dict(clamp=clamp, norm_partials=norm_partials)

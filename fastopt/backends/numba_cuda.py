@@ -220,7 +220,8 @@ class NumbaCudaBackend:
         self._launch(op, t, (scalars.vector.astype(math),))
 
     def scale(self, t: TensorTable, coef: float) -> None:
-        self._launch("scale", t, (np.array([coef], dtype=_math_dtype(t.dtype)),))
+        c = np.array([-math.inf, math.inf, coef], dtype=_math_dtype(t.dtype))
+        self._launch("clamp", t, (c,))
 
     def clamp(self, t: TensorTable, clip_value: float) -> None:
         c = np.array([-clip_value, clip_value, 1.0], dtype=_math_dtype(t.dtype))

@@ -241,6 +241,19 @@ def frame_param(p, c):
     return p
 
 
+def moment(x, row, i, v, beta, one_minus_beta):
+    """State row `row` at element i moved to beta * it + (1 - beta) * v, stored and returned:
+    the moments of the Adam variants. Rules may call the functions of RULE_HELPERS, which the
+    Numba backends compile with them."""
+    m = beta * x[row][i] + one_minus_beta * v
+    x[row][i] = m
+    return m
+
+
+#: The functions of this module a Numba rule may call.
+RULE_HELPERS = ("moment",)
+
+
 # --- validation helpers: torch.optim's wording ------------------------------------------
 def nonneg(name: str, value: float) -> None:
     if not 0.0 <= value < math.inf:

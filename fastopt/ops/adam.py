@@ -5,7 +5,7 @@ al., "On the Convergence of Adam and Beyond", ICLR 2018."""
 import math
 
 from .. import reference
-from . import HEAD, MOMENTS, Alias, Hyper, OpSpec, Slot, betas, common, moments, scalar_index
+from . import HEAD, MOMENTS, Alias, Hyper, OpSpec, Slot, betas, common, moment, moments, scalar_index
 
 I = scalar_index(*MOMENTS, "step_size", "bias_correction2", "bias_correction2_sqrt",
                  "eps_inside_sqrt", "amsgrad")
@@ -26,10 +26,8 @@ def host(group, step, fresh, state):
 
 
 def rule(x, i, p, g, c):
-    m = c[I.beta1] * x[2][i] + c[I.one_minus_beta1] * g
-    v = c[I.beta2] * x[3][i] + c[I.one_minus_beta2] * g * g
-    x[2][i] = m
-    x[3][i] = v
+    m = moment(x, 2, i, g, c[I.beta1], c[I.one_minus_beta1])
+    v = moment(x, 3, i, g * g, c[I.beta2], c[I.one_minus_beta2])
     if c[I.amsgrad] != 0:
         vmax = x[4][i] * c[I.one]
         if not (vmax > v or vmax != vmax):

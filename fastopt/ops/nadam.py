@@ -4,7 +4,7 @@ decay schedule as torch.optim.NAdam."""
 import math
 
 from .. import reference
-from . import HEAD, MOMENTS, Hyper, OpSpec, ScalarState, Slot, betas, common, moments, scalar_index
+from . import HEAD, MOMENTS, Hyper, OpSpec, ScalarState, Slot, betas, common, moment, moments, scalar_index
 
 I = scalar_index(*MOMENTS, "bias_correction2", "grad_coef", "avg_coef")
 
@@ -29,10 +29,8 @@ def host(group, step, fresh, state):
 
 
 def rule(x, i, p, g, c):
-    m = c[I.beta1] * x[2][i] + c[I.one_minus_beta1] * g
-    v = c[I.beta2] * x[3][i] + c[I.one_minus_beta2] * g * g
-    x[2][i] = m
-    x[3][i] = v
+    m = moment(x, 2, i, g, c[I.beta1], c[I.one_minus_beta1])
+    v = moment(x, 3, i, g * g, c[I.beta2], c[I.one_minus_beta2])
     denom = math.sqrt(v / c[I.bias_correction2]) + c[I.eps]
     return p - c[I.grad_coef] * (g / denom) - c[I.avg_coef] * (m / denom)
 

@@ -3,7 +3,7 @@
 import math
 
 from .. import reference
-from . import HEAD, MOMENTS, Hyper, OpSpec, Slot, betas, common, moments, scalar_index
+from . import HEAD, MOMENTS, Hyper, OpSpec, Slot, betas, common, moment, moments, scalar_index
 
 I = scalar_index(*MOMENTS, "step_size", "rectify", "rect_coef")
 
@@ -27,10 +27,8 @@ def host(group, step, fresh, state):
 
 
 def rule(x, i, p, g, c):
-    m = c[I.beta1] * x[2][i] + c[I.one_minus_beta1] * g
-    v = c[I.beta2] * x[3][i] + c[I.one_minus_beta2] * g * g
-    x[2][i] = m
-    x[3][i] = v
+    m = moment(x, 2, i, g, c[I.beta1], c[I.one_minus_beta1])
+    v = moment(x, 3, i, g * g, c[I.beta2], c[I.one_minus_beta2])
     if c[I.rectify] != 0:
         return p - c[I.rect_coef] * (m / (math.sqrt(v) + c[I.eps]))
     return p - c[I.step_size] * m
