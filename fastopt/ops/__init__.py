@@ -241,12 +241,13 @@ def frame_param(p, c):
     return p
 
 
-def moment(x, row, i, v, beta, one_minus_beta):
-    """State row `row` at element i moved to beta * it + (1 - beta) * v, stored and returned:
-    the moments of the Adam variants. Rules may call the functions of RULE_HELPERS, which the
-    Numba backends compile with them."""
-    m = beta * x[row][i] + one_minus_beta * v
-    x[row][i] = m
+def moment(a, i, v, beta, one_minus_beta):
+    """State row `a` (x[k] of a rule) at element i moved to beta * a[i] + (1 - beta) * v,
+    stored and returned: the moments of the Adam variants. Rules may call the functions of
+    RULE_HELPERS, which the Numba backends compile with them. (A helper takes a row, not the
+    tuple x and an index into it: numba-cuda would compile that for the current GPU.)"""
+    m = beta * a[i] + one_minus_beta * v
+    a[i] = m
     return m
 
 

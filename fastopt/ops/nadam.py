@@ -29,8 +29,8 @@ def host(group, step, fresh, state):
 
 
 def rule(x, i, p, g, c):
-    m = moment(x, 2, i, g, c[I.beta1], c[I.one_minus_beta1])
-    v = moment(x, 3, i, g * g, c[I.beta2], c[I.one_minus_beta2])
+    m = moment(x[2], i, g, c[I.beta1], c[I.one_minus_beta1])
+    v = moment(x[3], i, g * g, c[I.beta2], c[I.one_minus_beta2])
     denom = math.sqrt(v / c[I.bias_correction2]) + c[I.eps]
     return p - c[I.grad_coef] * (g / denom) - c[I.avg_coef] * (m / denom)
 

@@ -27,8 +27,8 @@ def host(group, step, fresh, state):
 
 
 def rule(x, i, p, g, c):
-    m = moment(x, 2, i, g, c[I.beta1], c[I.one_minus_beta1])
-    v = moment(x, 3, i, g * g, c[I.beta2], c[I.one_minus_beta2])
+    m = moment(x[2], i, g, c[I.beta1], c[I.one_minus_beta1])
+    v = moment(x[3], i, g * g, c[I.beta2], c[I.one_minus_beta2])
     if c[I.rectify] != 0:
         return p - c[I.rect_coef] * (m / (math.sqrt(v) + c[I.eps]))
     return p - c[I.step_size] * m
