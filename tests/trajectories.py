@@ -66,7 +66,7 @@ def _grads(shapes: tuple, dtype: str, steps: int, seed: int) -> tuple:
     return tuple([_frozen(g) for g in grads] for grads in grad_stream(shapes, dtype, steps, seed))
 
 
-def grads(shapes, dtype, steps: int, seed: int = 1) -> tuple:
+def cached_grads(shapes, dtype, steps: int, seed: int = 1) -> tuple:
     """grad_stream(...) as a cached, read-only tuple of per-step lists."""
     return _grads(tuple(map(tuple, shapes)), np.dtype(dtype).name, steps, seed)
 
@@ -174,11 +174,12 @@ def reference_trajectory(cls, options: dict[str, Any], dtype, shapes, steps: int
 
 
 def optim_run(cls, options: dict[str, Any], backend: str, dtype, shapes, steps: int = 30,
-              seed: int = 0) -> Snapshot:
-    """fastopt.optim.<cls>(**options) on `backend`, stepped as reference_trajectory."""
+              seed: int = 0, grads: Sequence[list[np.ndarray]] | None = None) -> Snapshot:
+    """fastopt.optim.<cls>(**options) on `backend`, stepped as reference_trajectory (or
+    through the given per-step gradient lists)."""
     shapes = tuple(map(tuple, shapes))
     opt = cls(initial_params(shapes, dtype, seed), backend=backend, **options)
-    for g in grads(shapes, dtype, steps, seed + 1):
+    for g in grads if grads is not None else cached_grads(shapes, dtype, steps, seed + 1):
         opt.step(g)
     return snapshot(opt)
 
@@ -255,7 +256,7 @@ def torch_run(entry: Entry, options: dict[str, Any], dtype, shapes, steps: int =
         params = [torch.tensor(p, requires_grad=True)
                   for p in initial_params(shapes, dtype, seed)]
         opt = entry.fo_torch_class(params, **options)
-        for g in grads(shapes, dtype, steps, seed + 1):
+        for g in cached_grads(shapes, dtype, steps, seed + 1):
             for p, x in zip(params, g, strict=True):
                 p.grad = torch.tensor(x)
             opt.step()
