@@ -57,7 +57,7 @@ if not cuda.config.ENABLE_CUDASIM:  # the simulator has no on-disk cache
         addr = ptrs[row * numel.size + t]
         return _data(like) if addr == 0 else _as_pointer(addr, like)
 else:  # simulated device memory is host memory, and the kernels run as Python
-    from ._arrays import cpu_view
+    from .._arrays import cpu_view
 
     def _tensor(ptrs, numel, row, t, like):
         if row * numel.size >= ptrs.size:
