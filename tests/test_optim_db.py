@@ -5,6 +5,7 @@ modes): a new spec is tested here with no edit.
 - trajectories (30 steps, float32 and float64) of every CPU backend against the reference, on
   a mixed list of shapes for every option set and on sizes 1, 7, 4097 and 65537 alone; the
   functional layer against the reference functions stepped with torch.optim's bookkeeping;
+  the CUDA backends (where a GPU is) through fastopt.functional and fastopt.torch;
 - the reference, fastopt.optim on every backend and fastopt.torch against torch.optim on the
   same numbers (L1 added around torch's step), fastopt.torch against the reference otherwise;
 - checkpoints: fastopt.optim and fastopt.torch resume bitwise from their own state_dict (fresh
@@ -125,6 +126,44 @@ def test_functional_matches_reference(case, backend, dtype):
         assert_close(actual, expected, dtype, f"{case} {backend}: {name}")
 
 
+def _without_step(s: Snapshot) -> Snapshot:
+    return Snapshot(s.params, {k: {key: v for key, v in st.items() if key != "step"}
+                               for k, st in s.state.items()})
+
+
+def cuda_backend_params() -> list:
+    """pytest params of the CUDA backends, an unavailable one marked skip with its reason."""
+    return [pytest.param(name, marks=() if ok else pytest.mark.skip(
+        reason=f"backend {name!r} unavailable: {why}"))
+        for name, devices, ok, why in fastopt.backends.status() if "cuda" in devices]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", cuda_backend_params())
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c[0])
+def test_cuda_functional_matches_reference(case, backend, dtype):
+    """fastopt.functional on CUDA tensors (sizes 1, 7, 4097, 65537 in one list)."""
+    torch = _torch()
+    for name, actual, expected in run(*case, dtype, backend=backend, steps=STEPS,
+                                      to_device=lambda a: torch.from_numpy(a).cuda(),
+                                      to_host=lambda t: t.cpu().numpy()):
+        assert_close(actual, expected, dtype, f"{case} {backend}: {name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("entry,options", ALL_CASES)
+@pytest.mark.parametrize("backend", cuda_backend_params())
+def test_cuda_fastopt_torch_matches_reference(backend, entry, options, dtype, monkeypatch):
+    """fastopt.torch on CUDA tensors, every state entry against the reference."""
+    _torch()
+    monkeypatch.setenv("FASTOPT_BACKEND", backend)
+    expected = reference_trajectory(entry.optim_class, options, dtype, MIXED, STEPS)
+    if not entry.spec.has_step:
+        expected = _without_step(expected)
+    compare(torch_run(entry, options, dtype, MIXED, STEPS, device="cuda"), expected, dtype,
+            f"fastopt.torch {backend} (CUDA) {entry.name}{options}", same_keys=False)
+
+
 # --- torch.optim on the same numbers -------------------------------------------------------
 
 
@@ -145,11 +184,6 @@ def test_optim_matches_torch(backend, entry, options, dtype):
             torch_trajectory(entry, options, dtype, MIXED, STEPS),
             dtype, f"fastopt.optim {backend} {entry.name}{options} vs torch.optim",
             same_keys=False)
-
-
-def _without_step(s: Snapshot) -> Snapshot:
-    return Snapshot(s.params, {k: {key: v for key, v in st.items() if key != "step"}
-                               for k, st in s.state.items()})
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -433,8 +467,13 @@ def test_invalid_hyperparameters_refused_as_torch(entry, bad):
 THREAD_SHAPES = [(1,), (70001,), (300, 257), (5,), (40000,)]
 
 
+#: the driver splits the work the same way whatever the options: each class's fullest
+#: option set and its L1 ones
+THREAD_CASES = [c for c in ALL_CASES if c.values[1] is c.values[0].full or c.values[1].get("l1")]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("entry,options", ALL_CASES)
+@pytest.mark.parametrize("entry,options", THREAD_CASES)
 @pytest.mark.parametrize("backend", backend_params())
 def test_bitwise_for_any_thread_count(backend, entry, options, dtype):
     def steps():

@@ -122,11 +122,11 @@ def torch_snapshot(opt, params, spec: ops.OpSpec) -> Snapshot:
             if value is None:
                 continue
             if key in keys:
-                entry[keys[key]] = value.detach().numpy().copy()
+                entry[keys[key]] = value.detach().cpu().numpy().copy()
             elif value.dim() == 0:
                 entry[key] = float(value)
         state[k] = entry
-    return Snapshot([p.detach().numpy().copy() for p in params], state)
+    return Snapshot([p.detach().cpu().numpy().copy() for p in params], state)
 
 
 def compare(actual: Snapshot, expected: Snapshot, dtype, what: str,
@@ -246,19 +246,19 @@ def torch_trajectory(entry: Entry, options: dict[str, Any], dtype, shapes, steps
 
 
 def torch_run(entry: Entry, options: dict[str, Any], dtype, shapes, steps: int = 30,
-              seed: int = 0) -> Snapshot:
-    """fastopt.torch.<entry>(**options) stepped as reference_trajectory (on the backend that
-    FASTOPT_BACKEND or the automatic choice gives)."""
+              seed: int = 0, device: str = "cpu") -> Snapshot:
+    """fastopt.torch.<entry>(**options) stepped as reference_trajectory, on tensors of
+    `device` (on the backend that FASTOPT_BACKEND or the automatic choice gives)."""
     import torch
 
     shapes = tuple(map(tuple, shapes))
     with torch_default_dtype(dtype):
-        params = [torch.tensor(p, requires_grad=True)
+        params = [torch.tensor(p, device=device, requires_grad=True)
                   for p in initial_params(shapes, dtype, seed)]
         opt = entry.fo_torch_class(params, **options)
         for g in cached_grads(shapes, dtype, steps, seed + 1):
             for p, x in zip(params, g, strict=True):
-                p.grad = torch.tensor(x)
+                p.grad = torch.tensor(x, device=device)
             opt.step()
         return torch_snapshot(opt, params, entry.spec)
 
