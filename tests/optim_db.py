@@ -216,23 +216,33 @@ def _alternative(name: str, value: Any) -> Any:
 
 def generated_options(spec: ops.OpSpec, alias: ops.Alias | None) -> tuple[Options, ...]:
     """Option sets for a class without a list in OPTIONS: the defaults, each hyperparameter
-    moved away from its default on its own, then all of them at once, and L1 in both modes;
-    sets the spec refuses (flags that need another option) are left out."""
+    moved away from its default on its own (or, where the spec refuses that alone, together
+    with the first set that makes it valid: Nesterov needs a momentum), all of them at once
+    where valid, and L1 in both modes."""
     defaults = {**spec.defaults, **(alias.defaults if alias else {})}
     fixed = alias.fixed if alias else {}
-    lr = defaults["lr"]
-    moved = {h.name: _alternative(h.name, defaults[h.name])
-             for h in spec.hypers if h.name not in fixed and h.name != "lr"}
-    sets = [{}, *({k: v} for k, v in moved.items()), dict(moved),
-            dict(l1=0.01), dict(lr=lr, l1=0.01 / lr, l1_mode="proximal")]
-    valid = []
-    for s in sets:
+
+    def valid(options: Options) -> bool:
         try:
-            spec.validate({**defaults, **s, **fixed})
+            spec.validate({**defaults, **options, **fixed})
         except ValueError:
-            continue
-        valid.append(s)
-    return tuple(valid)
+            return False
+        return True
+
+    moved = {h.name: _alternative(h.name, defaults[h.name])
+             for h in spec.hypers if h.name not in fixed}
+    sets: list[Options] = [{}]
+    for k, v in moved.items():
+        fit = next((o for o in [{}, *sets[1:]] if valid({**o, k: v})), None)
+        if fit is not None:
+            sets.append({**fit, k: v})
+    lr = moved["lr"]
+    sets += [dict(moved), dict(lr=lr, l1=0.01), dict(lr=lr, l1=0.01 / lr, l1_mode="proximal")]
+    out: list[Options] = []
+    for o in sets:
+        if o not in out and valid(o):
+            out.append(o)
+    return tuple(out)
 
 
 @functools.cache

@@ -29,7 +29,15 @@ import pickle
 import numpy as np
 import pytest
 from conftest import backend_params
-from optim_db import DB, cases, expected_outcome, invalid_candidates, uncovered
+from optim_db import (
+    DB,
+    Entry,
+    cases,
+    expected_outcome,
+    generated_options,
+    invalid_candidates,
+    uncovered,
+)
 from tolerances import assert_close
 from trajectories import (
     CASES,
@@ -72,6 +80,7 @@ def _torch():
 
 
 def test_every_optimizer_class_has_an_entry():
+    _torch()
     import fastopt.torch as fo
 
     names = {e.name for e in DB}
@@ -91,6 +100,15 @@ def test_option_sets_set_every_option(entry):
     if entry.torch_name is not None and entry.torch_class is None:
         _torch()  # torch is missing: the torch tests skip
     assert entry.torch_name is None or entry.torch_class is not None
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_generated_options_would_cover_the_class_too(entry):
+    """The option sets a new spec gets before anyone writes its list (generated_options) set
+    every option of every class there is."""
+    generated = Entry(entry.name, entry.spec, entry.alias,
+                      generated_options(entry.spec, entry.alias), generated=True)
+    assert uncovered(generated) == []
 
 
 # --- trajectories against the reference ---------------------------------------------------
