@@ -113,10 +113,6 @@ OPTIONS: dict[str, list[Options]] = {
     ],
 }
 
-#: Keywords torch.optim classes take that no fastopt kernel reads.
-TORCH_FLAGS = ops.TORCH_FLAGS
-
-
 @dataclass(frozen=True, eq=False)  # hashed by identity: the trajectory caches key on it
 class Entry:
     """One optimizer class and what the tests drive it with."""
