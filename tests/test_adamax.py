@@ -1,35 +1,32 @@
-"""fastopt.reference.adamax is torch.optim.Adamax: float64 to rtol 1e-12 over 40 steps, float32
-storage to the tolerance table, every option, NaN as torch.maximum carries it."""
+"""Adamax beyond the shared optimizer tests (tests/test_optim_db.py): a NaN gradient stays in
+exp_inf as torch.maximum carries it."""
 
 import numpy as np
 import pytest
-from reference_steps import against_torch
-from trajectories import grad_stream
+from conftest import backend_params
+from optim_db import BY_NAME
+from trajectories import compare, grad_stream, initial_params, optim_run, torch_snapshot
 
-SIZES = (1, 7, 4097)
-CASES = [
-    dict(),
-    dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6),
-    dict(weight_decay=0.1),
-    dict(lr=1e-2, weight_decay=0.01, maximize=True),
-]
+SIZES = [(1,), (7,), (4097,)]
 
 
-@pytest.mark.parametrize("hyper", CASES, ids=str)
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_float64_matches_torch(hyper, seed):
-    against_torch("adamax", hyper, SIZES, np.float64, seed, steps=40)
-
-
-@pytest.mark.parametrize("hyper", CASES, ids=str)
-def test_float32_storage_matches_torch(hyper):
-    against_torch("adamax", hyper, SIZES, np.float32, seed=0, steps=40)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_nan_gradient_stays_in_exp_inf_as_torch(dtype):
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("backend", [*backend_params(), "reference"])
+def test_nan_gradient_stays_in_exp_inf_as_torch(backend, dtype):
     """A NaN gradient element makes u = max(beta2 u, |g| + eps) NaN from then on (torch.maximum
     propagates NaN), so that param goes NaN; the others are untouched."""
-    grads = list(grad_stream([(n,) for n in SIZES], dtype, 10, seed=3))
+    torch = pytest.importorskip("torch")
+    entry = BY_NAME["Adamax"]
+    grads = list(grad_stream(SIZES, dtype, 10, seed=3))
     grads[4][1][3] = np.nan
-    against_torch("adamax", dict(lr=1e-2), SIZES, dtype, grads=grads)
+    params = [torch.tensor(p) for p in initial_params(SIZES, dtype)]
+    opt = torch.optim.Adamax(params, lr=1e-2)
+    for g in grads:
+        for p, x in zip(params, g, strict=True):
+            p.grad = torch.tensor(x)
+        opt.step()
+    ours = optim_run(entry.optim_class, dict(lr=1e-2), backend, dtype, SIZES, grads=grads)
+    assert np.isnan(ours.params[1][3]) and np.isnan(ours.state[1]["exp_inf"][3])
+    assert np.isfinite(np.delete(ours.params[1], 3)).all()
+    compare(ours, torch_snapshot(opt, params, entry.spec), dtype, f"Adamax {backend} NaN",
+            same_keys=False)

@@ -1,17 +1,16 @@
-"""Bitwise the same results for any thread count (optimizers, norms, every loss and reduction,
-linear_cross_entropy); every compiled ISA agrees with the reference."""
-
-import contextlib
+"""Bitwise the same results for any thread count (norms, every loss and reduction,
+linear_cross_entropy; every optimizer: tests/test_optim_db.py); every compiled ISA agrees with
+the reference."""
 
 import numpy as np
 import pytest
 from conftest import backend_params
-from trajectories import against_reference, grad_stream, initial_params
+from optim_db import DB
+from trajectories import against_reference, each_thread_count, grad_stream
 
 import fastopt
-from fastopt import functional, losses
+from fastopt import losses
 from fastopt.clip import clip_grad_norm_
-from fastopt.optim import SGD, Adagrad, Adam, Lion, RMSprop
 
 try:
     from fastopt import _C
@@ -22,48 +21,6 @@ needs_C = pytest.mark.skipif(_C is None, reason="fastopt._C is not built (the cp
 
 # several chunks per tensor, and more chunks than threads
 SHAPES = [(1,), (70001,), (300, 257), (5,), (40000,)]
-OPTIMIZERS = [
-    (SGD, {"lr": 0.01, "momentum": 0.9, "nesterov": True}),
-    (Adam, {"amsgrad": True, "weight_decay": 0.1}),
-    (Adagrad, {"lr_decay": 0.1}),
-    (RMSprop, {"centered": True, "momentum": 0.9}),
-    (Lion, {"weight_decay": 0.1}),
-]
-THREADS = (1, 2, 3)
-
-
-def test_every_optimizer_kernel_is_covered():
-    assert sorted(cls.op for cls, _ in OPTIMIZERS) == sorted(functional.SLOTS)
-
-
-@contextlib.contextmanager
-def threads(backend: str, n: int):
-    """Run `backend`'s kernels on n threads (as many as it may use, for Numba)."""
-    if backend == "numba":
-        import numba
-
-        before = numba.get_num_threads()
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-        try:
-            yield
-        finally:
-            numba.set_num_threads(before)
-    else:
-        before = fastopt.get_num_threads()
-        fastopt.set_num_threads(n)
-        try:
-            yield
-        finally:
-            fastopt.set_num_threads(before)
-
-
-def _each_thread_count(backend, fn):
-    """fn() under 1, 2 and 3 threads; the results, which must all be equal."""
-    out = []
-    for n in THREADS:
-        with threads(backend, n):
-            out.append(fn())
-    return out
 
 
 def _assert_all_equal(results):
@@ -76,20 +33,6 @@ def _assert_all_equal(results):
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("cls,options", OPTIMIZERS, ids=lambda x: getattr(x, "__name__", ""))
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("backend", backend_params())
-def test_optimizers_bitwise_for_any_thread_count(backend, cls, options, dtype):
-    def run():
-        params = initial_params(SHAPES, dtype)
-        opt = cls(params, backend=backend, **options)
-        for g in grad_stream(SHAPES, dtype, 5):
-            opt.step(g)
-        return params
-
-    _assert_all_equal(_each_thread_count(backend, run))
-
-
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, np.inf, 3.0])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("backend", backend_params())
@@ -98,7 +41,7 @@ def test_norm_bitwise_for_any_thread_count(backend, norm_type, dtype):
         grads = next(grad_stream(SHAPES, dtype, 1))
         return [clip_grad_norm_(grads, 1.0, norm_type, backend=backend), *grads]
 
-    _assert_all_equal(_each_thread_count(backend, run))
+    _assert_all_equal(each_thread_count(backend, run))
 
 
 def _inputs(name, dtype):
@@ -139,7 +82,7 @@ def test_elementwise_losses_bitwise_for_any_thread_count(name, dtype, backend):
     x, y, kw = _inputs(name, dtype)
     fn = getattr(losses, name)
     for reduction in ELEMENTWISE[name]:
-        _assert_all_equal(_each_thread_count(backend, lambda r=reduction: fn(
+        _assert_all_equal(each_thread_count(backend, lambda r=reduction: fn(
             x, y, reduction=r, backend=backend, **kw)))
 
 
@@ -152,7 +95,7 @@ def test_cross_entropy_bitwise_for_any_thread_count(reduction, dtype):
     t = rng.integers(0, 1000, 513)
     t[::7] = -100
     w = rng.uniform(0.5, 2.0, 1000).astype(dtype)
-    _assert_all_equal(_each_thread_count("cpu", lambda: losses.cross_entropy(
+    _assert_all_equal(each_thread_count("cpu", lambda: losses.cross_entropy(
         x, t, w, reduction=reduction, label_smoothing=0.1, z_loss=1e-4)))
 
 
@@ -167,7 +110,7 @@ def test_linear_cross_entropy_bitwise_for_any_thread_count(reduction, dtype):
     target = rng.integers(0, 1201, 150)
     target[::5] = -100
     # chunks of 64 x 1201 logits: each one several threads' work
-    _assert_all_equal(_each_thread_count("cpu", lambda: losses.linear_cross_entropy(
+    _assert_all_equal(each_thread_count("cpu", lambda: losses.linear_cross_entropy(
         hidden, weight, target, bias, reduction=reduction, label_smoothing=0.05,
         chunk_size=64)))
 
@@ -193,15 +136,19 @@ def _supported_isas():
 
 
 @pytest.mark.parametrize("isa", _supported_isas())
-@pytest.mark.parametrize("cls,options", OPTIMIZERS, ids=lambda x: getattr(x, "__name__", ""))
-def test_every_isa_matches_the_reference(isa, cls, options):
+@pytest.mark.parametrize("entry", [pytest.param(e, id=e.name) for e in DB])
+def test_every_isa_matches_the_reference(isa, entry):
+    """Each optimizer's option set with the most state, every option set with L1."""
     before = _C.isa()
     _C.set_isa(isa)
     try:
         assert _C.isa() == isa
-        for dtype in (np.float32, np.float64):
-            against_reference(cls, options, "cpu", dtype, [(1,), (7,), (4097,), (33, 17)],
-                              steps=30)
+        for options in entry.options:
+            if options is not entry.full and not options.get("l1"):
+                continue
+            for dtype in (np.float32, np.float64):
+                against_reference(entry.optim_class, options, "cpu", dtype,
+                                  [(1,), (7,), (4097,), (33, 17)], steps=30)
     finally:
         _C.set_isa(before)
 

@@ -1,10 +1,10 @@
 """Property-based fuzzing of every optimizer against fastopt.reference: random tensor lists
 (1-5 tensors, shapes of rank 0-3 with sizes 0, 1, primes and, rarely, past 65536), float32 and
-float64 (mixed in one list too), every option, NaN/inf in the gradients, arrays carved from
-one shared buffer, warm state and late step counts; through fastopt.functional (cpu and numba
-backends), fastopt.optim (param groups, missing gradients, lr changed between steps) and
-fastopt.torch; and gradient clipping (every norm type, mixed float32/float64 lists,
-error_if_nonfinite). Profiles and strategies: tests/_fuzz.py."""
+float64 (mixed in one list too), every option (L1 in both modes included), NaN/inf in the
+gradients, arrays carved from one shared buffer, warm state and late step counts; through
+fastopt.functional (every CPU backend), fastopt.optim (param groups, missing gradients, lr
+changed between steps) and fastopt.torch; and gradient clipping (every norm type, mixed
+float32/float64 lists, error_if_nonfinite). Profiles and strategies: tests/_fuzz.py."""
 
 from __future__ import annotations
 
@@ -27,17 +27,15 @@ from _fuzz import (
     seeds,
     shapes,
 )
+from conftest import backend_params
 from hypothesis import given
 from hypothesis import strategies as st
 from tolerances import assert_close
-from trajectories import _used_slots
 
 import fastopt.optim
-from fastopt import clip, functional, reference
+from fastopt import clip, functional, ops, reference
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NaN/inf in the reference
-
-OPS = ("sgd", "adam", "adagrad", "rmsprop", "lion")
 
 
 def _either(common: tuple[float, ...], lo: float, hi: float) -> st.SearchStrategy:
@@ -84,7 +82,44 @@ HYPER = {
         lr=lrs, betas=st.tuples(_either((0.9, 0.0, 1.0), 0.0, 1.0),
                                 _either((0.99, 0.0, 1.0), 0.0, 1.0)),
         weight_decay=weight_decays, maximize=st.booleans())),
+    "nadam": st.fixed_dictionaries(dict(
+        lr=lrs, betas=st.tuples(_either((0.0, 0.9), 0.0, 0.99), _either((0.999,), 0.5, 0.9999)),
+        eps=st.sampled_from((1e-8, 1e-6, 1e-3)), weight_decay=weight_decays,
+        momentum_decay=_either((4e-3, 0.0), 0.0, 0.1), decoupled_weight_decay=st.booleans(),
+        maximize=st.booleans())),
+    # beta2 from 0.3 to 0.9999: rho_t > 5 (the rectified step) early, late or never
+    "radam": st.fixed_dictionaries(dict(
+        lr=lrs, betas=st.tuples(_either((0.0, 0.9), 0.0, 0.99), _either((0.999,), 0.3, 0.9999)),
+        eps=st.sampled_from((1e-8, 1e-6, 1e-3)), weight_decay=weight_decays,
+        decoupled_weight_decay=st.booleans(), maximize=st.booleans())),
+    "adamax": st.fixed_dictionaries(dict(
+        lr=lrs, betas=st.tuples(_either((0.0, 0.9), 0.0, 0.99), _either((0.999, 0.0), 0.0, 0.9999)),
+        eps=st.sampled_from((1e-8, 1e-6, 1e-3)), weight_decay=weight_decays,
+        maximize=st.booleans())),
+    "adadelta": st.fixed_dictionaries(dict(
+        lr=_either((1.0, 0.1), 1e-3, 1.0), rho=_either((0.9, 0.0, 1.0), 0.0, 1.0),
+        eps=st.sampled_from((1e-6, 1e-4, 1e-3)), weight_decay=weight_decays,
+        maximize=st.booleans())),
 }
+OPS = tuple(HYPER)
+L1 = st.one_of(st.just({}), st.fixed_dictionaries(dict(
+    l1=_either((1e-3, 0.01), 1e-5, 0.1), l1_mode=st.sampled_from(ops.L1_MODES))))
+
+
+def hypers(op: str) -> st.SearchStrategy:
+    """Every hyperparameter of `op`, and L1 (none, coupled or proximal)."""
+    return st.builds(lambda h, l1: {**h, **l1}, HYPER[op], L1)
+
+
+def used_slots(op: str, hyper: dict[str, Any]) -> list[str | None]:
+    """The op's state rows, None where these options leave one unused."""
+    spec = ops.get(op)
+    used = spec.state_slots({**spec.defaults, **hyper})
+    return [s.name if s.name in used else None for s in spec.slots]
+
+
+def test_every_optimizer_is_fuzzed():
+    assert set(OPS) == set(ops.REGISTRY)
 
 
 def _state_init(rng: np.random.Generator, slot: str, shape: tuple[int, ...], dtype: np.dtype,
@@ -93,13 +128,14 @@ def _state_init(rng: np.random.Generator, slot: str, shape: tuple[int, ...], dty
     if not warm:
         return np.zeros(shape, dtype)
     x = normal(rng, shape, dtype)
-    return np.abs(x) if slot in ("exp_avg_sq", "max_exp_avg_sq", "state_sum", "square_avg") else x
+    nonneg = ("exp_avg_sq", "max_exp_avg_sq", "state_sum", "square_avg", "exp_inf", "acc_delta")
+    return np.abs(x) if slot in nonneg else x
 
 
 def check_functional(op: str, data: st.DataObject, backend: str) -> None:
     """Steps 2-3 times through functional.<op>_ on `backend` and, tensor by tensor, through
     reference.<op>; params and state agree to the tolerance table."""
-    hyper = data.draw(HYPER[op], label="hyper")
+    hyper = data.draw(hypers(op), label="hyper")
     shape_list = data.draw(st.lists(shapes(), min_size=1, max_size=5), label="shapes")
     n = len(shape_list)
     dts = data.draw(dtype_lists(n), label="dtypes")
@@ -113,8 +149,9 @@ def check_functional(op: str, data: st.DataObject, backend: str) -> None:
     rng = np.random.default_rng(data.draw(seeds, label="seed"))
     note(shape_list, dts, bool(spots))
 
-    slots = _used_slots(op, hyper)
+    slots = used_slots(op, hyper)
     used = [s for s in slots if s is not None]
+    spec = ops.get(op)
     specs = [(s, dt) for s, dt in zip(shape_list, dts, strict=True)] * (1 + len(used))
     arrays = carve(specs, rng) if packed else [np.zeros(s, dt) for s, dt in specs]
     params = arrays[:n]
@@ -137,6 +174,9 @@ def check_functional(op: str, data: st.DataObject, backend: str) -> None:
     peaks.update({(s, k): peak(None, a) for s, arrays_ in state.items()
                   for k, a in enumerate(arrays_)})
     fn, ref_fn = getattr(functional, op + "_"), getattr(reference, op)
+    # the scalar state (NAdam's mu_product) as the caller carries it; a warm one is a product
+    # of earlier momentum coefficients
+    carried = {k: s.init * (0.5 if warm else 1.0) for k, s in spec.scalar_state.items()}
     for step in range(steps):
         grads = [normal(rng, s, dt, zeros=True) for s, dt in zip(shape_list, dts, strict=True)]
         if packed:
@@ -146,16 +186,18 @@ def check_functional(op: str, data: st.DataObject, backend: str) -> None:
             grads = carved
         place(grads, spots, step)
         kw = dict(hyper)
-        if op in ("adam", "adagrad"):
+        if spec.uses_step:
             kw["step"] = start + step
-        if op == "sgd" and hyper["momentum"] != 0:
+        if spec.fresh_flag:
             kw["first_step"] = first[step]
-        fn(params, grads, *[None if s is None else state[s] for s in slots], backend=backend,
-           **kw)
+        out = fn(params, grads, *[None if s is None else state[s] for s in slots],
+                 backend=backend, **kw, **carried)
         for (_, move, _), (ref_params, ref_state) in zip(moves, refs, strict=True):
             for k in range(n):
                 ref_fn(ref_params[k], move(grads[k]),
-                       *[None if s is None else ref_state[s][k] for s in slots], **kw)
+                       *[None if s is None else ref_state[s][k] for s in slots], **kw,
+                       **carried)
+        carried = out or {}
         ref_params, ref_state = refs[0]
         for k in range(n):
             peaks[k] = peak(peaks[k], ref_params[k])
@@ -173,16 +215,18 @@ def check_functional(op: str, data: st.DataObject, backend: str) -> None:
 
 
 @pytest.mark.parametrize("op", OPS)
-@fuzz(120)
+@pytest.mark.parametrize("backend", backend_params(["cpu"]))
+@fuzz(60)
 @given(data=st.data())
-def test_functional_cpu_matches_reference(op, data):
-    check_functional(op, data, "cpu")
+def test_functional_cpu_matches_reference(op, backend, data):
+    check_functional(op, data, backend)
 
 
+@pytest.mark.parametrize("backend", backend_params(["numba"]))
 @fuzz(60)
 @given(op=st.sampled_from(OPS), data=st.data())
-def test_functional_numba_matches_reference(op, data):
-    check_functional(op, data, "numba")
+def test_functional_numba_matches_reference(op, backend, data):
+    check_functional(op, data, backend)
 
 
 # --- stateful optimizers: fastopt.optim and fastopt.torch ------------------------------------
@@ -191,8 +235,7 @@ def test_functional_numba_matches_reference(op, data):
 def class_options(op: str, hyper: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The optimizer class and its constructor options for functional hyperparameters."""
     kw = dict(hyper)
-    name = {"sgd": "SGD", "adam": "Adam", "adagrad": "Adagrad", "rmsprop": "RMSprop",
-            "lion": "Lion"}[op]
+    name = ops.get(op).cls
     if op == "adam" and kw.pop("decoupled_weight_decay"):
         name = "AdamW"
     return name, kw
@@ -206,9 +249,12 @@ class ReferenceModel:
     def __init__(self, op: str, groups: list[dict[str, Any]], params: list[np.ndarray],
                  initial_accumulator_value: float = 0.0) -> None:
         self.op, self.groups = op, groups
+        self.spec = ops.get(op)
         self.params = [p.astype(p.dtype, copy=True) for p in params]
         self.steps = [0] * len(params)
         self.state: list[dict[str, np.ndarray]] = [{} for _ in params]
+        self.scalar_state = [{k: s.init for k, s in self.spec.scalar_state.items()}
+                             for _ in params]
         if op == "adagrad":
             for st_, p in zip(self.state, params, strict=True):
                 st_["state_sum"] = np.full(p.shape, initial_accumulator_value, p.dtype)
@@ -220,19 +266,21 @@ class ReferenceModel:
             if g is None:
                 continue
             hyper = dict(self.groups[group_of[k]])
-            slots = _used_slots(self.op, hyper)
+            slots = used_slots(self.op, hyper)
             first = "momentum_buffer" not in self.state[k]
             for s in slots:
                 if s is not None and s not in self.state[k]:
                     self.state[k][s] = np.zeros_like(self.params[k])
             self.steps[k] += 1
-            if self.op in ("adam", "adagrad"):
+            if self.spec.uses_step:
                 hyper["step"] = self.steps[k]
-            if self.op == "sgd" and hyper["momentum"] != 0:
+            if self.spec.fresh_flag:
                 hyper["first_step"] = first
-            getattr(reference, self.op)(
+            out = self.spec.reference(
                 self.params[k], g, *[None if s is None else self.state[k][s] for s in slots],
-                **hyper)
+                **hyper, **self.scalar_state[k])
+            for key in self.scalar_state[k]:
+                self.scalar_state[k][key] = out
             for key, a in [("param", self.params[k]), *self.state[k].items()]:
                 self.peaks[k, key] = peak(self.peaks.get((k, key)), a)
 
@@ -240,9 +288,7 @@ class ReferenceModel:
 @st.composite
 def stateful_case(draw: Any, torch_api: bool) -> dict[str, Any]:
     op = draw(st.sampled_from(OPS))
-    hyper = draw(HYPER[op])
-    if torch_api and op == "adam":  # options torch.optim.Adam has
-        hyper.update(bias_correction=True, eps_inside_sqrt=False)
+    hyper = draw(hypers(op))
     n = draw(st.integers(1, 5))
     shape_list = draw(st.lists(shapes(big_one_in=0), min_size=n, max_size=n))
     dts = draw(dtype_lists(n))
@@ -329,9 +375,6 @@ def test_fastopt_torch_follows_the_reference_model(case):
     def make(params, groups, name, extra):
         tensors = [torch.tensor(p.copy()) for p in params]
         groups = [{**g, "params": [tensors[i] for i in g["params"]]} for g in groups]
-        for g in groups:  # fastopt.optim's extras, at torch's values (see stateful_case)
-            g.pop("bias_correction", None)
-            g.pop("eps_inside_sqrt", None)
         return getattr(fastopt.torch, name)(groups, **extra), tensors
 
     def set_grads(opt, tensors, grads):
@@ -340,7 +383,8 @@ def test_fastopt_torch_follows_the_reference_model(case):
         opt.step()
 
     def get_state(opt, tensors, k, slot):
-        return opt.state[tensors[k]][{"state_sum": "sum"}.get(slot, slot)].numpy()
+        key = next(s.state_key for s in opt.spec.slots if s.name == slot)
+        return opt.state[tensors[k]][key].numpy()
 
     run_stateful(case, make, set_grads, lambda t: t.detach().numpy(), get_state)
 

@@ -12,9 +12,11 @@ import pickle
 
 import numpy as np
 import pytest
+from optim_db import BY_NAME, DB
 
 import fastopt
 from fastopt import functional as F
+from fastopt import ops
 from fastopt.optim import SGD, Adam, AdamW
 
 torch = pytest.importorskip("torch")
@@ -136,9 +138,11 @@ def _same(a, b):
         torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["Adam", "AdamW", "SGD", "RMSprop", "Adagrad"])
+@pytest.mark.parametrize("name", [e.name for e in DB if e.torch_name])
 def test_state_clear_reinitialises_as_torch(name):
-    kw = {"lr": 0.1, "momentum": 0.9} if name in ("SGD", "RMSprop") else {"lr": 0.1}
+    entry = BY_NAME[name]
+    kw = {k: v for k, v in entry.full.items() if entry.torch_accepts({k: v})
+          and not k.startswith("l1")}
     ours, theirs, a, b = _pair(name, **kw)
     for seed in range(5):
         _grads([(ours, theirs)], seed)
@@ -253,7 +257,7 @@ def test_channels_last_params_step_in_place(name):
     kw = {"lr": 0.1, "momentum": 0.9} if name == "SGD" else {"lr": 0.1}
     a, b = getattr(fo, name)(ours, **kw), getattr(torch.optim, name)(theirs, **kw)
     ptrs = [p.data_ptr() for p in ours]
-    for step in range(3):
+    for _ in range(3):
         g = [torch.randn(p.shape, generator=gen) for p in ours]
         for p, q, gi in zip(ours, theirs, g, strict=True):
             p.grad = gi.clone(memory_format=torch.contiguous_format).as_strided(
@@ -336,8 +340,18 @@ def test_torch_checkpoint_loads_into_fastopt_optim():
     t.step()
     opt.step([torch.full((4,), 0.5)])
     torch.testing.assert_close(p, w.detach().clone(), rtol=1e-6, atol=1e-7)
-    with pytest.raises(ValueError, match="decoupled_weight_decay"):
-        Adam([torch.ones(4)]).load_state_dict(t.state_dict())
+    # torch.optim.Adam would take the checkpoint's decoupled_weight_decay=True, and so
+    # continue as AdamW: so does fastopt.optim.Adam; AdamW refuses an Adam checkpoint
+    q = w.detach().clone()
+    adam = Adam([q])
+    adam.load_state_dict(t.state_dict())
+    assert adam.param_groups[0]["decoupled_weight_decay"] is True
+    w.grad = torch.full((4,), 0.25)
+    t.step()
+    adam.step([torch.full((4,), 0.25)])
+    torch.testing.assert_close(q, w.detach().clone(), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="decoupled_weight_decay=False does not match AdamW"):
+        AdamW([torch.ones(4)]).load_state_dict(torch.optim.Adam([w]).state_dict())
 
 
 def test_scheduled_optimizer_checkpoint_round_trips():
@@ -419,12 +433,12 @@ def test_copied_torch_optimizer_steps_its_own_tensors(how):
 # --- found by the fuzz suite -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("op,extra", [("sgd_", 0), ("adam_", 2), ("adagrad_", 1),
-                                      ("rmsprop_", 1), ("lion_", 1)])
+@pytest.mark.parametrize("op,extra", [
+    (f"{spec.name}_", sum(s.when is None for s in spec.slots)) for spec in ops.REGISTRY.values()])
 def test_functional_refuses_none_for_a_required_list(op, extra):
     # None once meant "row unused": the kernel then dereferenced a null row
     p = ones()
-    kw = {"step": 1} if op in ("adam_", "adagrad_") else {}
+    kw = {"step": 1} if ops.get(op[:-1]).uses_step else {}
     with pytest.raises(ValueError, match="grad: required"):
         getattr(F, op)([p], None, *[[np.zeros(4, np.float32)]] * extra, **kw)
     if extra:

@@ -1,26 +1,11 @@
+"""Lion beyond the shared optimizer tests (tests/test_optim_db.py): the paper's algorithm, and
+its sign: every element moves by exactly lr, or not at all where the interpolation is 0."""
+
 import numpy as np
-import pytest
-from trajectories import SHAPES, against_reference
+from trajectories import grad_stream, initial_params
 
 from fastopt import reference
 from fastopt.optim import Lion
-
-OPTIONS = [
-    {},
-    {"weight_decay": 0.1, "lr": 1e-3},
-    {"betas": (0.95, 0.98), "maximize": True},
-]
-
-
-@pytest.mark.parametrize("options", OPTIONS, ids=str)
-def test_options_match_reference(backend, dtype, options):
-    against_reference(Lion, options, backend, dtype, SHAPES["mixed"])
-
-
-@pytest.mark.parametrize("size", list(SHAPES), ids=str)
-def test_sizes_and_seeds_match_reference(backend, dtype, size):
-    for seed in (0, 7):
-        against_reference(Lion, {"weight_decay": 0.01}, backend, dtype, SHAPES[size], seed=seed)
 
 
 def test_reference_follows_the_paper():
@@ -37,3 +22,19 @@ def test_reference_follows_the_paper():
         reference.lion(p_ref, g, m_ref, lr=lr, betas=(b1, b2), weight_decay=wd)
     np.testing.assert_allclose(p_ref, p, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(m_ref, m, rtol=1e-12)
+
+
+def test_every_element_moves_by_lr_or_not_at_all(backend, dtype):
+    """Params on a grid of powers of two, so that every difference is exact: where gradient
+    and momentum are 0 the sign is 0 and the element stays; every other one moves by lr."""
+    (p,) = initial_params([(4097,)], dtype)
+    p[:] = np.round(p * 64) / 64
+    lr = 2.0**-10
+    opt = Lion([p], lr=lr, backend=backend)
+    for (g,) in grad_stream([(4097,)], dtype, 3):
+        g[::5] = 0
+        before = p.astype(np.float64)
+        opt.step([g])
+        moved = np.abs(p - before)
+        assert (moved[::5] == 0).all()
+        assert (np.delete(moved, np.s_[::5]) == lr).all()

@@ -37,11 +37,11 @@ def test_listed_by_show_config(capsys):
 
 _CACHE_PROBE = """
 import numpy as np
-from fastopt import _numba_cpu, functional
-functional.sgd_([np.zeros(5)], [np.ones(5)], lr=0.1, momentum=0.9,
-                momentum_buffers=[np.zeros(5)],
+from fastopt import functional
+from fastopt.backends import numba as backend
+functional.sgd_([np.zeros(5)], [np.ones(5)], [np.zeros(5)], lr=0.1, momentum=0.9,
                 backend="numba")
-st = _numba_cpu.sgd.stats
+st = backend._get()["sgd"].stats  # the kernel step_sgd: the driver around the SGD rule
 print(sum(st.cache_hits.values()), sum(st.cache_misses.values()))
 """
 

