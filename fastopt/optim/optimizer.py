@@ -403,7 +403,13 @@ class Optimizer:
                 group["betas"] = tuple(group["betas"])
             for k, idx in enumerate(saved["params"]):
                 st = self.state[gi][k]
-                for key, value in saved_state.get(idx, {}).items():
+                entry = saved_state.get(idx, {})
+                for key in [key for key in st if key not in entry]:
+                    # as torch.optim: the state is the checkpoint's, nothing of before
+                    del st[key]
+                    if key in self._fresh[gi]:
+                        self._fresh[gi][key][k] = True
+                for key, value in entry.items():
                     if key == "step":
                         self._steps[gi][k] = int(float(value))
                     elif key in self.spec.scalar_state:

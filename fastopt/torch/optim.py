@@ -521,8 +521,8 @@ class FusedOptimizer(torch.optim.Optimizer):
                     new = True
             fresh.append(new and self.spec.fresh_flag)
         # one buffer per counter: counting a step is one tensor op
-        counters = {k: torch.tensor(v, dtype=sdtype) for k, v in values.items()} \
-            if kernel_params and (slots or keys) else {}
+        # (empty when torch's own step takes every param: the rows read are empty too)
+        counters = {k: torch.tensor(v, dtype=sdtype) for k, v in values.items()}
         views = {k: [buf[i] for i in range(len(buf))] for k, buf in counters.items()}
         for key, row in views.items():
             for p, view in zip(kernel_params, row, strict=True):
@@ -593,11 +593,20 @@ def make_class(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> type:
     if base is None:
         attrs["__init__"] = _own_init(spec, alias)
         return type(name, (FusedOptimizer,), attrs)
-    accepted = inspect.signature(base.__init__).parameters
+    torch_sig = inspect.signature(base.__init__)
     defaults = {**spec.defaults, **(alias.defaults if alias else {})}
-    attrs["extras"] = {k: v for k, v in defaults.items() if k not in accepted}
+    fixed = alias.fixed if alias else {}
+    attrs["extras"] = {k: v for k, v in defaults.items()
+                       if k not in torch_sig.parameters and k not in fixed}
     cls = type(name, (FusedOptimizer, base), attrs)
-    cls.__init__ = _torch_init(cls)  # type: ignore[misc]
+    init = _torch_init(cls)
+    # torch's signature, with fastopt's extras as keywords before any **kwargs
+    P = inspect.Parameter
+    params = [p for p in torch_sig.parameters.values() if p.kind != P.VAR_KEYWORD]
+    params += [P(k, P.KEYWORD_ONLY, default=v) for k, v in attrs["extras"].items()]
+    params += [p for p in torch_sig.parameters.values() if p.kind == P.VAR_KEYWORD]
+    init.__signature__ = torch_sig.replace(parameters=params)  # type: ignore[attr-defined]
+    cls.__init__ = init  # type: ignore[misc]
     return cls
 
 
