@@ -125,6 +125,7 @@ def _functional(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> Callabl
     params.append(P("backend", P.KEYWORD_ONLY, default=None))
     step_.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     step_.__name__ = step_.__qualname__ = f"{name}_"
+    step_.spec = spec  # type: ignore[attr-defined]
     rows_doc = ", ".join(rows)
     step_.__doc__ = (f"One {alias.cls if alias else spec.cls} step in place over lists of "
                      f"arrays (params, grads, {rows_doc}); formula: fastopt.reference."

@@ -14,9 +14,8 @@ os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-from optim_db import DB  # noqa: E402
 from tolerances import assert_close  # noqa: E402
-from trajectories import case_id, run, run_clip  # noqa: E402
+from trajectories import FEW_CASES, case_id, run, run_clip  # noqa: E402
 
 import fastopt  # noqa: E402
 
@@ -36,17 +35,6 @@ class SimArray:
 
 def to_host(x: SimArray) -> np.ndarray:
     return x.host.copy()
-
-
-def sim_cases() -> list[tuple[str, dict]]:
-    """Each class's option set with the most state, and each L1 mode once: the simulator runs
-    every CUDA thread in Python, so not every option set of tests/optim_db.py."""
-    cases = [e.functional(e.full) for e in DB]
-    for mode in ("coupled", "proximal"):
-        e, o = next((e, o) for e in DB for o in e.options
-                    if o.get("l1") and o.get("l1_mode", "coupled") == mode)
-        cases.append(e.functional(o))
-    return list({case_id(c): c for c in cases}.values())
 
 
 class Checks:
@@ -88,7 +76,7 @@ def main() -> int:
     check = Checks("numba_cuda (simulator)")
 
     # every case in float32; every other one in float64 and float16 (the simulator is slow)
-    cases = sim_cases()
+    cases = FEW_CASES
     for dtype, steps, subset in (("float32", 4, cases), ("float64", 3, cases[::2]),
                                  ("float16", 2, cases[1::2])):
         for case in subset:

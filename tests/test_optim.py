@@ -19,8 +19,6 @@ from fastopt.optim import SGD, Adam, AdamW
 SHAPES = _SHAPES["mixed"]
 
 
-@pytest.mark.xfail(strict=True, reason="fastopt.optim.load_state_dict keeps state entries "
-                   "the checkpoint lacks")
 def test_load_state_dict_drops_state_the_checkpoint_lacks():
     """As torch.optim: the loaded state replaces the optimizer's. A momentum buffer of the run
     before the load must not survive a checkpoint without one: switched on again, momentum

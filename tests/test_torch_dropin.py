@@ -27,27 +27,8 @@ CASES = [(n, FULL[n]) for n in NAMES] + [
     ("SGD", dict(lr=0.1)), ("Adam", dict(lr=0.05, betas=(0.8, 0.9), maximize=True)),
     ("RMSprop", dict(lr=0.01)), ("Adagrad", dict(lr=0.1, maximize=True)),
 ]
-#: known bugs in fastopt/torch/optim.py
-ADAMW_EXTRAS = pytest.mark.xfail(strict=True, reason=(
-    "fastopt.torch.AdamW takes decoupled_weight_decay=True for a fastopt extra that "
-    "torch.optim.AdamW lacks: its groups are never handed to torch's own step"))
-ALL_TO_TORCH = pytest.mark.xfail(strict=True, reason=(
-    "fastopt.torch: a group whose params all go to torch's own step fails with KeyError "
-    "'step' (optimizers with a step count)"))
-
-
-def _param(name, *args, bugs=()):
-    """pytest.param of name (and args) with the marks of the known bugs that hit it."""
-    return pytest.param(name, *args, marks=list(bugs))
-
-
-def _adamw(name, *args):
-    return _param(name, *args, bugs=[ADAMW_EXTRAS] if name == "AdamW" else [])
-
-
 IDS = [f"{n}-{i}" for i, (n, _) in enumerate(CASES)]
-HALF_CASES = [pytest.param(*_adamw(*c).values, id=i, marks=_adamw(*c).marks)
-              for c, i in zip(CASES, IDS, strict=True)]
+HALF_CASES = [pytest.param(*c, id=i) for c, i in zip(CASES, IDS, strict=True)]
 
 
 def _close(a, b, what=""):
@@ -97,7 +78,7 @@ def no_fallback():
 # --- differentiable=True ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [_adamw(n) for n in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_differentiable_step_is_torchs_and_differentiable(name):
     gen = torch.Generator().manual_seed(0)
     w = torch.randn(4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -166,7 +147,7 @@ def test_sparse_params_run_torchs_step():
     assert torch.equal(ours[0].to_dense(), theirs[0].to_dense())
 
 
-@pytest.mark.parametrize("name", [_adamw(n) for n in NAMES if n not in ("SGD", "Adagrad")])
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("SGD", "Adagrad")])
 def test_sparse_grads_refused_with_torchs_error(name):
     errors = []
     for cls in (getattr(fo, name), getattr(torch.optim, name)):
@@ -318,8 +299,7 @@ def test_half_precision_on_cpu_runs_torchs_step_beside_the_kernel(name, kw):
         _state_close(a, b, p, q)
 
 
-@pytest.mark.parametrize("name", [
-    _param(n, bugs=[ALL_TO_TORCH] if BY_NAME[n].spec.has_step else []) for n in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_group_of_half_params_only_runs_torchs_step(name):
     ours = [torch.nn.Parameter(torch.randn(6, dtype=torch.float16))]
     theirs = [torch.nn.Parameter(ours[0].detach().clone())]
@@ -342,8 +322,7 @@ def test_param_turned_half_is_handed_to_torch():
         assert torch.equal(p, q)
 
 
-@pytest.mark.parametrize("name", [_param(n, bugs=[ALL_TO_TORCH] if BY_NAME[n].spec.has_step
-                                         else []) for n in ["SGD", "Adam", "AdamW", "Adagrad"]])
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "Adagrad"])
 def test_meta_params_get_torchs_fused_error(name):
     with torch.device("meta"):
         model = torch.nn.Linear(2, 3)

@@ -27,15 +27,8 @@ def _torch_keys(name, group):
     return {k: v for k, v in group.items() if k in theirs or k == "params"}
 
 
-#: a known bug (fastopt/torch/optim.py: the alias's fixed hyperparameters are missing from
-#: the extras' defaults)
-ADAMW_DEFAULTS = pytest.mark.xfail(strict=True, reason=(
-    "fastopt.torch.AdamW.defaults has decoupled_weight_decay=False: a group added later does "
-    "L2 weight decay"))
-
-
 def _entries(with_torch=False):
-    return [pytest.param(e, id=e.name, marks=[ADAMW_DEFAULTS] if e.alias else [])
+    return [pytest.param(e, id=e.name, marks=[])
             for e in DB if e.torch_name or not with_torch]
 
 
@@ -105,18 +98,18 @@ def test_rmsprop_capturable_flag_accepted():
     _assert_same(ours, theirs)
 
 
-@pytest.mark.xfail(strict=True, reason="fastopt.torch classes over torch.optim take "
-                   "(params, *args, **kwargs): torch's signature is lost")
 @pytest.mark.parametrize("entry", [pytest.param(e, id=e.name) for e in DB if e.torch_name])
 def test_defaults_and_signatures_match_torch(entry):
-    """torch.optim's parameters (order, defaults, kinds), then fastopt's own as keywords."""
+    """torch.optim's parameters (order, defaults, kinds), then fastopt's own as keywords (not
+    those the class fixes: AdamW's decoupled_weight_decay, which torch.optim.AdamW does not
+    take either)."""
     ours = inspect.signature(entry.fo_torch_class.__init__).parameters
     theirs = inspect.signature(entry.torch_class.__init__).parameters
     assert list(ours)[:len(theirs)] == list(theirs)
     for k, prm in theirs.items():
         assert ours[k].default == prm.default, k
         assert ours[k].kind == prm.kind, k
-    extra = {k: v for k, v in entry.defaults.items() if k not in theirs}
+    extra = {k: v for k, v in entry.defaults.items() if k not in theirs and k not in entry.fixed}
     assert {k: (p.default, p.kind) for k, p in list(ours.items())[len(theirs):]} == \
         {k: (v, inspect.Parameter.KEYWORD_ONLY) for k, v in extra.items()}
 

@@ -285,6 +285,20 @@ def case_id(case: tuple[str, dict[str, Any]]) -> str:
     return op + "-" + "-".join(f"{k}={v}" for k, v in hyper.items())
 
 
+def _few_cases() -> list[tuple[str, dict[str, Any]]]:
+    cases = [e.functional(e.full) for e in DB]
+    for mode in ("coupled", "proximal"):
+        e, o = next((e, o) for e in DB for o in e.options
+                    if o.get("l1") and o.get("l1_mode", "coupled") == mode)
+        cases.append(e.functional(o))
+    return list({case_id(c): c for c in cases}.values())
+
+
+#: Each class's option set with the most state, and each L1 mode once: for the slow runs (the
+#: CUDA simulator runs every thread in Python; GPU checks under a time budget).
+FEW_CASES: list[tuple[str, dict[str, Any]]] = _few_cases()
+
+
 class ReferenceOptimizer:
     """Steps lists of float arrays (in place) with reference.<op>, keeping torch.optim's
     bookkeeping: a step count from 1, SGD's first step, NAdam's mu_product carried from step
