@@ -1,10 +1,16 @@
 """fastopt.optim steps arrays of any layout: strided params (views such as ``big[:, ::2]``) and
 grads laid out unlike their params go through exact copies that are copied back, so the update
-lands in the user's arrays, bitwise as a contiguous twin steps; dense layouts stay in place."""
+lands in the user's arrays as a contiguous twin steps; dense layouts stay in place.
+
+Equal within the tolerance table, not bitwise: a layout moves an element to another position
+in its tensor, and the CPU kernels' vectorized loop body and scalar remainder may contract a
+multiply-add into an FMA differently (the last bit; the thread count never changes results).
+"""
 
 import numpy as np
 import pytest
 from optim_db import DB
+from tolerances import assert_close
 
 from fastopt.optim import SGD, Adam
 
@@ -41,7 +47,7 @@ def _grads(rng, params, step):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cls,kw", CASES)
-def test_any_layout_steps_bitwise_as_a_contiguous_twin(cls, kw, dtype):
+def test_any_layout_steps_as_its_contiguous_twin(cls, kw, dtype):
     rng = np.random.default_rng(0)
     (wide, long), ours = _strided(rng, dtype)
     wide0, long0 = wide.copy(), long.copy()
@@ -51,8 +57,8 @@ def test_any_layout_steps_bitwise_as_a_contiguous_twin(cls, kw, dtype):
         grads = _grads(rng, ours, step)
         a.step(grads)
         b.step([np.ascontiguousarray(g) for g in grads])
-    for p, q in zip(ours, theirs, strict=True):
-        np.testing.assert_array_equal(p, q)
+    for k, (p, q) in enumerate(zip(ours, theirs, strict=True)):
+        assert_close(p, q, dtype, f"param[{k}]")
     # the updates landed in the user's buffers, and nowhere else
     np.testing.assert_array_equal(wide[:, 1::2], wide0[:, 1::2])
     np.testing.assert_array_equal(long[1::3], long0[1::3])

@@ -25,7 +25,7 @@
 //   p = M(param); g = M(grad) * sign
 //   if l1 != 0:   g = g + l1 * nan_sign(p)
 //   if l2 != 0:   g = g + l2 * p
-//   p = p * decay                       (exact for decay = 1)
+//   if decay != 1: p = p * decay
 //   p = Op::update<V>(p, g, state, consts)
 //   if prox != 0: p = soft_threshold(p, prox)
 //   param = T(p)
@@ -116,8 +116,10 @@ FASTOPT_HD M step_element(M p, M grad, M (&st)[Op::kState],
                           const typename Op::template Consts<M>& c) {
   M g = grad * c.sign;
   if constexpr (L1) g = c.l1 != M(0) ? g + c.l1 * nan_sign(p) : g;
+  // loop-invariant tests: the compiler unswitches them, the vector loops carry no branch
   if (c.l2 != M(0)) g = g + c.l2 * p;
-  p = Op::template update<V>(p * c.decay, g, st, c);
+  if (c.decay != M(1)) p = p * c.decay;
+  p = Op::template update<V>(p, g, st, c);
   // soft_threshold(p, 0) is p, bit for bit: no test of prox != 0 (a select there keeps GCC
   // from vectorizing the loop)
   if constexpr (L1) p = soft_threshold(p, c.prox);
