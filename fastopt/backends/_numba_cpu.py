@@ -2,7 +2,7 @@
 backend first runs (importing numba takes a second).
 
 One multi-tensor driver template serves every optimizer: `optimizer_kernel(spec)` compiles
-`_optimizer` with the op's rule (fastopt/ops/<op>.py) as its global `rule`, under the name
+`_optimizer` with the op's rule (fastopt/ops/<op>.py) as its global `op_rule`, under the name
 `step_<op>` so that Numba's on-disk cache keeps one entry per op. Every kernel is one parallel
 launch over a whole pointer table, split as csrc/cpu's driver splits it
 (csrc/cpu/multi_tensor.h): each tensor into fixed CHUNK-element chunks, the chunks of all
@@ -11,9 +11,9 @@ spread over the threads. A chunk's work never depends on the thread count, so ne
 results (norm partials included: one per chunk, folded in chunk order by the caller).
 
 The frame around each rule is fastopt.ops's (frame_grad, frame_param): sign, coupled L1 and
-weight decay before, the proximal soft threshold after. Values are brought to the math type by multiplying with
-c[ONE] (the scalar vector is cast to the math dtype), and no rule uses a float literal in
-arithmetic (Numba would type it float64).
+weight decay before, the proximal soft threshold after. Values are brought to the math type
+by multiplying with c[ONE] (the scalar vector is cast to the math dtype), and no rule uses a
+float literal in arithmetic (Numba would type it float64).
 """
 
 import types as pytypes
@@ -34,13 +34,13 @@ _as_pointer = pointer_intrinsic(intrinsic, types)
 CHUNK = 1 << 14  # as csrc/cpu/multi_tensor.h kChunk
 MAX_SLOTS = 6  # rows of a pointer table a kernel can take
 
-rule = njit(cache=True, error_model="numpy")
+scalar = njit(cache=True, error_model="numpy")
 kernel = njit(parallel=True, cache=True, error_model="numpy", fastmath=False)
-frame_grad, frame_param = rule(ops.frame_grad), rule(ops.frame_param)
-norm_term = rule(_numba_common.norm_term)
+frame_grad, frame_param = scalar(ops.frame_grad), scalar(ops.frame_param)
+norm_term = scalar(_numba_common.norm_term)
 
 
-@rule
+@scalar
 def _tensor(ptrs, row, t, n, like):
     """Row `row`, tensor t of the table as an n-element array; a missing entry (address 0, an
     optional state row such as AMSGrad's max_exp_avg_sq, or a row past the table's) is
@@ -53,7 +53,7 @@ def _tensor(ptrs, row, t, n, like):
     return carray(_as_pointer(addr, like), (n,))
 
 
-@rule
+@scalar
 def _chunk(first, numel, ch):
     """(tensor, begin, end) of chunk ch."""
     t = np.searchsorted(first, ch, side="right") - 1
@@ -71,14 +71,15 @@ def _optimizer(ptrs, first, numel, like, c):
         for i in range(begin, end):
             p = x[0][i] * c[ONE]
             g = frame_grad(p, x[1][i] * c[ONE], c)
-            x[0][i] = frame_param(rule(x, i, p * c[DECAY], g, c), c)
+            # op_rule: a global of each compiled copy (optimizer_kernel)
+            x[0][i] = frame_param(op_rule(x, i, p * c[DECAY], g, c), c)  # noqa: F821
 
 
 def optimizer_kernel(spec):
     """The driver compiled around `spec.rule`."""
     name = f"step_{spec.name}"
     fn = pytypes.FunctionType(_optimizer.__code__,
-                              {**globals(), "rule": compile_rule(spec, rule)}, name)
+                              {**globals(), "op_rule": compile_rule(spec, scalar)}, name)
     fn.__qualname__ = name
     return kernel(fn)
 

@@ -94,7 +94,8 @@ def _optimizer(ptrs, first, numel, like, c):
     while i < numel[t]:
         p = x[0][i] * c[ONE]
         g = frame_grad(p, x[1][i] * c[ONE], c)
-        x[0][i] = frame_param(rule(x, i, p * c[DECAY], g, c), c)
+        # op_rule: a global of each compiled copy (optimizer_kernel)
+        x[0][i] = frame_param(op_rule(x, i, p * c[DECAY], g, c), c)  # noqa: F821
         i += nb * BLOCK
 
 
@@ -102,7 +103,7 @@ def optimizer_kernel(spec):
     """The driver compiled around `spec.rule` (a device function inlined into it)."""
     name = f"step_{spec.name}"
     fn = pytypes.FunctionType(_optimizer.__code__,
-                              {**globals(), "rule": compile_rule(spec, device)}, name)
+                              {**globals(), "op_rule": compile_rule(spec, device)}, name)
     fn.__qualname__ = name
     return kernel(fn)
 

@@ -55,7 +55,7 @@ HEAD = ("one", "sign", "l1", "prox", "l2", "decay")
 MOMENTS = ("beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps")
 #: Keys torch.optim keeps in param groups that no fastopt kernel reads.
 TORCH_FLAGS = frozenset({"foreach", "fused", "capturable", "differentiable"})
-#: Hyperparameters every optimizer takes in addition to its own (fastopt's, not torch's).
+#: The modes of L1 regularization, which every optimizer takes (fastopt's, not torch's).
 L1_MODES = ("coupled", "proximal")
 
 

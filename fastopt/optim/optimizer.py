@@ -18,7 +18,7 @@ from .._table import MissingGrad, TableCache, TensorTable
 
 #: keys torch.optim keeps in its param groups that are no hyperparameter of fastopt.optim:
 #: loading a torch.optim checkpoint ignores them
-TORCH_FLAGS = frozenset({"foreach", "fused", "capturable", "differentiable"})
+TORCH_FLAGS = ops.TORCH_FLAGS
 #: keys a learning-rate schedule keeps in each param group (fastopt.schedules, torch's)
 SCHEDULE_KEYS = frozenset({"initial_lr"})
 

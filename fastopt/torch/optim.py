@@ -1,16 +1,15 @@
 """Drop-in ``torch.optim`` optimizers whose step is one fused fastopt kernel call per param group.
 
 One class per optimizer of ``fastopt.ops.REGISTRY`` (``make_class``). Where torch.optim has the
-algorithm the class subclasses torch's and keeps its constructor, defaults, argument checks, error messages,
-``__setstate__`` (which fills the defaults missing from older checkpoints), param-group keys
-and state layout (``state[p]['step']`` a scalar float tensor, ``'exp_avg'``, ``'sum'``,
-...), so LR schedulers, ``GradScaler``, ``ZeroRedundancyOptimizer`` and
-checkpoints of the torch class work unchanged, in both directions; fastopt's own
-hyperparameters (``l1``, ``l1_mode``, Adam's ``bias_correction``, ...) are extra keywords kept in
-every group. Only ``step`` is fastopt's: ``foreach``/``fused``/``capturable`` do not change it
-(its scalars are computed on the host, so a step is not CUDA-graph capturable whatever
-``capturable`` says), and ``GradScaler`` unscales the gradients before it (the kernels take no
-grad scale).
+algorithm the class subclasses torch's and keeps its constructor, defaults, argument checks,
+error messages, ``__setstate__`` (which fills the defaults missing from older checkpoints),
+param-group keys and state layout (``state[p]['step']`` a scalar float tensor, ``'exp_avg'``,
+``'sum'``, ...), so LR schedulers, ``GradScaler``, ``ZeroRedundancyOptimizer`` and checkpoints
+of the torch class work unchanged, in both directions; fastopt's own hyperparameters (``l1``,
+``l1_mode``, Adam's ``bias_correction``, ...) are extra keywords kept in every group. Only
+``step`` is fastopt's: ``foreach``/``fused``/``capturable`` do not change it (its scalars are
+computed on the host, so a step is not CUDA-graph capturable whatever ``capturable`` says), and
+``GradScaler`` unscales the gradients before it (the kernels take no grad scale).
 
 What the kernels take, they step in place: real float params of the dtypes their device's
 backend supports (float32/float64 on the CPU), in any dense layout (C order, transposed,
@@ -363,8 +362,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         kparams = entry.pick(params)
         state = self.state
         if entry.mark is not None and entry.mark[0] is state and entry.mark[1] == state.changes:
-            rows, counter_rows = entry.rows, entry.counter_rows  # no state dict changed since: these
-            same = True                                   # rows were found current then
+            # no state dict changed since: these rows were found current then
+            rows, counter_rows = entry.rows, entry.counter_rows
+            same = True
         else:
             rows, counter_rows = self._read_rows(entry, kparams, slots)
             same = False
