@@ -213,11 +213,14 @@ def test_cuda_launchers_refuse_bad_pointer_tables_before_launching():
     def table(rows):
         return np.array(rows, np.uint64).reshape(len(rows) // 2, 2)
 
+    head = len(ops.HEAD)
+
     def scalars(op, **flags):
-        s = np.zeros(4 + len(meta[op]["scalars"]))
-        s[:2] = 1.0
+        s = np.zeros(head + len(meta[op]["scalars"]))
+        s[:2] = 1.0  # one, sign
+        s[ops.HEAD.index("decay")] = 1.0
         for name, value in flags.items():
-            s[4 + meta[op]["scalars"].index(name)] = value
+            s[head + meta[op]["scalars"].index(name)] = value
         return s
 
     good = [a, a + 16, a + 48, a + 64, a + 96, a + 128, a + 160, a + 192, 0, 0]
@@ -236,8 +239,9 @@ def test_cuda_launchers_refuse_bad_pointer_tables_before_launching():
         cu.step("adam", table(good[:8]), numel, 0, 0, 0, scalars("adam"))
     with pytest.raises(ValueError, match=r"adam: max_exp_avg_sq\[0\]: null pointer"):
         adam(good, s=scalars("adam", amsgrad=1.0))
-    with pytest.raises(ValueError, match=r"fastopt CUDA adam: scalars must be .* of 18 values"):
-        adam(good, s=np.ones(17))
+    want = head + len(meta["adam"]["scalars"])
+    with pytest.raises(ValueError, match=rf"fastopt CUDA adam: scalars must be .* of {want} values"):
+        adam(good, s=np.ones(want - 1))
     with pytest.raises(ValueError, match=r"unknown optimizer 'adamw' \(compiled: sgd, adam"):
         cu.step("adamw", table(good), numel, 0, 0, 0, scalars("adam"))
     with pytest.raises(ValueError, match=r"sgd: momentum_buffer\[0\]: null pointer"):
