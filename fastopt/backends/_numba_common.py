@@ -44,6 +44,18 @@ def compile_rule(spec: Any, decorator: Any) -> Any:
                                           fn.__name__))
 
 
+def optimizer_kernel(template: Any, namespace: dict[str, Any], spec: Any, decorator: Any,
+                     kernel: Any) -> Any:
+    """A kernel module's driver `template` compiled with `kernel` around spec.rule (compiled
+    with `decorator`), bound as the template's global `op_rule`. Named `step_<op>` so that
+    Numba's disk cache keeps one entry per op."""
+    name = f"step_{spec.name}"
+    fn = pytypes.FunctionType(template.__code__,
+                              {**namespace, "op_rule": compile_rule(spec, decorator)}, name)
+    fn.__qualname__ = name
+    return kernel(fn)
+
+
 def kernel_table(module: Any) -> dict[str, Any]:
     """A kernel module's kernels by name: its own (clipping) and one per optimizer of the
     registry, made by its driver template (compiled at the first call of each)."""

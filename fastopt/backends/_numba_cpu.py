@@ -16,8 +16,6 @@ by multiplying with c[ONE] (the scalar vector is cast to the math dtype), and no
 float literal in arithmetic (Numba would type it float64).
 """
 
-import types as pytypes
-
 import numpy as np
 from numba import carray, njit, prange, types
 from numba.core import caching
@@ -26,7 +24,7 @@ from numba.extending import intrinsic
 from .. import ops
 from ..ops import DECAY, ONE
 from . import _numba_common
-from ._numba_common import compile_rule, pointer_intrinsic, track_rules_in_cache
+from ._numba_common import pointer_intrinsic, track_rules_in_cache
 
 track_rules_in_cache(caching)
 _as_pointer = pointer_intrinsic(intrinsic, types)
@@ -77,11 +75,7 @@ def _optimizer(ptrs, first, numel, like, c):
 
 def optimizer_kernel(spec):
     """The driver compiled around `spec.rule`."""
-    name = f"step_{spec.name}"
-    fn = pytypes.FunctionType(_optimizer.__code__,
-                              {**globals(), "op_rule": compile_rule(spec, scalar)}, name)
-    fn.__qualname__ = name
-    return kernel(fn)
+    return _numba_common.optimizer_kernel(_optimizer, globals(), spec, scalar, kernel)
 
 
 # --- clipping (torch.nn.utils.clip_grad_norm_ / clip_grad_value_) -------------------------

@@ -13,15 +13,13 @@ blocks cover it, capped) that stride over it exactly as a launch on that tensor 
 the norm partials are the same as per-tensor launches', whatever the number of tensors.
 """
 
-import types as pytypes
-
 from numba import cuda, float64
 
 from .. import ops
 from ..ops import DECAY, ONE
 from .._numba_cuda_losses import block_reduce
 from . import _numba_common
-from ._numba_common import compile_rule, pointer_intrinsic, track_rules_in_cache
+from ._numba_common import pointer_intrinsic, track_rules_in_cache
 
 if not cuda.config.ENABLE_CUDASIM:  # the simulator has no on-disk cache
     from numba.cuda import types
@@ -101,11 +99,7 @@ def _optimizer(ptrs, first, numel, like, c):
 
 def optimizer_kernel(spec):
     """The driver compiled around `spec.rule` (a device function inlined into it)."""
-    name = f"step_{spec.name}"
-    fn = pytypes.FunctionType(_optimizer.__code__,
-                              {**globals(), "op_rule": compile_rule(spec, device)}, name)
-    fn.__qualname__ = name
-    return kernel(fn)
+    return _numba_common.optimizer_kernel(_optimizer, globals(), spec, device, kernel)
 
 
 @kernel

@@ -497,6 +497,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         sdtype = _scalar_dtype()
         keys = self._counter_keys()
         values: dict[str, list[float]] = {k: [] for k in keys}
+        plain_group = _plain(group)
         for k, p in zip(fast, kernel_params, strict=True):
             if not slots and not keys:
                 fresh.append(False)
@@ -510,7 +511,6 @@ class FusedOptimizer(torch.optim.Optimizer):
                     st[key] = torch.tensor(init, dtype=sdtype)
                 values[key].append(F.check_step_count(st[key], where) if key == "step"
                                    else _finite(st[key], key, where))
-            plain_group = _plain(group)
             for slot in slots:
                 name = self.spec.slot(slot).state_key
                 if st.get(name) is None:
