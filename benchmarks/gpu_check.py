@@ -138,17 +138,17 @@ def sync() -> None:
 
 
 def check(results, dtype, what: str) -> int:
-    """Compares (name, actual, expected) triples within the tolerance table; failures printed."""
-    from tolerances import assert_close
-
+    """Compares trajectories.Compared results within the tolerance table; failures printed
+    with the worst mismatch."""
     bad = 0
-    for name, actual, expected in results:
+    for r in results:
         try:
-            assert_close(actual, expected, dtype, f"{what} {name}")
+            r.check(dtype, what)
         except AssertionError as exc:
             bad += 1
             lines = [x for x in str(exc).splitlines() if x.strip()]
-            fail(f"{what} {name}: {' | '.join(lines[-3:])}")
+            keep = [x for x in lines if x.lstrip().startswith(("Mismatch", "Max", "["))]
+            fail(f"{what} {r.name}: {' | '.join(keep[:6] or lines[-3:])}")
     return bad
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as evolve
 from itertools import repeat
 from typing import Any
 
@@ -34,6 +35,7 @@ from ._arrays import (
     check_float,
     check_same_layout,
     check_writable,
+    cuda_stream,
     describe,
     first_overlap,
 )
@@ -128,6 +130,7 @@ class TensorTable:
         self._written_objects: list[Any] | None = None  # what bump_versions bumps
         self._ptr_lists: dict[int, tuple[np.ndarray, list[int]]] = {}
         self.trusted_shapes = False  # see _gather_torch
+        self._stream = 0  # the CUDA stream of a released row's latest arrays (stream())
         if self.framework == "torch":
             tr = _torch()
             self._torch_dtype = first[0].obj.dtype
@@ -142,6 +145,28 @@ class TensorTable:
 
     def row(self, slot: str) -> int:
         return self.slots.index(slot)
+
+    def release(self, slot: str) -> None:
+        """Drop the table's references to a row's arrays (e.g. grads: zero_grad(set_to_none)
+        must free them), keeping their layout to validate the next call's arrays against and
+        the CUDA stream of this call."""
+        specs = self.specs.get(slot)
+        if not specs or specs[0].obj is None:
+            return
+        if self.device[0] == "cuda":
+            self._stream = cuda_stream(specs[0].obj, self.device[1])
+        self.specs[slot] = [evolve(s, obj=None) for s in specs]
+        self._objects.pop(slot, None)
+        self._written_objects = None
+
+    def stream(self) -> int:
+        """The CUDA stream a kernel over this table runs on (see _arrays.cuda_stream): that of
+        the first row whose arrays the table holds, else of the released row's latest arrays."""
+        for slot in self.slots:
+            specs = self.specs.get(slot)
+            if specs and specs[0].obj is not None:
+                return cuda_stream(specs[0].obj, self.device[1])
+        return self._stream
 
     def nbytes(self) -> np.ndarray:
         return self.numel * ITEMSIZE[self.dtype]
@@ -209,6 +234,9 @@ class TensorTable:
             for s, ref, i in zip(specs, first, self.index, strict=True):
                 _check_like(s, ref, slot, int(i), self.slots[0], writeable, (self.dtype,))
             self.ptrs[row] = [s.ptr for s in specs]
+        released = self.specs.get(slot)
+        if self.device[0] == "cuda" and picked and released and released[0].obj is None:
+            self._stream = cuda_stream(picked[0], self.device[1])
         if not np.array_equal(old, self.ptrs[row]):
             self._ptr_lists.pop(row, None)
             if self._others_sorted is not None and self._others_sorted[2] != row:
@@ -463,8 +491,7 @@ class TableCache:
         self.builds += 1
         for t in tables:
             t.trusted_shapes = self.trusted_shapes
-            if self.keep in t.specs and t.specs[self.keep] is not None:
-                t.specs[self.keep] = None  # keep no reference: e.g. zero_grad(set_to_none)
+            t.release(self.keep)
         return tables
 
     def __getstate__(self) -> dict[str, Any]:

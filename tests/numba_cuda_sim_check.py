@@ -14,7 +14,6 @@ os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-from tolerances import assert_close  # noqa: E402
 from trajectories import FEW_CASES, case_id, run, run_clip  # noqa: E402
 
 import fastopt  # noqa: E402
@@ -46,11 +45,11 @@ class Checks:
         self.count = 0
 
     def __call__(self, results, dtype, what: str) -> None:
-        """Compares (name, actual, expected) triples within the tolerance table."""
-        for name, actual, expected in results:
+        """Compares trajectories.Compared results within the tolerance table."""
+        for r in results:
             self.count += 1
             try:
-                assert_close(actual, expected, dtype, f"{what} {name}")
+                r.check(dtype, what)
             except AssertionError as exc:
                 self.failures.append(str(exc))
 

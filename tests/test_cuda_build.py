@@ -389,6 +389,38 @@ def test_grad_norm_clipper_keeps_everything_on_the_device(monkeypatch):
     assert clipper._work is not work and clipper._work.shape == (2 + 5,)
 
 
+def test_clip_grad_norm_on_cuda_arrays_runs_on_each_call_s_stream(monkeypatch):
+    """clip_grad_norm_ keeps no grad between calls (its tables release the row), yet each call
+    reaches the launcher with that call's grads' stream, and a second call with new arrays of
+    the same layout is validated against the kept layout (the generic path of a framework
+    without a C++ gather); another shape rebuilds."""
+    from fastopt import backends, clip
+
+    backend = backends.get("cuda")
+    ext = _RecordingClip()
+    monkeypatch.setattr(backend, "_cu", ext)
+    monkeypatch.setattr(backend, "available", lambda: (True, "test double"))
+    clip._kept.clear()
+    for stream in (7, 9, 9):
+        grads = [_FakeCudaArray(np.ones(5, np.float32), stream),
+                 _FakeCudaArray(np.ones(3, np.float32), stream)]
+        ext.calls.clear()
+        clip.clip_grad_norm_(grads, 1.0)
+        norm = [args for name, args in ext.calls if name == "norm_sum"]
+        assert len(norm) == 1 and norm[0][3:5] == (0, stream)  # (ptrs, numel, dtype, dev, s)
+        assert list(norm[0][0][0]) == [_arrays.describe(g).ptr for g in grads]
+    cache = clip._kept._caches[2]
+    assert cache.builds == 1  # calls 2 and 3 re-validated the new arrays against the kept ones
+    (table,) = cache._tables
+    assert all(s.obj is None for s in table.specs["grad"])  # no reference to any grad
+    ext.calls.clear()
+    clip.clip_grad_norm_([_FakeCudaArray(np.ones(5, np.float32)),
+                          _FakeCudaArray(np.ones(4, np.float32))], 1.0)  # another shape
+    (norm,) = [args for name, args in ext.calls if name == "norm_sum"]
+    assert list(norm[1]) == [5, 4]
+    clip._kept.clear()
+
+
 def test_grad_norm_clipper_on_cuda_arrays_needs_the_cuda_backend(monkeypatch):
     from fastopt import backends, clip
 
@@ -692,6 +724,8 @@ def test_losses_cuda_arrays_without_the_cuda_backend_raise_clearly(monkeypatch):
     from fastopt import backends
 
     monkeypatch.setattr(backends.get("cuda"), "available", lambda: (False, "no driver"))
+    # on a machine with a GPU numba_cuda is there: it must not see these host buffers
+    monkeypatch.setattr(backends.get("numba_cuda"), "available", lambda: (False, "no driver"))
     x = _FakeCudaArray(np.zeros((2, 3), np.float32))
     t = _FakeCudaArray(np.zeros(2, np.int64))
     with pytest.raises(backends.BackendUnavailable, match="cuda"):

@@ -39,3 +39,31 @@ def test_numba_cuda_losses_match_reference_in_simulator():
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
     assert "arrays match" in proc.stdout
 
+
+
+def test_numba_cuda_unavailable_when_its_array_support_cannot_load(monkeypatch):
+    """numba-cuda 0.30 under NumPy 2.5 (np.row_stack removed) fails every compile deep in
+    numba: the backend reports that as unavailable, with the versions, before any launch."""
+    import importlib
+    import types
+
+    from fastopt.backends import numba_cuda as module
+
+    real_import = importlib.import_module
+
+    def broken(name, *args):
+        if name == "numba.cuda.np.arrayobj":
+            raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+        return real_import(name, *args)
+
+    assert module._array_support_error() is None  # this machine's NumPy works
+    backend = module.NumbaCudaBackend()
+    device = types.SimpleNamespace(name=b"Test GPU")
+    monkeypatch.setattr(module, "_simulated", lambda: False)
+    monkeypatch.setattr(module._cuda(), "is_available", lambda: True)
+    monkeypatch.setattr(module._cuda(), "get_current_device", lambda: device)
+    assert backend.available() == (True, "Numba-CUDA on Test GPU")
+    backend._available = None
+    monkeypatch.setattr(importlib, "import_module", broken)
+    ok, why = backend.available()
+    assert not ok and "row_stack" in why and "NumPy" in why and "numba-cuda 0." in why

@@ -38,7 +38,6 @@ from optim_db import (
     invalid_candidates,
     uncovered,
 )
-from tolerances import assert_close
 from trajectories import (
     CASES,
     SHAPES,
@@ -139,9 +138,8 @@ def test_functional_matches_reference(case, backend, dtype):
     """fastopt.functional, driven as a caller does (step count, SGD's first step, NAdam's
     mu_product carried from the returned value), against the reference functions stepped
     with torch.optim's bookkeeping; the reference backend checks the spec's host scalars."""
-    for name, actual, expected in run(*case, dtype, backend=backend, sizes=(1, 7, 4097),
-                                      steps=10):
-        assert_close(actual, expected, dtype, f"{case} {backend}: {name}")
+    for r in run(*case, dtype, backend=backend, sizes=(1, 7, 4097), steps=10):
+        r.check(dtype, f"{case} {backend}")
 
 
 def _without_step(s: Snapshot) -> Snapshot:
@@ -162,10 +160,9 @@ def cuda_backend_params() -> list:
 def test_cuda_functional_matches_reference(case, backend, dtype):
     """fastopt.functional on CUDA tensors (sizes 1, 7, 4097, 65537 in one list)."""
     torch = _torch()
-    for name, actual, expected in run(*case, dtype, backend=backend, steps=STEPS,
-                                      to_device=lambda a: torch.from_numpy(a).cuda(),
-                                      to_host=lambda t: t.cpu().numpy()):
-        assert_close(actual, expected, dtype, f"{case} {backend}: {name}")
+    for r in run(*case, dtype, backend=backend, steps=STEPS,
+                 to_device=lambda a: torch.from_numpy(a).cuda(), to_host=lambda t: t.cpu().numpy()):
+        r.check(dtype, f"{case} {backend}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

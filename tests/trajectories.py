@@ -318,6 +318,10 @@ class ReferenceOptimizer:
         self.scalar_state = [{k: s.init for k, s in self.spec.scalar_state.items()}
                              for _ in params]
         self.steps = 0
+        # the largest magnitude each array reached, from its initial values on (tolerances)
+        self.reach = {name: [_absmax(a) for a in arrays]
+                      for name, arrays in [("param", params), *self.state.items()]
+                      if arrays is not None}
 
     def step(self, grads: list[np.ndarray]) -> None:
         self.steps += 1
@@ -333,6 +337,28 @@ class ReferenceOptimizer:
             out = self.fn(p, g, *rows, **kw)
             for key in self.scalar_state[k]:
                 self.scalar_state[k][key] = out
+            for name, reach in self.reach.items():
+                a = p if name == "param" else self.state[name][k]
+                reach[k] = max(reach[k], _absmax(a))
+
+
+def _absmax(a: np.ndarray) -> float:
+    finite = np.abs(np.asarray(a, np.float64))
+    finite = finite[np.isfinite(finite)]
+    return float(finite.max()) if finite.size else 0.0
+
+
+class Compared(NamedTuple):
+    """One array of a backend's run and the reference's, with the largest magnitude the
+    reference's reached on the way (tolerances.assert_close's reach)."""
+
+    name: str
+    actual: Any
+    expected: Any
+    reach: float = 0.0
+
+    def check(self, dtype, what: str = "") -> None:
+        assert_close(self.actual, self.expected, dtype, f"{what}: {self.name}", self.reach)
 
 
 def _functional_inputs(sizes, dtype: np.dtype, steps: int, seed: int):
@@ -353,13 +379,14 @@ def _functional_reference(op: str, hyper: tuple, dtype: np.dtype, sizes: tuple, 
         ref.step(g)
     return ([_frozen(p) for p in params],
             {s: None if rows is None else [_frozen(a) for a in rows]
-             for s, rows in ref.state.items()})
+             for s, rows in ref.state.items()},
+            {name: tuple(r) for name, r in ref.reach.items()})
 
 
 def functional_reference(op: str, hyper: dict[str, Any], dtype, sizes=SIZES, steps: int = 100,
                          seed: int = 0):
-    """(params, {slot: rows or None}) after `steps` reference steps of `op` (read-only,
-    cached)."""
+    """(params, {slot: rows or None}, {"param" or slot: largest magnitude per array}) after
+    `steps` reference steps of `op` (read-only, cached)."""
     return _functional_reference(op, _key(hyper), np.dtype(dtype), tuple(sizes), steps, seed)
 
 
@@ -367,7 +394,7 @@ def run(op: str, hyper: dict[str, Any], dtype: Any, *, backend: str | None,
         sizes=SIZES, steps: int = 100, seed: int = 0,
         to_device: Callable[[np.ndarray], Any] = lambda a: a,
         to_host: Callable[[Any], np.ndarray] = np.asarray,
-        ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        ) -> list[Compared]:
     """Steps a list of tensors of `sizes` `steps` times through fastopt.functional.<op>_ on
     `backend`, carrying the step count, SGD's first step and the scalar state returned (NAdam's
     mu_product) as a caller does; returns (name, actual, expected) for every param and state
@@ -375,7 +402,7 @@ def run(op: str, hyper: dict[str, Any], dtype: Any, *, backend: str | None,
     dtype = np.dtype(dtype)
     spec = ops.get(op)
     params, grads = _functional_inputs(sizes, dtype, steps, seed)
-    ref_params, ref_state = functional_reference(op, hyper, dtype, sizes, steps, seed)
+    ref_params, ref_state, reach = functional_reference(op, hyper, dtype, sizes, steps, seed)
     dev_params = [to_device(p) for p in params]
     group = {**spec.defaults, **hyper}
     dev_state = {s: None if rows is None else
@@ -392,10 +419,11 @@ def run(op: str, hyper: dict[str, Any], dtype: Any, *, backend: str | None,
         out = fn(dev_params, [to_device(x) for x in g], *dev_state.values(), backend=backend,
                  **kw)
         scalar_state.update(out or {})
-    result = [(f"param[{k}]", to_host(dev_params[k]), ref_params[k]) for k in range(len(sizes))]
+    result = [Compared(f"param[{k}]", to_host(dev_params[k]), ref_params[k], reach["param"][k])
+              for k in range(len(sizes))]
     for s, rows in dev_state.items():
         if rows is not None:
-            result += [(f"{s}[{k}]", to_host(rows[k]), ref_state[s][k])
+            result += [Compared(f"{s}[{k}]", to_host(rows[k]), ref_state[s][k], reach[s][k])
                        for k in range(len(sizes))]
     return result
 
@@ -403,9 +431,9 @@ def run(op: str, hyper: dict[str, Any], dtype: Any, *, backend: str | None,
 def run_clip(dtype: Any, *, backend: str | None, sizes=SIZES, seed: int = 0,
              to_device: Callable[[np.ndarray], Any] = lambda a: a,
              to_host: Callable[[Any], np.ndarray] = np.asarray,
-             ) -> list[tuple[str, Any, Any]]:
+             ) -> list[Compared]:
     """clip_grad_norm_ (p = 2, 1, inf, 3) and clip_grad_value_ against the reference; returns
-    (name, actual, expected) for the norms and the clipped gradients."""
+    the norms and the clipped gradients compared."""
     rng = np.random.default_rng(seed)
     out = []
     for norm_type in (2.0, 1.0, math.inf, 3.0):
@@ -414,15 +442,15 @@ def run_clip(dtype: Any, *, backend: str | None, sizes=SIZES, seed: int = 0,
         dev = [to_device(g) for g in grads]
         total = clip.clip_grad_norm_(dev, 0.5, norm_type, backend=backend)
         expected = reference.clip_grad_norm(ref_grads, 0.5, norm_type)
-        out.append((f"norm(p={norm_type})", np.float64(total), np.float64(expected)))
-        out += [(f"grad[{k}] p={norm_type}", to_host(d), r)
+        out.append(Compared(f"norm(p={norm_type})", np.float64(total), np.float64(expected)))
+        out += [Compared(f"grad[{k}] p={norm_type}", to_host(d), r)
                 for k, (d, r) in enumerate(zip(dev, ref_grads, strict=True))]
     grads = [rng.standard_normal(n).astype(dtype) for n in sizes]
     ref_grads = [g.copy() for g in grads]
     dev = [to_device(g) for g in grads]
     clip.clip_grad_value_(dev, 0.7, backend=backend)
     reference.clip_grad_value(ref_grads, 0.7)
-    out += [(f"clamped[{k}]", to_host(d), r)
+    out += [Compared(f"clamped[{k}]", to_host(d), r)
             for k, (d, r) in enumerate(zip(dev, ref_grads, strict=True))]
     return out
 

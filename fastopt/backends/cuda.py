@@ -65,8 +65,8 @@ class CudaBackend:
 
     @staticmethod
     def _where(t: TensorTable) -> tuple[int, int]:
-        """(device index, stream) of a table: the stream of its first param's framework."""
-        return t.device[1], cuda_stream(t.specs[t.slots[0]][0].obj, t.device[1])
+        """(device index, stream) of a table (TensorTable.stream)."""
+        return t.device[1], t.stream()
 
     def step(self, op: str, t: TensorTable, scalars: Scalars) -> None:
         """One step of optimizer `op` over table t on its device and stream, without

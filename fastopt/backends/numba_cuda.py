@@ -45,6 +45,24 @@ def _simulated() -> bool:
     return bool(_cuda().config.ENABLE_CUDASIM)
 
 
+def _array_support_error() -> str | None:
+    """Why numba-cuda's array support (loaded at the first kernel compile) cannot load, or None.
+    numba-cuda 0.30 registers np.row_stack, which NumPy 2.5 removed: every compile would fail
+    with an AttributeError deep in numba, so availability says it first."""
+    import importlib
+
+    try:
+        importlib.import_module("numba.cuda.np.arrayobj")
+    except ModuleNotFoundError:  # another numba-cuda layout: nothing to probe
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure there fails every compile
+        from importlib.metadata import version
+
+        return (f"numba-cuda {version('numba-cuda')} cannot load its array support under NumPy "
+                f"{np.__version__} ({type(exc).__name__}: {exc}); an older NumPy works")
+    return None
+
+
 @functools.cache
 def _get() -> dict[str, Any]:
     from . import _numba_cuda
@@ -125,6 +143,9 @@ class NumbaCudaBackend:
             return False, f"numba.cuda: {exc}"
         if isinstance(name, bytes):
             name = name.decode()
+        why = _array_support_error()
+        if why is not None:
+            return False, why
         self._available = (True, f"Numba-CUDA on {name}")
         return self._available
 
@@ -154,7 +175,7 @@ class NumbaCudaBackend:
         cuda = _cuda()
         if _simulated():
             return 0
-        handle = cuda_stream(t.specs[t.slots[0]][0].obj, t.device[1])
+        handle = t.stream()
         return cuda.external_stream(handle) if handle else cuda.default_stream()
 
     @staticmethod
