@@ -140,8 +140,11 @@ def sync() -> None:
 def check(results, dtype, what: str) -> int:
     """Compares trajectories.Compared results within the tolerance table; failures printed
     with the worst mismatch."""
+    from trajectories import Compared
+
     bad = 0
     for r in results:
+        r = Compared(*r)  # (name, actual, expected) triples as well
         try:
             r.check(dtype, what)
         except AssertionError as exc:
