@@ -343,12 +343,24 @@ def copy_into(dst: Any, src: Any) -> None:
 def cpu_view(ptr: int, numel: int, dtype: str) -> np.ndarray:
     """A writable NumPy view of host memory, for backends that work on NumPy arrays."""
     if numel == 0:
-        return np.empty(0, dtype=dtype)
+        return np.empty(0, dtype=_numpy_dtype(dtype))
     import ctypes
 
     nbytes = numel * ITEMSIZE[dtype]
     buf = (ctypes.c_char * nbytes).from_address(ptr)
-    return np.frombuffer(buf, dtype=dtype)
+    return np.frombuffer(buf, dtype=_numpy_dtype(dtype))
+
+
+def _numpy_dtype(name: str) -> np.dtype:
+    """The NumPy dtype of a dtype name; bfloat16 is ml_dtypes' (NumPy has none)."""
+    if name == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError as exc:
+            raise TypeError("bfloat16 arrays on this path need ml_dtypes (pip install "
+                            "ml_dtypes)") from exc
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
 
 
 def empty_like(obj: Any, shape: tuple[int, ...] | None = None, dtype: str | None = None) -> Any:

@@ -364,7 +364,7 @@ def _check_like(s: ArraySpec, ref: ArraySpec, name: str, i: int, ref_name: str,
 
 #: Storage dtypes the kernels take, per device type.
 SUPPORTED_DTYPES: dict[str, tuple[str, ...]] = {
-    "cpu": ("float32", "float64"),
+    "cpu": ("float32", "float64", "float16", "bfloat16"),
     "cuda": ("float32", "float64", "float16", "bfloat16"),
 }
 

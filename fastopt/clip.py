@@ -114,7 +114,8 @@ def _check_norm_args(max_norm: float, norm_type: float) -> float:
 
 
 def _host_norm(tables: list, norm_type: float, backend: str | None) -> float:
-    parts = [backends.resolve(backend, t.device[0]).norm_sum(t, norm_type) for t in tables]
+    parts = [backends.resolve(backend, t.device[0], t.dtype).norm_sum(t, norm_type)
+             for t in tables]
     if math.isinf(norm_type):
         total = max(parts, key=lambda x: (not math.isnan(x), x)) if len(parts) > 1 else parts[0]
         if any(math.isnan(x) for x in parts):
@@ -152,7 +153,7 @@ def clip_grad_norm_(grads: Sequence[Any], max_norm: float, norm_type: float = 2.
                                "error_if_nonfinite=False")
         coef = _coefficient(max_norm, total)
         for t in tables:
-            backends.resolve(backend, t.device[0]).scale(t, coef)
+            backends.resolve(backend, t.device[0], t.dtype).scale(t, coef)
     return total
 
 
@@ -213,7 +214,7 @@ class GradNormClipper:
             coef = _coefficient(self.max_norm, total)
             cpu_view(describe(work).ptr, 2, "float64")[:] = (total, coef)
             for t in tables:
-                b.scale(t, coef)
+                backends.resolve(self.backend, t.device[0], t.dtype).scale(t, coef)
             return work[0:1]
         if not hasattr(b, "clip_grad_norm_device"):
             raise backends.BackendUnavailable(
@@ -236,7 +237,7 @@ def clip_grad_value_(grads: Sequence[Any], clip_value: float, *,
         return
     with _kept.tables(grads) as tables:
         for t in tables:
-            backends.resolve(backend, t.device[0]).clamp(t, float(clip_value))
+            backends.resolve(backend, t.device[0], t.dtype).clamp(t, float(clip_value))
 
 
 __all__ = ["GradNormClipper", "clip_grad_norm_", "clip_grad_value_"]

@@ -74,7 +74,7 @@ def run(op: str, tables: Sequence[TensorTable], backend: str | None,
     """Run optimizer `op` over validated tables, each on the backend for its device, then
     bump the autograd version of every torch tensor written (as torch's in-place ops do)."""
     for t in tables:
-        backends.resolve(backend, t.device[0]).step(op, t, scalars)
+        backends.resolve(backend, t.device[0], t.dtype).step(op, t, scalars)
     for t in tables:
         t.bump_versions()
 

@@ -14,7 +14,7 @@ os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-from trajectories import FEW_CASES, case_id, run, run_clip  # noqa: E402
+from trajectories import FEW_CASES, Compared, case_id, run, run_clip  # noqa: E402
 
 import fastopt  # noqa: E402
 
@@ -47,6 +47,7 @@ class Checks:
     def __call__(self, results, dtype, what: str) -> None:
         """Compares trajectories.Compared results within the tolerance table."""
         for r in results:
+            r = Compared(*r)  # the losses' (name, actual, expected) triples as well
             self.count += 1
             try:
                 r.check(dtype, what)

@@ -121,8 +121,8 @@ def test_tables_are_checked_for_shape_dtype_and_the_rows_the_variant_needs():
     assert np.array_equal(p, np.full(3, 0.5))
     with pytest.raises(ValueError, match=r"pointer table must have shape \(3, n_tensors\)"):
         _C.step("sgd", ptrs[:2], numel, F64, s)
-    with pytest.raises(TypeError, match="float32 or float64"):
-        _C.step("sgd", ptrs, numel, 2, s)
+    with pytest.raises(TypeError, match="float32, float64, float16 or bfloat16"):
+        _C.step("sgd", ptrs, numel, 4, s)
     ptrs, _ = table([[p], [g], [np.zeros(3)]])
     with pytest.raises(ValueError, match=r"param\[0\]: negative numel -1"):
         _C.step("sgd", ptrs, np.array([-1], np.int64), F64, s)

@@ -54,7 +54,9 @@ ENTRY_BREAKS = ("dtype", "other float", "shape", "read-only", "non-contiguous", 
 LIST_BREAKS = ("shorter", "longer", "empty", "tuple")
 
 NOT_ARRAYS = ([1.0, 2.0], "abc", 3.0, object(), {"data": 1})
-BAD_DTYPES = ("int32", "int64", "float16", "bool", "complex64", "uint8", ">f4", ">f8")
+# (float16 and bfloat16 are storage dtypes of the CPU kernels: one among float32 arrays is an
+# "other float")
+BAD_DTYPES = ("int32", "int64", "bool", "complex64", "uint8", ">f4", ">f8")
 
 # What a broken entry must do: "error" (TypeError/ValueError naming it), "ok" (accepted, the
 # reference's result), "alias" (ValueError naming it and the array it shares memory with), or
@@ -85,7 +87,9 @@ def break_entry(draw: Any, kind: str, a: np.ndarray, written: bool,
     if kind == "dtype":
         return a.astype(draw(st.sampled_from(BAD_DTYPES))), ERROR, None
     if kind == "other float":
-        return a.astype(np.float32 if a.dtype == np.float64 else np.float64), ERROR, None
+        other = draw(st.sampled_from([d for d in ("float32", "float64", "float16")
+                                      if d != a.dtype.name]))
+        return a.astype(other), ERROR, None
     if kind == "shape":
         options = [a.reshape(a.shape + (1,)), np.zeros(numel(a.shape) + 1, a.dtype)]
         if a.ndim != 1:
@@ -129,7 +133,9 @@ def break_entry(draw: Any, kind: str, a: np.ndarray, written: bool,
 
 
 def _host(a: Any) -> Any:
-    return a.numpy() if isinstance(a, torch.Tensor) else a
+    if isinstance(a, torch.Tensor):
+        return a.float().numpy() if a.dtype == torch.bfloat16 else a.numpy()
+    return a
 
 
 def _message_names(exc: BaseException, *names: str) -> bool:
@@ -362,8 +368,8 @@ def test_clip_bad_input(shape_list, data, kind, seed, by_norm):
         reference.clip_grad_value(expected, 0.5)
     others = [("grad", k, g) for k, g in enumerate(grads) if k != i]
     new, outcome, partner = break_entry(data.draw, kind, grads[i], True, others)
-    if kind == "other float":
-        outcome = OK  # float32 and float64 gradients may be mixed
+    if kind in ("other float", "torch other dtype"):
+        outcome = OK  # gradients of any float storage dtype may be mixed (a table per dtype)
     if kind == "non-contiguous" and outcome == ERROR:
         outcome = EITHER  # clipping is element-wise: any dense layout may be clipped in place
     passed = list(grads)
@@ -376,7 +382,11 @@ def test_clip_bad_input(shape_list, data, kind, seed, by_norm):
     accepted, _ = expect(call, outcome, names, passed + grads, f"clip: grad[{i}] {kind}")
     if accepted:  # a gradient rounded to float32 moves the joint norm: float32's tolerance
         for k, (got, want) in enumerate(zip(passed, expected, strict=True)):
-            coarse = np.float32 if kind == "other float" else want.dtype
+            coarse = want.dtype
+            if kind == "other float":  # the coarser of the new dtype and float32
+                coarse = min(np.dtype(new.dtype), np.dtype(np.float32), key=lambda d: d.itemsize)
+            elif kind == "torch other dtype":
+                coarse = "bfloat16"
             assert_close(np.asarray(_host(got), want.dtype), want, coarse,
                          f"clip: grad[{i}] {kind}: grad[{k}]")
 

@@ -8,6 +8,7 @@ import itertools
 import warnings
 
 import pytest
+from tolerances import assert_close
 
 torch = pytest.importorskip("torch")
 
@@ -260,8 +261,8 @@ def test_lion_steps_strided_and_complex_params_and_refuses_the_rest_clearly(no_f
         assert torch.equal(_real(p.detach()), q.detach())
     half = torch.nn.Parameter(torch.zeros(3, dtype=torch.float16))
     half.grad = torch.ones(3, dtype=torch.float16)
-    with pytest.raises(TypeError, match=r"param\[0\].*float16"):
-        fo.Lion([half]).step()
+    fo.Lion([half], lr=0.5).step()  # 16-bit storage: the kernels' too
+    assert half.tolist() == [-0.5, -0.5, -0.5]
     q = torch.nn.Parameter(torch.zeros(4, 2))
     q.grad = torch.sparse_coo_tensor([[1]], [[1.0, 1.0]], (4, 2))
     with pytest.raises(TypeError, match="sparse"):
@@ -275,51 +276,65 @@ def _real(t):
 # --- dtypes and devices the kernels do not take -------------------------------------------
 
 
+def _against_reference(ours, a, twins, b, steps, monkeypatch, seed=0):
+    """Steps a (the kernels) and its twin b on the reference backend with the same grads, and
+    compares params and state in each param's own dtype within the tolerance table."""
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        for p, q in zip(ours, twins, strict=True):
+            p.grad = torch.randn(p.shape, generator=gen).to(p.dtype)
+            q.grad = p.grad.clone()
+        a.step()
+        with monkeypatch.context() as m:
+            m.setenv("FASTOPT_BACKEND", "reference")
+            b.step()
+    for p, q in zip(ours, twins, strict=True):
+        dtype = str(p.dtype).removeprefix("torch.")
+        assert p.dtype == q.dtype
+        assert_close(p.detach().double().numpy(), q.detach().double().numpy(), dtype)
+        sa, sb = a.state[p], b.state[q]
+        assert sorted(sa) == sorted(sb)
+        for k, v in sb.items():
+            assert sa[k].dtype == v.dtype, k  # state in the param's dtype, as torch keeps it
+            assert_close(sa[k].double().numpy(), v.double().numpy(), dtype, k)
+
+
 @pytest.mark.parametrize("name,kw", HALF_CASES)
-def test_half_precision_on_cpu_runs_torchs_step_beside_the_kernel(name, kw):
+def test_half_precision_on_cpu_is_stepped_by_the_kernels(name, kw, monkeypatch, no_fallback):
+    """float16 and bfloat16 params beside a float32 one in one group: every param on the
+    kernels (a table per dtype, math in float32), following the reference in its own dtype."""
+    pytest.importorskip("ml_dtypes")  # the reference backend's NumPy views of bfloat16
     gen = torch.Generator().manual_seed(4)
     ours = [torch.randn(5, 3, generator=gen, requires_grad=True),
             torch.randn(7, generator=gen, dtype=torch.float16, requires_grad=True),
             torch.randn(4, generator=gen, dtype=torch.bfloat16, requires_grad=True)]
-    theirs = [p.detach().clone().requires_grad_() for p in ours]
-    a, b = getattr(fo, name)(ours, **kw), getattr(torch.optim, name)(theirs, **kw)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        _run(ours, theirs, a, b, 4, _randn_like)
-    whys = sorted(str(w.message).split(": ")[1] for w in caught
-                  if "fastopt.torch" in str(w.message))
-    assert whys == ["torch.bfloat16 params on cpu", "torch.float16 params on cpu"]
+    twins = [p.detach().clone().requires_grad_() for p in ours]
+    a, b = getattr(fo, name)(ours, **kw), getattr(fo, name)(twins, **kw)
+    _against_reference(ours, a, twins, b, 4, monkeypatch)
     entry = a._fo_cache[0]
-    assert entry.fast == [0] and entry.torch_params == ours[1:]
-    assert entry.plain and entry.cache.builds == 1  # the float32 param: the cached tables
-    _close(ours[0], theirs[0])
-    for p, q in zip(ours[1:], theirs[1:], strict=True):
-        assert torch.equal(p, q)  # the very same code ran
-    for p, q in zip(ours, theirs, strict=True):
-        _state_close(a, b, p, q)
+    assert entry.fast is None and not entry.torch_params  # None: all of them
+    assert entry.plain and entry.cache.builds == 1
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_group_of_half_params_only_runs_torchs_step(name):
+def test_group_of_half_params_is_stepped_by_the_kernels(name, monkeypatch, no_fallback):
     ours = [torch.nn.Parameter(torch.randn(6, dtype=torch.float16))]
-    theirs = [torch.nn.Parameter(ours[0].detach().clone())]
-    a, b = getattr(fo, name)(ours, **FULL[name]), getattr(torch.optim, name)(theirs, **FULL[name])
-    with pytest.warns(UserWarning, match="float16 params on cpu"):
-        _run(ours, theirs, a, b, 3, _randn_like)
-    assert torch.equal(ours[0], theirs[0])
+    twins = [torch.nn.Parameter(ours[0].detach().clone())]
+    a, b = getattr(fo, name)(ours, **FULL[name]), getattr(fo, name)(twins, **FULL[name])
+    _against_reference(ours, a, twins, b, 3, monkeypatch)
 
 
-def test_param_turned_half_is_handed_to_torch():
+def test_param_turned_half_is_stepped_in_half(monkeypatch, no_fallback):
+    """p.data = p.data.half() between steps: the tables are rebuilt for float16 (the state
+    keeps torch's dtype rules: SGD's momentum buffer is made anew from the half grad)."""
     ours = [torch.nn.Parameter(torch.randn(6)), torch.nn.Parameter(torch.randn(3))]
-    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
-    a, b = fo.SGD(ours, lr=0.1), torch.optim.SGD(theirs, lr=0.1)
-    _run(ours, theirs, a, b, 2, _randn_like)
-    for p in ours + theirs:
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    a, b = fo.SGD(ours, lr=0.1), fo.SGD(twins, lr=0.1)
+    _against_reference(ours, a, twins, b, 2, monkeypatch)
+    for p in ours + twins:
         p.data = p.data.half()
-    with pytest.warns(UserWarning, match="float16 params on cpu"):
-        _run(ours, theirs, a, b, 2, _randn_like, seed=6)
-    for p, q in zip(ours, theirs, strict=True):
-        assert torch.equal(p, q)
+    _against_reference(ours, a, twins, b, 2, monkeypatch, seed=6)
+    assert all(p.dtype == torch.float16 for p in ours)
 
 
 @pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "Adagrad"])

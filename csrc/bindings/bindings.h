@@ -51,6 +51,14 @@ inline DType cpu_dtype(int code) {
   return DType(code);
 }
 
+// The optimizer and clipping kernels also store float16 and bfloat16 (math in float).
+inline DType cpu_storage_dtype(int code) {
+  if (code < int(DType::f32) || code > int(DType::bf16))
+    throw py::type_error("CPU optimizer and clipping kernels take float32, float64, float16 "
+                         "or bfloat16 arrays");
+  return DType(code);
+}
+
 void bind_runtime(py::module_& m);
 void bind_arrays(py::module_& m);
 void bind_optim(py::module_& m);

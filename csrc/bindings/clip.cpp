@@ -9,7 +9,7 @@ static void def_in_place(py::module_& m, const char* name, const char* value, Ke
       name,
       [kernel](const PtrTable& ptrs, const NumelArray& numel, int dtype, double v) {
         const TensorList tl = tensor_list(ptrs, numel, 1);
-        const DType dt = cpu_dtype(dtype);
+        const DType dt = cpu_storage_dtype(dtype);
         py::gil_scoped_release nogil;
         kernel(tl, dt, v);
       },
@@ -22,7 +22,7 @@ void bind_clip(py::module_& m) {
       "norm_sum",
       [](const PtrTable& ptrs, const NumelArray& numel, int dtype, int kind, double p) {
         const TensorList tl = tensor_list(ptrs, numel, 1);
-        const DType dt = cpu_dtype(dtype);
+        const DType dt = cpu_storage_dtype(dtype);
         if (kind < 0 || kind > int(NormKind::lp)) throw py::value_error("unknown norm kind");
         py::gil_scoped_release nogil;
         return [&]() -> double { FASTOPT_CPU_CALL(norm, tl, dt, NormKind(kind), p) }();

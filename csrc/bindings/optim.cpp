@@ -59,7 +59,7 @@ void bind_optim(py::module_& m) {
       "step",
       [](const std::string& op, const PtrTable& ptrs, const NumelArray& numel, int dtype,
          const ScalarVector& scalars) {
-        const DType dt = cpu_dtype(dtype);
+        const DType dt = cpu_storage_dtype(dtype);
         const OptimizerCall call = optimizer_call(op, ptrs, numel, scalars, 1, "");
         py::gil_scoped_release nogil;
         [&] { FASTOPT_CPU_CALL(step, call.index, call.tl, dt, call.scalars) }();

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "half.h"
 #include "multi_tensor.h"
 #include "ops.h"
 #include "reduce.h"
@@ -38,7 +39,7 @@ static double chunk_norm(int64_t n, const T* __restrict x, double p) {
 // Returns the sum of |x|^p over every element (the max |x| for linf); the caller takes the root.
 double norm(const TensorList& tl, DType dtype, NormKind kind, double p) {
   double result = 0.0;
-  dispatch_float(dtype, [&](auto tag) {
+  dispatch_storage(dtype, [&](auto tag) {
     using T = decltype(tag);
     const Chunks chunks(tl);
     std::vector<double> partial(chunks.count());
@@ -69,7 +70,7 @@ static void clamp_chunk(int64_t n, T* __restrict g, M clip_value) {
 }
 
 void scale(const TensorList& tl, DType dtype, double coef) {
-  dispatch_float(dtype, [&](auto tag) {
+  dispatch_storage(dtype, [&](auto tag) {
     using T = decltype(tag);
     for_each_chunk(tl, [&](int64_t, int64_t t, int64_t b, int64_t e) {
       scale_chunk(e - b, tl.slot<T>(0, t) + b, math_t<T>(coef));
@@ -78,7 +79,7 @@ void scale(const TensorList& tl, DType dtype, double coef) {
 }
 
 void clamp(const TensorList& tl, DType dtype, double clip_value) {
-  dispatch_float(dtype, [&](auto tag) {
+  dispatch_storage(dtype, [&](auto tag) {
     using T = decltype(tag);
     for_each_chunk(tl, [&](int64_t, int64_t t, int64_t b, int64_t e) {
       clamp_chunk(e - b, tl.slot<T>(0, t) + b, math_t<T>(clip_value));

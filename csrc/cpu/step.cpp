@@ -1,8 +1,10 @@
 // The CPU driver of every optimizer in fastopt/optimizers.h: one pass over each chunk of the
 // table, the rule applied element by element with its state in registers (fastopt/rule.h).
+#include <type_traits>
 #include <utility>
 
 #include "fastopt/optimizers.h"
+#include "half.h"
 #include "multi_tensor.h"
 #include "ops.h"
 
@@ -26,9 +28,9 @@ inline void store(T* x, int64_t i, M v) {
 // carries no branch on either and vectorizes; rows outside Use are null and never touched.
 template <class Op, unsigned V, bool L1, unsigned Use, typename T, typename M, size_t... I,
           typename... S>
-void step_chunk(int64_t n, T* __restrict param, const T* __restrict grad,
-                const typename Op::template Consts<M>& consts, std::index_sequence<I...>,
-                S* __restrict... state) {
+FASTOPT_HD void step_loop(int64_t n, T* __restrict param, const T* __restrict grad,
+                          const typename Op::template Consts<M>& consts, std::index_sequence<I...>,
+                          S* __restrict... state) {
   // a local copy: its fields cannot alias the rows, so they stay in registers and GCC can
   // unswitch the loop on the rule's run-time flags
   const typename Op::template Consts<M> c = consts;
@@ -40,21 +42,54 @@ void step_chunk(int64_t n, T* __restrict param, const T* __restrict grad,
   }
 }
 
+template <class Op, unsigned V, bool L1, unsigned Use, typename T, typename M, size_t... I,
+          typename... S>
+void step_chunk(int64_t n, T* __restrict param, const T* __restrict grad,
+                const typename Op::template Consts<M>& c, std::index_sequence<I...> rows,
+                S* __restrict... state) {
+  step_loop<Op, V, L1, Use, T, M>(n, param, grad, c, rows, state...);
+}
+
+// The same loop with every a * b + c rounded as written: for the ops whose math is float64
+// whatever the storage (Lion: the sign of an interpolation is the update), whose 16-bit state
+// must round exactly as the float64 reference's, ties included. A fused multiply-add (GCC
+// contracts by default) is nearer the real value, but a tie it breaks the other way flips a
+// sign later. (Clang and MSVC do not contract across statements; this attribute is GCC's.)
+#if defined(__GNUC__) && !defined(__clang__)
+#define FASTOPT_NO_CONTRACTION __attribute__((optimize("fp-contract=off")))
+#else
+#define FASTOPT_NO_CONTRACTION
+#endif
+template <class Op, unsigned V, bool L1, unsigned Use, typename T, typename M, size_t... I,
+          typename... S>
+FASTOPT_NO_CONTRACTION void step_chunk_exact(int64_t n, T* __restrict param,
+                                             const T* __restrict grad,
+                                             const typename Op::template Consts<M>& c,
+                                             std::index_sequence<I...> rows,
+                                             S* __restrict... state) {
+  step_loop<Op, V, L1, Use, T, M>(n, param, grad, c, rows, state...);
+}
+
 // The chunk [b, e) of tensor t: the rows the variant uses, null for the others.
 template <class Op, unsigned V, bool L1, typename T, typename M, size_t... I>
 void step_rows(const TensorList& tl, int64_t t, int64_t b, int64_t e,
                const typename Op::template Consts<M>& c, std::index_sequence<I...> rows) {
   constexpr unsigned Use = Op::uses(V);
-  step_chunk<Op, V, L1, Use, T, M>(
-      e - b, tl.slot<T>(0, t) + b, tl.slot<T>(1, t) + b, c, rows,
-      ((Use >> (2 + I) & 1u) ? tl.slot<T>(int(2 + I), t) + b : static_cast<T*>(nullptr))...);
+  if constexpr (std::is_same_v<typename Op::template Math<float>, double>)
+    step_chunk_exact<Op, V, L1, Use, T, M>(
+        e - b, tl.slot<T>(0, t) + b, tl.slot<T>(1, t) + b, c, rows,
+        ((Use >> (2 + I) & 1u) ? tl.slot<T>(int(2 + I), t) + b : static_cast<T*>(nullptr))...);
+  else
+    step_chunk<Op, V, L1, Use, T, M>(
+        e - b, tl.slot<T>(0, t) + b, tl.slot<T>(1, t) + b, c, rows,
+        ((Use >> (2 + I) & 1u) ? tl.slot<T>(int(2 + I), t) + b : static_cast<T*>(nullptr))...);
 }
 
 template <class Op>
 void step_op(const TensorList& tl, DType dtype, const double* s) {
   const unsigned variant = rule_info<Op>().variant(s);
   const bool l1 = s[kL1] != 0.0 || s[kProx] != 0.0;
-  dispatch_float(dtype, [&](auto tag) {
+  dispatch_storage(dtype, [&](auto tag) {
     using T = decltype(tag);
     using M = typename Op::template Math<T>;
     const typename Op::template Consts<M> c(s);

@@ -3,7 +3,9 @@
 Choice: the `backend=` argument, else the FASTOPT_BACKEND environment variable, else the first
 available backend for the arrays' device (CPU: cpu, numba, reference; CUDA: cuda, numba_cuda).
 An explicitly requested backend that cannot run raises and says why; the automatic choice
-falls back to the next one.
+falls back to the next one. Each backend declares the devices it runs on (`devices`) and the
+storage dtypes its optimizer and clipping kernels take (`dtypes`): a table of another dtype
+skips it in the automatic choice and is refused by name when it was requested.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ REGISTRY: dict[str, str] = {
     "cuda": "fastopt.backends.cuda",
     "numba_cuda": "fastopt.backends.numba_cuda",
 }
+
+#: Storage dtypes of every float kernel (a backend's `dtypes` when it does not say).
+ALL_DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 #: Automatic order per device type.
 AUTO_ORDER: dict[str, tuple[str, ...]] = {
@@ -56,8 +61,9 @@ def status() -> list[tuple[str, tuple[str, ...], bool, str]]:
     return rows
 
 
-def resolve(name: str | None, device: str = "cpu") -> Any:
-    """The backend to run on arrays of `device` ('cpu' or 'cuda')."""
+def resolve(name: str | None, device: str = "cpu", dtype: str | None = None) -> Any:
+    """The backend to run on arrays of `device` ('cpu' or 'cuda') stored as `dtype` (None:
+    any; the optimizer and clipping calls name their table's)."""
     requested = name or os.environ.get("FASTOPT_BACKEND") or None
     if requested:
         b = get(requested)
@@ -67,6 +73,9 @@ def resolve(name: str | None, device: str = "cpu") -> Any:
         if device not in b.devices:
             raise BackendUnavailable(f"backend {requested!r} runs on {', '.join(b.devices)} "
                                      f"arrays, not {device}")
+        if dtype is not None and dtype not in getattr(b, "dtypes", ALL_DTYPES):
+            raise BackendUnavailable(f"backend {requested!r} does not take {dtype} arrays "
+                                     f"(it takes {', '.join(b.dtypes)})")
         return b
     reasons = []
     for candidate in AUTO_ORDER.get(device, ()):
@@ -77,7 +86,10 @@ def resolve(name: str | None, device: str = "cpu") -> Any:
             ok, why = b.available()
         except Exception as exc:
             ok, why = False, str(exc)
+        if ok and dtype is not None and dtype not in getattr(b, "dtypes", ALL_DTYPES):
+            ok, why = False, f"does not take {dtype} arrays"
         if ok:
             return b
         reasons.append(f"{candidate}: {why}")
-    raise BackendUnavailable(f"no backend can run on {device} arrays ({'; '.join(reasons)})")
+    what = f"{dtype} arrays on {device}" if dtype else f"{device} arrays"
+    raise BackendUnavailable(f"no backend can run on {what} ({'; '.join(reasons)})")

@@ -93,6 +93,7 @@ def _dummy(dtype: str) -> np.ndarray:
 class NumbaBackend:
     name = "numba"
     devices = ("cpu",)
+    dtypes = ("float32", "float64")  # Numba's CPU target has no float16/bfloat16 arithmetic
 
     def available(self) -> tuple[bool, str]:
         try:

@@ -120,6 +120,7 @@ def _math_dtype(dtype: str) -> np.dtype:
 class NumbaCudaBackend:
     name = "numba_cuda"
     devices = ("cuda",)
+    dtypes = _DTYPES
 
     def __init__(self) -> None:
         self._dummies: dict[tuple[str, int], Any] = {}

@@ -20,8 +20,8 @@ refused:
   torch does; the state stays complex, torch's layout;
 - strided layouts (a param ``big[:, ::2]``, a grad or state laid out unlike its param): through
   contiguous copies, stepped, then copied back into the user's tensors;
-- anything else torch.optim accepts (``differentiable=True``, sparse gradients, float16 or
-  bfloat16 on the CPU, a device without a fastopt backend): that group (or those params) run
+- anything else torch.optim accepts (``differentiable=True``, sparse gradients, a dtype or
+  device without a fastopt backend): that group (or those params) run
   the torch class's own implementation on the same state dicts, with a one-time warning naming
   why.
 
