@@ -343,15 +343,15 @@ def copy_into(dst: Any, src: Any) -> None:
 def cpu_view(ptr: int, numel: int, dtype: str) -> np.ndarray:
     """A writable NumPy view of host memory, for backends that work on NumPy arrays."""
     if numel == 0:
-        return np.empty(0, dtype=_numpy_dtype(dtype))
+        return np.empty(0, dtype=numpy_dtype(dtype))
     import ctypes
 
     nbytes = numel * ITEMSIZE[dtype]
     buf = (ctypes.c_char * nbytes).from_address(ptr)
-    return np.frombuffer(buf, dtype=_numpy_dtype(dtype))
+    return np.frombuffer(buf, dtype=numpy_dtype(dtype))
 
 
-def _numpy_dtype(name: str) -> np.dtype:
+def numpy_dtype(name: str) -> np.dtype:
     """The NumPy dtype of a dtype name; bfloat16 is ml_dtypes' (NumPy has none)."""
     if name == "bfloat16":
         try:

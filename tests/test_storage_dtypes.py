@@ -155,6 +155,26 @@ def test_float_to_16bit_rounds_to_nearest_even(dtype, coef):
     np.testing.assert_array_equal(y.view(np.uint16), want.view(np.uint16))
 
 
+@pytest.mark.parametrize("dtype", DTYPES16)
+def test_optimizer_tiles_convert_every_bit_pattern(dtype):
+    """The optimizer drivers convert 16-bit rows in tiles (csrc/cpu/step.cpp: step_tiles, with
+    AVX2 / F16C sequences): SGD with lr 0 gives every pattern back, NaN as NaN; with p = 0 it
+    writes 0 - c * g rounded once, as NumPy / ml_dtypes round the float32 product."""
+    _cpu_kernels()
+    x = _all_patterns(dtype)
+    p = x.copy()
+    fastopt.functional.sgd_([p], [np.ones_like(x)], lr=0.0, backend="cpu")
+    nan = np.isnan(x.astype(np.float32))
+    np.testing.assert_array_equal(p.view(np.uint16)[~nan], x.view(np.uint16)[~nan])
+    assert np.isnan(p.astype(np.float32)[nan]).all()
+    g = x[~nan]
+    for c in (0.3, 1e-3, 7.0):
+        p = np.zeros_like(g)
+        fastopt.functional.sgd_([p], [g], lr=c, backend="cpu")
+        want = (np.float32(0) - np.float32(c) * g.astype(np.float32)).astype(g.dtype)
+        np.testing.assert_array_equal(p.view(np.uint16), want.view(np.uint16))
+
+
 def test_a_backend_without_16bit_kernels_is_refused_or_skipped(monkeypatch):
     _cpu_kernels()
     p = [np.ones(5, ml_dtypes.bfloat16)]

@@ -70,17 +70,54 @@ FASTOPT_NO_CONTRACTION void step_chunk_exact(int64_t n, T* __restrict param,
   step_loop<Op, V, L1, Use, T, M>(n, param, grad, c, rows, state...);
 }
 
+// One chunk, the exact-rounding loop for the float64-math ops.
+template <class Op, unsigned V, bool L1, unsigned Use, typename T, typename M, size_t... I,
+          typename... S>
+inline void step_any(int64_t n, T* param, const T* grad,
+                     const typename Op::template Consts<M>& c, std::index_sequence<I...> rows,
+                     S*... state) {
+  if constexpr (std::is_same_v<typename Op::template Math<float>, double>)
+    step_chunk_exact<Op, V, L1, Use, T, M>(n, param, grad, c, rows, state...);
+  else
+    step_chunk<Op, V, L1, Use, T, M>(n, param, grad, c, rows, state...);
+}
+
+// A chunk of 16-bit storage, a tile at a time: the used rows converted into math-type buffers
+// (one vector conversion each, half.h), the math-type loop run on them, the written rows
+// converted back. Converting inside the rule's loop instead costs several times the rule's own
+// arithmetic (float16's bit-exact conversion is ~20 vector operations).
+template <class Op, unsigned V, bool L1, unsigned Use, typename T, typename M, size_t... I,
+          typename... S>
+void step_tiles(int64_t n, T* param, const T* grad, const typename Op::template Consts<M>& c,
+                std::index_sequence<I...> rows, S*... state) {
+  constexpr int64_t kTile = 512;
+  constexpr unsigned kWrite = Op::kWritten & Use;
+  alignas(64) M p[kTile], g[kTile], st[Op::kState > 0 ? Op::kState : 1][kTile];
+  T* const rows_in[] = {state..., nullptr};
+  for (int64_t b = 0; b < n; b += kTile) {
+    const int64_t m = n - b < kTile ? n - b : kTile;
+    to_math(param + b, p, m);
+    to_math(grad + b, g, m);
+    ((Use >> (2 + I) & 1u ? to_math(rows_in[I] + b, st[I], m) : void()), ...);
+    step_any<Op, V, L1, Use, M, M>(m, p, g, c, rows,
+                                   ((Use >> (2 + I) & 1u) ? st[I] : static_cast<M*>(nullptr))...);
+    from_math(p, param + b, m);
+    ((kWrite >> (2 + I) & 1u ? from_math(st[I], rows_in[I] + b, m) : void()), ...);
+  }
+}
+
 // The chunk [b, e) of tensor t: the rows the variant uses, null for the others.
 template <class Op, unsigned V, bool L1, typename T, typename M, size_t... I>
 void step_rows(const TensorList& tl, int64_t t, int64_t b, int64_t e,
                const typename Op::template Consts<M>& c, std::index_sequence<I...> rows) {
   constexpr unsigned Use = Op::uses(V);
-  if constexpr (std::is_same_v<typename Op::template Math<float>, double>)
-    step_chunk_exact<Op, V, L1, Use, T, M>(
+  constexpr bool k16 = std::is_same_v<T, f16> || std::is_same_v<T, bf16>;
+  if constexpr (k16)
+    step_tiles<Op, V, L1, Use, T, M>(
         e - b, tl.slot<T>(0, t) + b, tl.slot<T>(1, t) + b, c, rows,
         ((Use >> (2 + I) & 1u) ? tl.slot<T>(int(2 + I), t) + b : static_cast<T*>(nullptr))...);
   else
-    step_chunk<Op, V, L1, Use, T, M>(
+    step_any<Op, V, L1, Use, T, M>(
         e - b, tl.slot<T>(0, t) + b, tl.slot<T>(1, t) + b, c, rows,
         ((Use >> (2 + I) & 1u) ? tl.slot<T>(int(2 + I), t) + b : static_cast<T*>(nullptr))...);
 }

@@ -33,7 +33,7 @@ from . import (
 )
 
 _SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64", "bfloat16", "float16")
 DEFAULT_OPS = ("adamw", "sgd_momentum")
 DEFAULT_SIZES = (1 << 20, 1 << 24)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .._arrays import numpy_dtype
 from .probe import Streams
 
 #: torch's implementations, as variant names
@@ -45,7 +46,7 @@ class Case:
 
     @property
     def itemsize(self) -> int:
-        return np.dtype(self.dtype).itemsize
+        return numpy_dtype(self.dtype).itemsize
 
 
 Setup = Callable[[Case, str], Callable[[], object]]
@@ -91,14 +92,23 @@ def _arrays(case: Case, count: int, scale: float = 1.0, seed: int = 0) -> list[l
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(count):
-        out.append([(rng.standard_normal(case.size) * scale).astype(case.dtype)
+        out.append([(rng.standard_normal(case.size) * scale).astype(numpy_dtype(case.dtype))
                     for _ in range(case.tensors)])
     return out
 
 
 def _to_torch(arrays: list[np.ndarray]) -> list[Any]:
     torch = _torch()
-    return [torch.from_numpy(a.copy()) for a in arrays]
+    # torch takes no ml_dtypes array: bfloat16 goes through float32 (exact both ways)
+    return [torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16)
+            if a.dtype.name == "bfloat16" else torch.from_numpy(a.copy()) for a in arrays]
+
+
+def _loss_dtype(case: Case) -> str:
+    """The losses' kernels take float32 and float64."""
+    if case.dtype not in ("float32", "float64"):
+        raise Unavailable(f"the loss kernels take float32 or float64, not {case.dtype}")
+    return case.dtype
 
 
 def _optim_setup(fastopt_cls: str, torch_cls: str | None, kwargs: dict[str, Any],
@@ -225,7 +235,7 @@ def _cross_entropy_setup(inplace: bool) -> Setup:
         classes = min(LOSS_CLASSES, case.size)
         rows = case.size // classes
         rng = np.random.default_rng(0)
-        logits = rng.standard_normal((rows, classes)).astype(case.dtype)
+        logits = rng.standard_normal((rows, classes)).astype(_loss_dtype(case))
         target = rng.integers(0, classes, rows)
         if variant == TORCH_AUTOGRAD:
             torch = _torch()
@@ -276,7 +286,7 @@ def _elementwise_setup(fastopt_fn: str, torch_fn: str, kind: str,
         y = rng.random(case.size) if kind == "probs" else rng.standard_normal(case.size)
         if fastopt_fn == "kl_div":
             x = np.log(rng.random(case.size) + 1e-3)
-        x, y = x.astype(case.dtype), y.astype(case.dtype)
+        x, y = x.astype(_loss_dtype(case)), y.astype(case.dtype)
         if variant == TORCH_AUTOGRAD:
             torch = _torch()
             xt = torch.from_numpy(x).requires_grad_()
@@ -312,7 +322,7 @@ def _linear_ce_shape(case: Case) -> tuple[int, int, int]:
 def _linear_ce_data(case: Case) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n, h, v = _linear_ce_shape(case)
     rng = np.random.default_rng(0)
-    hidden = rng.standard_normal((n, h)).astype(case.dtype)
+    hidden = rng.standard_normal((n, h)).astype(_loss_dtype(case))
     weight = (rng.standard_normal((v, h)) / np.sqrt(h)).astype(case.dtype)
     return hidden, weight, rng.integers(0, v, n)
 
