@@ -90,7 +90,7 @@ template <class Op, unsigned V, bool L1, unsigned Use, typename T, typename M, s
           typename... S>
 void step_tiles(int64_t n, T* param, const T* grad, const typename Op::template Consts<M>& c,
                 std::index_sequence<I...> rows, S*... state) {
-  constexpr int64_t kTile = 512;
+  constexpr int64_t kTile = 256;
   constexpr unsigned kWrite = Op::kWritten & Use;
   alignas(64) M p[kTile], g[kTile], st[Op::kState > 0 ? Op::kState : 1][kTile];
   T* const rows_in[] = {state..., nullptr};
