@@ -18,6 +18,7 @@ generic describe() only for other array types.
 
 from __future__ import annotations
 
+import copy
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -167,6 +168,19 @@ class TensorTable:
             if specs and specs[0].obj is not None:
                 return cuda_stream(specs[0].obj, self.device[1])
         return self._stream
+
+    def only(self, slot: str) -> TensorTable:
+        """A table of this one's `slot` row alone, at its current pointers (the grads of an
+        optimizer's table, for a kernel that walks row 0: clipping's scale)."""
+        sub = copy.copy(self)
+        sub.slots = (slot,)
+        sub.ptrs = self.ptrs[self.row(slot)][None].copy()
+        sub.specs = {slot: self.specs.get(slot)}
+        sub.written = frozenset({slot})
+        sub._stream = self.stream()
+        sub._objects, sub._ptr_lists = {}, {}
+        sub._written_objects, sub._others_sorted = [], None  # nothing to bump from here
+        return sub
 
     def nbytes(self) -> np.ndarray:
         return self.numel * ITEMSIZE[self.dtype]

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import backends, ops
+from ._arrays import check_writable, describe
 from ._table import TableCache, TensorTable, build_tables
 
 Arrays = Sequence[Any]
@@ -48,17 +49,54 @@ def check_step_count(value: Any, where: str) -> float:
     return step
 
 
+def _host_number(value: Any, name: str) -> float:
+    """A number given as a Python number or a one-element array or tensor (read on the host:
+    for a CUDA tensor, one synchronization)."""
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
+        if hasattr(value, "item"):
+            value = value.item()
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name}: expected a number or a one-element array, got "
+                         f"{type(value).__name__}"
+                         f"{tuple(value.shape) if hasattr(value, 'shape') else ''}") from None
+
+
+def grad_scaling(grad_scale: Any = None, found_inf: Any = None) -> tuple[float, bool]:
+    """(unscale, skip) of a step given torch.amp.GradScaler's `grad_scale` (the loss scale the
+    gradients carry; None: 1) and `found_inf` (nonzero: some gradient is inf or NaN; None: 0):
+    the factor 1 / grad_scale the kernels multiply the gradients by (exact for GradScaler's
+    power-of-two scales), and whether the step must change nothing at all."""
+    skip = found_inf is not None and _host_number(found_inf, "found_inf") != 0.0
+    if grad_scale is None:
+        return 1.0, skip
+    scale = _host_number(grad_scale, "grad_scale")
+    if not (0.0 < scale < math.inf):
+        raise ValueError(f"grad_scale must be a finite number > 0, got {scale}")
+    return 1.0 / scale, skip
+
+
 def tables_for(op: str, arrays: dict[str, Arrays | None],
-               required: Sequence[str] | None = None) -> list[TensorTable]:
+               required: Sequence[str] | None = None,
+               write_grads: bool = False) -> list[TensorTable]:
     """Validated pointer tables for one call of optimizer `op` (`required`: the rows that must
     be given, by default params and grads; the optimizers pass ("param",) to check params
-    alone)."""
+    alone; `write_grads`: the call unscales the grads in place, so they must be writable)."""
     for slot in ("param", "grad") if required is None else required:
         if arrays.get(slot) is None:
             raise ValueError(f"{slot}: required by {op} (got None)")
     slots = SLOTS[op]
-    written = {s for s in slots if s not in READ_ONLY}
+    written = {s for s in slots if s not in READ_ONLY or write_grads}
     return build_tables(slots, arrays, written)
+
+
+def check_writable_grads(grads: Arrays) -> None:
+    """ValueError for a read-only grad: a step with a grad_scale unscales the grads in place."""
+    for i, g in enumerate(grads):
+        if g is not None:
+            check_writable(describe(g, "grad", i), "grad", i)
 
 
 def table_cache(op: str, *, trusted_shapes: bool = False) -> TableCache:
@@ -70,13 +108,40 @@ def table_cache(op: str, *, trusted_shapes: bool = False) -> TableCache:
 
 
 def run(op: str, tables: Sequence[TensorTable], backend: str | None,
-        scalars: ops.Scalars) -> None:
+        scalars: ops.Scalars, unscale: float = 1.0) -> None:
     """Run optimizer `op` over validated tables, each on the backend for its device, then
-    bump the autograd version of every torch tensor written (as torch's in-place ops do)."""
+    bump the autograd version of every torch tensor written (as torch's in-place ops do).
+    unscale != 1 (1 / GradScaler's scale): the grads are unscaled in place first, g = g *
+    unscale, in the step's own pass where the backend can (`fused_unscale`), else by a pass of
+    its clipping kernel before the step. With the group's stochastic_rounding, 16-bit params
+    are rounded stochastically (fastopt.reference.rounding), each tensor keyed by its position
+    in the caller's list; a backend without it (`stochastic_rounding`) is refused."""
+    base = ops.stochastic_base(scalars)
     for t in tables:
-        backends.resolve(backend, t.device[0], t.dtype).step(op, t, scalars)
+        b = backends.resolve(backend, t.device[0], t.dtype)
+        kw: dict[str, Any] = {}
+        if base is not None and t.dtype in ops.STOCHASTIC_DTYPES:
+            if not getattr(b, "stochastic_rounding", False):
+                raise backends.BackendUnavailable(
+                    f"backend {b.name!r} has no stochastic rounding of {t.dtype} params (the "
+                    "cpu and reference backends have it): stochastic_rounding=False steps "
+                    "them rounded to nearest")
+            kw["stochastic"] = (t.index, base)
+        if unscale != 1.0 and getattr(b, "fused_unscale", False):
+            kw["unscale"] = unscale
+        elif unscale != 1.0:
+            b.scale(t.only("grad"), unscale)
+        b.step(op, t, scalars, **kw)
     for t in tables:
         t.bump_versions()
+
+
+GRAD_SCALING_DOC = """
+
+    grad_scale, found_inf: as torch's fused optimizers take them from torch.amp.GradScaler
+    (numbers or one-element arrays or tensors). The grads are unscaled in place, g = g *
+    (1 / grad_scale), and the step takes them so; a nonzero found_inf skips the step: nothing
+    changes, grads included."""
 
 
 def _functional(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> Callable[..., Any]:
@@ -87,7 +152,8 @@ def _functional(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> Callabl
     extra = tuple(spec.scalar_state)
 
     def step_(params: Arrays, grads: Arrays, *state: Arrays | None, step: int | None = None,
-              first_step: bool = False, backend: str | None = None, **kw: Any) -> Any:
+              first_step: bool = False, grad_scale: Any = None, found_inf: Any = None,
+              backend: str | None = None, **kw: Any) -> Any:
         if len(state) > len(rows):
             raise TypeError(f"{name}_() takes {2 + len(rows)} lists of arrays "
                             f"(params, grads, {', '.join(rows)}), got {2 + len(state)}")
@@ -97,8 +163,11 @@ def _functional(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> Callabl
             raise TypeError(f"{name}_() got unexpected keyword arguments {sorted(unknown)}")
         group = {**defaults, **kw, **fixed}
         spec.validate(group)
-        if spec.uses_step:
+        if spec.uses_step or step is not None:
             _step(step)
+        elif group["stochastic_rounding"]:
+            raise ValueError(f"{name}_: stochastic_rounding needs step= (the step count keys "
+                             "the random bits: a new one each step)")
         needed = spec.state_slots(group)
         arrays: dict[str, Arrays | None] = {"param": params, "grad": grads}
         for slot, arg, given in zip(spec.slots, rows, (*state, *[None] * len(rows)),
@@ -106,9 +175,13 @@ def _functional(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> Callabl
             if slot.name in needed and given is None:
                 raise ValueError(f"{arg}: required by {name}_ with these options")
             arrays[slot.name] = given if slot.name in needed else None
-        tables = tables_for(spec.name, arrays)
+        unscale, skip = grad_scaling(grad_scale, found_inf)
+        tables = tables_for(spec.name, arrays, write_grads=unscale != 1.0)
+        if skip:  # GradScaler found an inf or NaN: nothing changes
+            return {k: float(scalar_state.get(k, s.init))
+                    for k, s in spec.scalar_state.items()} or None
         scalars = spec.prepare(group, float(step or 0), first_step, scalar_state)
-        run(spec.name, tables, backend, scalars)
+        run(spec.name, tables, backend, scalars, unscale)
         return scalars.after or None
 
     optional = {s.name for s in spec.slots if s.when is not None}
@@ -116,13 +189,14 @@ def _functional(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> Callabl
     params = [P("params", P.POSITIONAL_OR_KEYWORD), P("grads", P.POSITIONAL_OR_KEYWORD)]
     params += [P(r, P.POSITIONAL_OR_KEYWORD, default=None) if s.name in optional
                else P(r, P.POSITIONAL_OR_KEYWORD) for r, s in zip(rows, spec.slots, strict=True)]
-    if spec.uses_step:
-        params.append(P("step", P.KEYWORD_ONLY))
+    # the step count: the bias corrections' (required), else only stochastic rounding's key
+    params.append(P("step", P.KEYWORD_ONLY) if spec.uses_step
+                  else P("step", P.KEYWORD_ONLY, default=None))
     if spec.fresh_flag:
         params.append(P("first_step", P.KEYWORD_ONLY, default=False))
     params += [P(k, P.KEYWORD_ONLY, default=s.init) for k, s in spec.scalar_state.items()]
     params += [P(k, P.KEYWORD_ONLY, default=v) for k, v in defaults.items() if k not in fixed]
-    params.append(P("backend", P.KEYWORD_ONLY, default=None))
+    params += [P(k, P.KEYWORD_ONLY, default=None) for k in ("grad_scale", "found_inf", "backend")]
     step_.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     step_.__name__ = step_.__qualname__ = f"{name}_"
     step_.spec = spec  # type: ignore[attr-defined]
@@ -130,6 +204,7 @@ def _functional(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> Callabl
     step_.__doc__ = (f"One {alias.cls if alias else spec.cls} step in place over lists of "
                      f"arrays (params, grads, {rows_doc}); formula: fastopt.reference."
                      f"{spec.name}.\n\n    " + (alias.doc if alias and alias.doc else spec.doc)
+                     + GRAD_SCALING_DOC
                      + ("\n\n    Returns the scalar state after the step: "
                         f"{', '.join(extra)}." if extra else ""))
     return step_

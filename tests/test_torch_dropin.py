@@ -423,13 +423,16 @@ def test_older_state_dicts_load_and_step_as_torch(name):
 
 
 @pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "Adagrad"])
-def test_fused_flag_leaves_unscaling_to_grad_scaler(name):
+def test_grad_scaler_hands_its_scale_to_every_step(name):
+    """GradScaler passes its scale and inf flag to the step (tests/test_grad_scaling.py has
+    the rest): the result is that of torch's unfused step, which GradScaler unscales for."""
     gen = torch.Generator().manual_seed(8)
     ours = [torch.randn(5, generator=gen, requires_grad=True)]
     theirs = [p.detach().clone().requires_grad_() for p in ours]
-    a = getattr(fo, name)(ours, lr=0.1, fused=True)
+    a = getattr(fo, name)(ours, lr=0.1, fused=False)
     b = getattr(torch.optim, name)(theirs, lr=0.1)
-    assert not getattr(a, "_step_supports_amp_scaling", False)
+    assert a._step_supports_amp_scaling
+    assert not getattr(b, "_step_supports_amp_scaling", False)
     assert isinstance(a, getattr(torch.optim, name))
     scalers = [torch.amp.GradScaler("cpu", init_scale=1024.0) for _ in range(2)]
     for i in range(4):

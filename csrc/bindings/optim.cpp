@@ -1,5 +1,6 @@
 // The optimizers: _C.step for any op of fastopt/optimizers.h, and _C.optimizers, the list's
 // metadata that the Python spec checks its own against at import.
+#include <cmath>
 #include <string>
 
 #include "bindings.h"
@@ -58,17 +59,39 @@ void bind_optim(py::module_& m) {
   m.def(
       "step",
       [](const std::string& op, const PtrTable& ptrs, const NumelArray& numel, int dtype,
-         const ScalarVector& scalars) {
+         const ScalarVector& scalars, double unscale, const py::object& stochastic_ids,
+         uint32_t stochastic_base) {
         const DType dt = cpu_storage_dtype(dtype);
         const OptimizerCall call = optimizer_call(op, ptrs, numel, scalars, 1, "");
+        const std::string who = std::string(call.rule->name) + ": ";
+        if (!(unscale > 0.0 && std::isfinite(unscale)))
+          throw py::value_error(who + "unscale must be a finite number > 0, got " +
+                                std::to_string(unscale));
+        const int64_t* ids = nullptr;
+        NumelArray id_array;
+        if (!stochastic_ids.is_none()) {
+          if (!NumelArray::check_(stochastic_ids))
+            throw py::type_error(who + "stochastic_ids must be a C-contiguous int64 array");
+          id_array = stochastic_ids.cast<NumelArray>();
+          if (id_array.ndim() != 1 || id_array.shape(0) != call.tl.n_tensors)
+            throw py::value_error(who + "stochastic_ids must hold one id per tensor (" +
+                                  std::to_string(call.tl.n_tensors) + ")");
+          ids = id_array.data();
+        }
         py::gil_scoped_release nogil;
-        [&] { FASTOPT_CPU_CALL(step, call.index, call.tl, dt, call.scalars) }();
+        [&] {
+          FASTOPT_CPU_CALL(step, call.index, call.tl, dt, call.scalars, unscale, ids,
+                           stochastic_base)
+        }();
       },
       "one step of optimizer `op` over a table of rows (optimizers()[i]['slots']) x tensors, "
       "in place; scalars: the op's float64 scalar vector (head one, sign, l1, prox, then "
-      "optimizers()[i]['scalars'])",
+      "optimizers()[i]['scalars']); unscale != 1: the gradients are unscaled in place first "
+      "(g = g * unscale), and the step takes them so; stochastic_ids (an int64 id per tensor): "
+      "16-bit params rounded stochastically, keyed by (stochastic_base, id, element)",
       py::arg("op"), py::arg("ptrs").noconvert(), py::arg("numel").noconvert(), py::arg("dtype"),
-      py::arg("scalars").noconvert());
+      py::arg("scalars").noconvert(), py::arg("unscale") = 1.0,
+      py::arg("stochastic_ids") = py::none(), py::arg("stochastic_base") = 0u);
 
   m.def(
       "optimizers",

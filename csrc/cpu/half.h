@@ -142,6 +142,57 @@ inline void from_math(const M* __restrict src, T* __restrict dst, int64_t n) {
   for (; i < n; ++i) dst[i] = T(src[i]);
 }
 
+// --- stochastic rounding --------------------------------------------------------------------
+// A counter-based generator: C. Wellons' lowbias32 integer hash (a bijection of 32-bit words
+// with near-ideal avalanche), applied to a key of (seed, step, tensor) and the element index,
+// so each element's random bits depend on nothing else: the same for any thread count and
+// chunking. fastopt/reference/_io.py holds the same functions in NumPy.
+inline uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7FEB352Du;
+  x ^= x >> 15;
+  x *= 0x846CA68Bu;
+  x ^= x >> 16;
+  return x;
+}
+
+// float -> 16 bits rounded stochastically with the 32 random bits r: away from zero with
+// probability equal to the fraction of an ulp the value lies beyond the 16-bit value toward
+// zero (the random low bits added, then truncated), so that the rounding is unbiased; NaN and
+// infinity convert as with round to nearest.
+inline uint16_t stochastic_bits(bf16, float f, uint32_t r) {
+  const uint32_t u = float_to_bits(f);
+  const uint32_t finite = (u & 0x7F800000u) != 0x7F800000u;
+  return finite ? uint16_t((u + (r >> 16)) >> 16) : bf16(f).bits;
+}
+
+inline uint16_t stochastic_bits(f16, float f, uint32_t r) {
+  const uint32_t x = float_to_bits(f);
+  const uint32_t sign = x & 0x80000000u;
+  const uint32_t a = x ^ sign;
+  // normal results: 13 low bits dropped, the random ones added first; a carry rounds up
+  const uint32_t normal = ((a + (r >> 19)) >> 13) - ((127u - 15u) << 10);
+  // subnormal results (|f| < 2^-14): the bits are the integer |f| * 2^24, rounded by adding a
+  // uniform fraction of 13 bits and truncating (1024 is the smallest normal's bits)
+  const float y = bits_to_float(a) * 16777216.0f + float(r >> 19) * (1.0f / 8192.0f);
+  const uint32_t small = uint32_t(int32_t(y));
+  const uint32_t o = a >= (127u + 16u) << 23 ? uint32_t(f16(f).bits & 0x7FFFu)
+                                             : (a < 113u << 23 ? small : normal);
+  return uint16_t(o | (sign >> 16));
+}
+
+// The param row of a tile rounded stochastically: element first + j gets the bits
+// mix32(mix32(key ^ hi) ^ lo) of its index (hi, lo: the index's upper and lower 32 bits; a
+// tile never straddles a multiple of 2^32).
+template <typename M, typename T>
+inline void from_math_stochastic(const M* __restrict src, T* __restrict dst, int64_t n,
+                                 uint32_t key, int64_t first) {
+  const uint32_t k = mix32(key ^ uint32_t(uint64_t(first) >> 32));
+  const uint32_t lo = uint32_t(uint64_t(first));
+  for (int64_t j = 0; j < n; ++j)
+    dst[j].bits = stochastic_bits(T{}, float(src[j]), mix32(k ^ (lo + uint32_t(j))));
+}
+
 // Calls f(T{}) for the storage type of dtype: every float dtype the optimizer and clipping
 // kernels take (the bindings refuse any other code first).
 template <typename F>

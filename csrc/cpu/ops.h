@@ -19,9 +19,13 @@ const char* isa_name(Isa isa);
 constexpr int kProbeMaxRw = 4, kProbeMaxRo = 2, kProbeMaxWo = 1;
 
 // One declaration per kernel; each ISA namespace gets the same list. step: the optimizer at
-// index `op` of fastopt/optimizers.h, with its full scalar vector (fastopt/rule.h).
+// index `op` of fastopt/optimizers.h, with its full scalar vector (fastopt/rule.h); unscale != 1:
+// the gradients are first unscaled in place (g = g * unscale: GradScaler's 1 / scale);
+// stochastic_ids (one id per tensor, or null): 16-bit params rounded stochastically with the
+// keys of (stochastic_base, id) (half.h).
 #define FASTOPT_CPU_KERNELS                                                    \
-  void step(int op, const TensorList&, DType, const double* scalars);          \
+  void step(int op, const TensorList&, DType, const double* scalars, double unscale,  \
+            const int64_t* stochastic_ids, uint32_t stochastic_base);                \
   void probe(const TensorList&, int n_rw, int n_ro, int n_wo);                 \
   double norm(const TensorList&, DType, NormKind, double p);                   \
   void scale(const TensorList&, DType, double coef);                           \

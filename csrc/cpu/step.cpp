@@ -28,9 +28,9 @@ inline void store(T* x, int64_t i, M v) {
 // carries no branch on either and vectorizes; rows outside Use are null and never touched.
 template <class Op, unsigned V, bool L1, unsigned Use, typename T, typename M, size_t... I,
           typename... S>
-FASTOPT_HD void step_loop(int64_t n, T* __restrict param, const T* __restrict grad,
-                          const typename Op::template Consts<M>& consts, std::index_sequence<I...>,
-                          S* __restrict... state) {
+void step_chunk(int64_t n, T* __restrict param, const T* __restrict grad,
+                const typename Op::template Consts<M>& consts, std::index_sequence<I...>,
+                S* __restrict... state) {
   // a local copy: its fields cannot alias the rows, so they stay in registers and GCC can
   // unswitch the loop on the rule's run-time flags
   const typename Op::template Consts<M> c = consts;
@@ -40,14 +40,6 @@ FASTOPT_HD void step_loop(int64_t n, T* __restrict param, const T* __restrict gr
     (store<(Use >> (2 + I) & 1u) != 0>(state, i, st[I]), ...);
     param[i] = T(p);
   }
-}
-
-template <class Op, unsigned V, bool L1, unsigned Use, typename T, typename M, size_t... I,
-          typename... S>
-void step_chunk(int64_t n, T* __restrict param, const T* __restrict grad,
-                const typename Op::template Consts<M>& c, std::index_sequence<I...> rows,
-                S* __restrict... state) {
-  step_loop<Op, V, L1, Use, T, M>(n, param, grad, c, rows, state...);
 }
 
 // The same loop with every a * b + c rounded as written: for the ops whose math is float64
@@ -67,7 +59,7 @@ FASTOPT_NO_CONTRACTION void step_chunk_exact(int64_t n, T* __restrict param,
                                              const typename Op::template Consts<M>& c,
                                              std::index_sequence<I...> rows,
                                              S* __restrict... state) {
-  step_loop<Op, V, L1, Use, T, M>(n, param, grad, c, rows, state...);
+  step_chunk<Op, V, L1, Use, T, M>(n, param, grad, c, rows, state...);
 }
 
 // One chunk, the exact-rounding loop for the float64-math ops.
@@ -82,13 +74,24 @@ inline void step_any(int64_t n, T* param, const T* grad,
     step_chunk<Op, V, L1, Use, T, M>(n, param, grad, c, rows, state...);
 }
 
+// Stochastic rounding of 16-bit params: on, and the key of tensor t of the table (the tensor's
+// id mixed into the step's base key, see half.h).
+struct Stochastic {
+  bool on = false;
+  uint32_t base = 0;
+  const int64_t* ids = nullptr;
+  uint32_t key(int64_t t) const { return mix32(base ^ uint32_t(uint64_t(ids[t]))); }
+};
+
 // A chunk of 16-bit storage, a tile at a time: the used rows converted into math-type buffers
 // (one vector conversion each, half.h), the math-type loop run on them, the written rows
-// converted back. Converting inside the rule's loop instead costs several times the rule's own
-// arithmetic (float16's bit-exact conversion is ~20 vector operations).
+// converted back (the gradient too when it is unscaled; the param stochastically with `sr`).
+// Converting inside the rule's loop instead costs several times the rule's own arithmetic
+// (float16's bit-exact conversion is ~20 vector operations).
 template <class Op, unsigned V, bool L1, unsigned Use, typename T, typename M, size_t... I,
           typename... S>
-void step_tiles(int64_t n, T* param, const T* grad, const typename Op::template Consts<M>& c,
+void step_tiles(int64_t n, T* param, T* grad, const typename Op::template Consts<M>& c,
+                M unscale, const Stochastic& sr, int64_t t, int64_t first,
                 std::index_sequence<I...> rows, S*... state) {
   constexpr int64_t kTile = 256;
   constexpr unsigned kWrite = Op::kWritten & Use;
@@ -98,32 +101,51 @@ void step_tiles(int64_t n, T* param, const T* grad, const typename Op::template 
     const int64_t m = n - b < kTile ? n - b : kTile;
     to_math(param + b, p, m);
     to_math(grad + b, g, m);
+    if (unscale != M(1)) {
+      // the update takes the unscaled gradient unrounded, as torch's fused steps do
+      for (int64_t i = 0; i < m; ++i) g[i] = g[i] * unscale;
+      from_math(g, grad + b, m);
+    }
     ((Use >> (2 + I) & 1u ? to_math(rows_in[I] + b, st[I], m) : void()), ...);
     step_any<Op, V, L1, Use, M, M>(m, p, g, c, rows,
                                    ((Use >> (2 + I) & 1u) ? st[I] : static_cast<M*>(nullptr))...);
-    from_math(p, param + b, m);
+    if (sr.on)
+      from_math_stochastic(p, param + b, m, sr.key(t), first + b);
+    else
+      from_math(p, param + b, m);
     ((kWrite >> (2 + I) & 1u ? from_math(st[I], rows_in[I] + b, m) : void()), ...);
   }
 }
 
 // The chunk [b, e) of tensor t: the rows the variant uses, null for the others.
+// (unscale != 1: the gradient is first unscaled in place, g = g * unscale, while the chunk is in
+// cache: one pass over memory still.)
 template <class Op, unsigned V, bool L1, typename T, typename M, size_t... I>
 void step_rows(const TensorList& tl, int64_t t, int64_t b, int64_t e,
-               const typename Op::template Consts<M>& c, std::index_sequence<I...> rows) {
+               const typename Op::template Consts<M>& c, double unscale,
+               const Stochastic& sr, std::index_sequence<I...> rows) {
   constexpr unsigned Use = Op::uses(V);
   constexpr bool k16 = std::is_same_v<T, f16> || std::is_same_v<T, bf16>;
-  if constexpr (k16)
+  T* const grad = tl.slot<T>(1, t) + b;
+  if constexpr (k16) {
     step_tiles<Op, V, L1, Use, T, M>(
-        e - b, tl.slot<T>(0, t) + b, tl.slot<T>(1, t) + b, c, rows,
+        e - b, tl.slot<T>(0, t) + b, grad, c, M(unscale), sr, t, b, rows,
         ((Use >> (2 + I) & 1u) ? tl.slot<T>(int(2 + I), t) + b : static_cast<T*>(nullptr))...);
-  else
+  } else {
+    (void)sr;  // 32- and 64-bit params round to nearest
+    if (unscale != 1.0) {
+      const math_t<T> u(unscale);
+      for (int64_t i = 0; i < e - b; ++i) grad[i] = T(math_t<T>(grad[i]) * u);
+    }
     step_any<Op, V, L1, Use, T, M>(
-        e - b, tl.slot<T>(0, t) + b, tl.slot<T>(1, t) + b, c, rows,
+        e - b, tl.slot<T>(0, t) + b, grad, c, rows,
         ((Use >> (2 + I) & 1u) ? tl.slot<T>(int(2 + I), t) + b : static_cast<T*>(nullptr))...);
+  }
 }
 
 template <class Op>
-void step_op(const TensorList& tl, DType dtype, const double* s) {
+void step_op(const TensorList& tl, DType dtype, const double* s, double unscale,
+             const Stochastic& sr) {
   const unsigned variant = rule_info<Op>().variant(s);
   const bool l1 = s[kL1] != 0.0 || s[kProx] != 0.0;
   dispatch_storage(dtype, [&](auto tag) {
@@ -134,7 +156,7 @@ void step_op(const TensorList& tl, DType dtype, const double* s) {
       with_flag(l1, [&](auto l1_on) {
         for_each_chunk(tl, [&](int64_t, int64_t t, int64_t b, int64_t e) {
           step_rows<Op, decltype(v)::value, decltype(l1_on)::value, T, M>(
-              tl, t, b, e, c, std::make_index_sequence<Op::kState>{});
+              tl, t, b, e, c, unscale, sr, std::make_index_sequence<Op::kState>{});
         });
       });
     });
@@ -143,9 +165,12 @@ void step_op(const TensorList& tl, DType dtype, const double* s) {
 
 }  // namespace
 
-void step(int op, const TensorList& tl, DType dtype, const double* scalars) {
-  visit(Optimizers{}, op,
-        [&](auto tag) { step_op<typename decltype(tag)::type>(tl, dtype, scalars); });
+void step(int op, const TensorList& tl, DType dtype, const double* scalars, double unscale,
+          const int64_t* stochastic_ids, uint32_t stochastic_base) {
+  const Stochastic sr{stochastic_ids != nullptr, stochastic_base, stochastic_ids};
+  visit(Optimizers{}, op, [&](auto tag) {
+    step_op<typename decltype(tag)::type>(tl, dtype, scalars, unscale, sr);
+  });
 }
 
 }  // namespace fastopt::cpu::FASTOPT_ISA

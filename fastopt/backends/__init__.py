@@ -61,6 +61,10 @@ def status() -> list[tuple[str, tuple[str, ...], bool, str]]:
     return rows
 
 
+def _dtypes(b: Any) -> tuple[str, ...]:
+    return getattr(b, "dtypes", ALL_DTYPES)
+
+
 def resolve(name: str | None, device: str = "cpu", dtype: str | None = None) -> Any:
     """The backend to run on arrays of `device` ('cpu' or 'cuda') stored as `dtype` (None:
     any; the optimizer and clipping calls name their table's)."""
@@ -73,9 +77,9 @@ def resolve(name: str | None, device: str = "cpu", dtype: str | None = None) -> 
         if device not in b.devices:
             raise BackendUnavailable(f"backend {requested!r} runs on {', '.join(b.devices)} "
                                      f"arrays, not {device}")
-        if dtype is not None and dtype not in getattr(b, "dtypes", ALL_DTYPES):
+        if dtype is not None and dtype not in _dtypes(b):
             raise BackendUnavailable(f"backend {requested!r} does not take {dtype} arrays "
-                                     f"(it takes {', '.join(b.dtypes)})")
+                                     f"(it takes {', '.join(_dtypes(b))})")
         return b
     reasons = []
     for candidate in AUTO_ORDER.get(device, ()):
@@ -86,7 +90,7 @@ def resolve(name: str | None, device: str = "cpu", dtype: str | None = None) -> 
             ok, why = b.available()
         except Exception as exc:
             ok, why = False, str(exc)
-        if ok and dtype is not None and dtype not in getattr(b, "dtypes", ALL_DTYPES):
+        if ok and dtype is not None and dtype not in _dtypes(b):
             ok, why = False, f"does not take {dtype} arrays"
         if ok:
             return b

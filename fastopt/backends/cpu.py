@@ -40,10 +40,19 @@ class CpuBackend:
             return False, self._error
         return True, f"C++/OpenMP, ISA {self._C.isa()}, {self._C.num_threads()} threads"
 
-    def step(self, op: str, t: TensorTable, scalars: Scalars) -> None:
+    #: step() unscales the grads in its own pass and rounds 16-bit params stochastically
+    #: (functional.run)
+    fused_unscale = True
+    stochastic_rounding = True
+
+    def step(self, op: str, t: TensorTable, scalars: Scalars, unscale: float = 1.0,
+             stochastic: tuple[Any, int] | None = None) -> None:
         """One step of optimizer `op` over table t, in place; scalars: the op's float64 scalar
-        vector (fastopt.ops: head one, sign, l1, prox, then the op's own)."""
-        self._C.step(op, t.ptrs, t.numel, t.dtype_code, scalars.vector)
+        vector (fastopt.ops: head one, sign, l1, prox, then the op's own); unscale != 1: the
+        grads are unscaled in place first (g = g * unscale), in the same pass; stochastic:
+        (tensor ids, base key) to round 16-bit params stochastically."""
+        ids, base = stochastic if stochastic is not None else (None, 0)
+        self._C.step(op, t.ptrs, t.numel, t.dtype_code, scalars.vector, unscale, ids, base)
 
     def norm_sum(self, t: TensorTable, norm_type: float) -> float:
         kind = _NORM_KIND.get(float(norm_type), 3)

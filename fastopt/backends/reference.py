@@ -22,11 +22,25 @@ class ReferenceBackend:
         n = int(table.numel[k])
         return [None if p == 0 else cpu_view(int(p), n, table.dtype) for p in table.ptrs[:, k]]
 
-    def step(self, op: str, table: TensorTable, scalars: ops.Scalars) -> None:
+    #: 16-bit params rounded stochastically on request (functional.run)
+    stochastic_rounding = True
+
+    def step(self, op: str, table: TensorTable, scalars: ops.Scalars,
+             stochastic: tuple[Any, int] | None = None) -> None:
+        import numpy as np
+
         spec = ops.get(op)
         kw = spec.reference_kwargs(scalars)
         for k in range(len(table)):
-            spec.reference(*self._views(table, k), **kw)
+            views = self._views(table, k)
+            if stochastic is None:
+                spec.reference(*views, **kw)
+                continue
+            # the update in float64, then the rounding of fastopt.reference.rounding
+            ids, base = stochastic
+            param, views[0] = views[0], views[0].astype(np.float64)
+            spec.reference(*views, **kw)
+            ref.stochastic_round(param, views[0], ref.rounding.tensor_key(base, int(ids[k])))
 
     def norm_sum(self, table: TensorTable, norm_type: float) -> float:
         import numpy as np

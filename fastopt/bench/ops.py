@@ -111,10 +111,17 @@ def _loss_dtype(case: Case) -> str:
     return case.dtype
 
 
+#: the loss scale of the amp ops: 1 + 2^-23, so that unscaling does its work every call (a
+#: scale of 1 is skipped) while the grads, unscaled in place call after call, barely shrink
+AMP_SCALE = 1.0 + 2.0**-23
+
+
 def _optim_setup(fastopt_cls: str, torch_cls: str | None, kwargs: dict[str, Any],
-                 torch_kwargs: dict[str, Any] | None = None) -> Setup:
+                 torch_kwargs: dict[str, Any] | None = None, amp: bool = False) -> Setup:
     """Setup of a stateful optimizer: params and grads made once, the same tensors stepped
-    again every call (steady state, Python overhead included), as in a training loop."""
+    again every call (steady state, Python overhead included), as in a training loop. amp:
+    every step takes a grad_scale and found_inf (torch.amp.GradScaler's), unscaling the grads
+    in place."""
 
     def setup(case: Case, variant: str) -> Callable[[], object]:
         params, grads = _arrays(case, 2)
@@ -130,18 +137,24 @@ def _optim_setup(fastopt_cls: str, torch_cls: str | None, kwargs: dict[str, Any]
             try:
                 opt = getattr(torch.optim, torch_cls)(tparams, **(torch_kwargs or kwargs),
                                                       **{flag: True})
+                if amp:
+                    if variant != TORCH_FUSED:
+                        raise Unavailable("only torch's fused steps take a grad scale")
+                    opt.grad_scale = torch.tensor(AMP_SCALE)
+                    opt.found_inf = torch.tensor(0.0)
                 opt.step()
             except (TypeError, RuntimeError) as exc:
                 raise Unavailable(f"torch.optim.{torch_cls}({flag}=True): {exc}") from None
             return opt.step
         import fastopt
 
+        step_kw = {"grad_scale": AMP_SCALE, "found_inf": 0.0} if amp else {}
         try:
             opt = getattr(fastopt.optim, fastopt_cls)(params, backend=variant, **kwargs)
-            opt.step(grads)
+            opt.step(grads, **step_kw)
         except fastopt.backends.BackendUnavailable as exc:
             raise Unavailable(str(exc)) from None
-        return lambda: opt.step(grads)
+        return lambda: opt.step(grads, **step_kw)
 
     return setup
 
@@ -172,16 +185,21 @@ def _clip_setup(fn: str, arg: float) -> Setup:
     return setup
 
 
-def _optim(name: str, cls: str, options: dict[str, Any], doc: str) -> Op:
+def _optim(name: str, cls: str, options: dict[str, Any], doc: str, amp: bool = False) -> Op:
     """A bench op stepping fastopt.optim.<cls>(**options): streams from the spec's state
-    slots for these options (param and state read and written, the grad read)."""
+    slots for these options (param and state read and written, the grad read; with `amp`
+    written too). Options torch lacks (stochastic_rounding) leave torch out."""
     from .. import ops
 
     spec, alias = next((s, a) for c, s, a in ops.classes() if c == cls)
     group = {**spec.defaults, **(alias.defaults if alias else {}), **options}
     torch_cls = alias.torch if alias else spec.torch
-    return register(Op(name, Streams(1 + len(spec.state_slots(group)), 1),
-                       _optim_setup(cls, torch_cls, options), doc, _torch_variants(torch_cls),
+    if set(options) & set(ops.FRAME_DEFAULTS):
+        torch_cls = None
+    rows = 1 + len(spec.state_slots(group))
+    return register(Op(name, Streams(rows + 1, 0) if amp else Streams(rows, 1),
+                       _optim_setup(cls, torch_cls, options, amp=amp), doc,
+                       (TORCH_FUSED,) if amp and torch_cls else _torch_variants(torch_cls),
                        tags=("optim",)))
 
 
@@ -211,6 +229,10 @@ def _register_optimizers() -> None:
     _optim("sgd_momentum", "SGD", {"lr": 1e-3, "momentum": 0.9},
            "SGD, momentum 0.9 (+ momentum buffer)")
     _optim("adam_amsgrad", "Adam", {"amsgrad": True}, "Adam with AMSGrad (+ max_exp_avg_sq)")
+    _optim("adamw_amp", "AdamW", {}, "AdamW taking GradScaler's scale (grads unscaled in place)",
+           amp=True)
+    _optim("adamw_sr", "AdamW", {"stochastic_rounding": True},
+           "AdamW, 16-bit params rounded stochastically (--dtype bfloat16,float16)")
 
 
 _register_optimizers()

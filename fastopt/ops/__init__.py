@@ -34,6 +34,9 @@ subgradient l1 * sign(p) of the penalty l1 * |p| to the gradient (sign(0) = 0), 
 weight_decay adds that of the L2 penalty; "proximal" applies the soft threshold after the
 update instead, which produces exact zeros (forward-backward splitting: Duchi & Singer,
 "Efficient Online and Batch Learning Using Forward Backward Splitting", JMLR 2009).
+
+The frame's other options, `stochastic_rounding` and `seed`, round float16 and bfloat16 params
+stochastically (fastopt.reference.rounding; the key: `stochastic_base`).
 """
 
 from __future__ import annotations
@@ -57,6 +60,11 @@ MOMENTS = ("beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "eps")
 TORCH_FLAGS = frozenset({"foreach", "fused", "capturable", "differentiable"})
 #: The modes of L1 regularization, which every optimizer takes (fastopt's, not torch's).
 L1_MODES = ("coupled", "proximal")
+#: The frame's hyperparameters, which every optimizer takes (fastopt's, not torch's): L1
+#: regularization, and stochastic rounding of 16-bit params (see `stochastic_base`).
+FRAME_DEFAULTS = {"l1": 0.0, "l1_mode": "coupled", "stochastic_rounding": False, "seed": 0}
+#: Storage dtypes whose params are rounded stochastically with stochastic_rounding=True.
+STOCHASTIC_DTYPES = ("float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,7 @@ class OpSpec:
 
     @property
     def defaults(self) -> dict[str, Any]:
-        return {h.name: h.default for h in self.hypers} | {"l1": 0.0, "l1_mode": "coupled"}
+        return {h.name: h.default for h in self.hypers} | FRAME_DEFAULTS
 
     @property
     def table_slots(self) -> tuple[str, ...]:
@@ -155,6 +163,13 @@ class OpSpec:
         nonneg("l1 value", group.get("l1", 0.0))
         if group.get("l1_mode", "coupled") not in L1_MODES:
             raise ValueError(f"Invalid l1_mode: {group['l1_mode']!r} (one of {L1_MODES})")
+        if not isinstance(group.get("stochastic_rounding", False), (bool, np.bool_)):
+            raise ValueError(f"Invalid stochastic_rounding: {group['stochastic_rounding']!r} "
+                             "(True or False)")
+        seed = group.get("seed", 0)
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) \
+                or not 0 <= seed < 2**32:
+            raise ValueError(f"Invalid seed: {seed!r} (a whole number in [0, 2**32))")
 
     def prepare(self, group: dict[str, Any], step: float = 0.0, fresh: bool = False,
                 state: dict[str, float] | None = None,
@@ -198,6 +213,19 @@ class Scalars:
     fresh: bool
     before: dict[str, float]   # scalar state before the step
     after: dict[str, float]    # and after it
+
+
+def stochastic_base(s: Scalars) -> int | None:
+    """The key of a step's stochastic rounding (None: round to nearest): seed and step count
+    mixed (fastopt.reference.mix32); each tensor's key mixes its id in, each element's its
+    index, so the random bits of an element depend on nothing else (thread count, chunking)."""
+    if not s.group.get("stochastic_rounding", False):
+        return None
+    from ..reference import mix32
+
+    seed = np.uint32(int(s.group.get("seed", 0)))
+    step = np.uint32(int(s.step) & 0xFFFFFFFF)
+    return int(mix32(mix32(seed) ^ step))
 
 
 def scalar_index(*names: str) -> Any:
@@ -309,7 +337,8 @@ def classes() -> list[tuple[str, OpSpec, Alias | None]]:
 def signature(spec: OpSpec, alias: Alias | None,
               extra: dict[str, Any] | None = None) -> inspect.Signature:
     """The constructor signature of an optimizer class: params, the hyperparameters in
-    torch.optim's order (keyword-only where torch's are), then l1, l1_mode and `extra`
+    torch.optim's order (keyword-only where torch's are), then the frame's (l1, l1_mode,
+    stochastic_rounding, seed) and `extra`
     (keyword-only)."""
     P = inspect.Parameter
     defaults = {**spec.defaults, **(alias.defaults if alias else {})}
@@ -317,7 +346,7 @@ def signature(spec: OpSpec, alias: Alias | None,
     params = [P("params", P.POSITIONAL_OR_KEYWORD)]
     params += [P(h.name, P.KEYWORD_ONLY if h.keyword_only else P.POSITIONAL_OR_KEYWORD,
                  default=defaults[h.name]) for h in spec.hypers if h.name not in fixed]
-    params += [P(k, P.KEYWORD_ONLY, default=defaults[k]) for k in ("l1", "l1_mode")]
+    params += [P(k, P.KEYWORD_ONLY, default=defaults[k]) for k in FRAME_DEFAULTS]
     params += [P(k, P.KEYWORD_ONLY, default=v) for k, v in (extra or {}).items()]
     return inspect.Signature(params)
 
@@ -325,7 +354,9 @@ def signature(spec: OpSpec, alias: Alias | None,
 def class_doc(spec: OpSpec, alias: Alias | None) -> str:
     doc = alias.doc if alias and alias.doc else spec.doc
     return (f"{doc}\n\n    Every optimizer also takes l1 (default 0) and l1_mode ('coupled' or "
-            "'proximal'): L1 regularization, see fastopt.ops. Formula: "
+            "'proximal'): L1 regularization, see fastopt.ops; and stochastic_rounding (default "
+            "False) with seed (default 0): float16 and bfloat16 params rounded stochastically, "
+            "see fastopt.reference.stochastic_round. Formula: "
             f"fastopt.reference.{spec.name}.")
 
 

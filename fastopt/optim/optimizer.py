@@ -70,12 +70,13 @@ def _dense_copy(a: Any) -> Any:
     return copy_
 
 
-def _walkable(arrays: dict[str, list[Any] | None], copies: list[tuple[Any, Any]]
-              ) -> dict[str, list[Any] | None]:
+def _walkable(arrays: dict[str, list[Any] | None], copies: list[tuple[Any, Any]],
+              write_grads: bool = False) -> dict[str, list[Any] | None]:
     """`arrays` (slot -> one array per param) with every array a kernel cannot walk in place
     replaced by an exact copy: a strided param (e.g. ``big[:, ::2]``) by a dense one, and an
     array laid out unlike its (dense) param by one in the param's layout. Appends the pairs
-    (user's array, copy) of the written slots to `copies`, to copy back after the step. An
+    (user's array, copy) of the written slots (grads too with `write_grads`: an unscaling
+    step) to `copies`, to copy back after the step. An
     array of another shape or dtype is left for the kernel's validation to name."""
     out = {slot: None if lst is None else list(lst) for slot, lst in arrays.items()}
     params = out["param"]
@@ -92,7 +93,7 @@ def _walkable(arrays: dict[str, list[Any] | None], copies: list[tuple[Any, Any]]
             if a.shape == ref.shape and a.dtype == ref.dtype and a.layout != ref.layout:
                 copy_ = _arrays.zeros_like(params[i])
                 _arrays.copy_into(copy_, lst[i])
-                if slot not in F.READ_ONLY:
+                if slot not in F.READ_ONLY or write_grads:
                     copies.append((lst[i], copy_))
                 lst[i] = copy_
     return out
@@ -112,6 +113,8 @@ class Optimizer:
     spec: ClassVar[ops.OpSpec]
     #: hyperparameters this class fixes (AdamW: decoupled_weight_decay=True)
     fixed: ClassVar[dict[str, Any]] = {}
+    #: 1 / grad_scale of the step running (see step)
+    _unscale: float = 1.0
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], *,
                  backend: str | None = None) -> None:
@@ -257,14 +260,26 @@ class Optimizer:
                 return None
         return int(steps[0]), frozenset(fresh)
 
-    def step(self, grads: Sequence[Any]) -> None:
-        """Update every parameter in place from its gradient (grads in param-group order)."""
+    def step(self, grads: Sequence[Any], *, grad_scale: Any = None,
+             found_inf: Any = None) -> None:
+        """Update every parameter in place from its gradient (grads in param-group order).
+
+        grad_scale, found_inf: as torch's fused optimizers take them from torch.amp.GradScaler
+        (numbers or one-element arrays): the grads are unscaled in place, g = g * (1 /
+        grad_scale), and stepped so; a nonzero found_inf skips the step (nothing changes, step
+        counts included)."""
         if not isinstance(grads, (list, tuple)):
             grads = list(grads)
         n = sum(len(g["params"]) for g in self.param_groups)
         if len(grads) != n:
             raise ValueError(f"grads: expected {n} arrays (one per parameter, in param-group "
                              f"order), got {len(grads)}")
+        unscale, skip = F.grad_scaling(grad_scale, found_inf)
+        if skip:
+            return
+        self._unscale = unscale
+        if unscale != 1.0:
+            F.check_writable_grads(grads)
         # validate every group's grads before any kernel runs: a bad grad in group 2 must
         # not leave groups 0 and 1 already stepped
         plan = []
@@ -315,8 +330,10 @@ class Optimizer:
             for slot in slots:
                 arrays[slot] = [states[k][slot] for k in ks]
             copies: list[tuple[Any, Any]] = []
-            arrays = _walkable(arrays, copies)
-            calls.append((F.tables_for(self.op, arrays), step + 1, fresh, np.array(ks), copies))
+            unscaling = self._unscale != 1.0
+            arrays = _walkable(arrays, copies, unscaling)
+            calls.append((F.tables_for(self.op, arrays, write_grads=unscaling), step + 1, fresh,
+                          np.array(ks), copies))
         return calls
 
     def _scalar_state(self, gi: int, k: int) -> dict[str, float]:
@@ -328,7 +345,7 @@ class Optimizer:
         group = self.param_groups[gi]
         first = int(np.arange(len(group["params"]))[members][0])
         scalars = self.spec.prepare(group, step, bool(fresh), self._scalar_state(gi, first))
-        F.run(self.op, tables, self.backend, scalars)
+        F.run(self.op, tables, self.backend, scalars, self._unscale)
         if scalars.after:
             for k in np.arange(len(group["params"]))[members]:
                 self.state[gi][int(k)].update(scalars.after)

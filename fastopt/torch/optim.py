@@ -8,8 +8,10 @@ param-group keys and state layout (``state[p]['step']`` a scalar float tensor, `
 of the torch class work unchanged, in both directions; fastopt's own hyperparameters (``l1``,
 ``l1_mode``, Adam's ``bias_correction``, ...) are extra keywords kept in every group. Only
 ``step`` is fastopt's: ``foreach``/``fused``/``capturable`` do not change it (its scalars are
-computed on the host, so a step is not CUDA-graph capturable whatever ``capturable`` says), and
-``GradScaler`` unscales the gradients before it (the kernels take no grad scale).
+computed on the host, so a step is not CUDA-graph capturable whatever ``capturable`` says).
+Every class takes ``torch.amp.GradScaler``'s scale and inf flag as torch's fused optimizers do
+(``_step_supports_amp_scaling``): the kernels unscale the gradients in the step's own pass and a
+step with inf or NaN gradients changes nothing.
 
 What the kernels take, they step in place: real float params of the dtypes their device's
 backend supports (float32/float64 on the CPU), in any dense layout (C order, transposed,
@@ -106,12 +108,14 @@ def _real(t: Tensor) -> Tensor:
 
 
 def _kernel_arrays(p: Tensor, g: Tensor, states: list[Tensor | None],
-                   back: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, list]:
+                   back: list[tuple[Tensor, Tensor]], write_grad: bool = False
+                   ) -> tuple[Tensor, Tensor, list]:
     """One param's tensors as a kernel can walk them flat: complex ones as their real view,
     and any layout the kernel cannot step in place (a strided param; a grad or state laid out
     unlike its param) as an exact copy in the param's (dense) layout. Appends to `back` the
-    pairs (user's tensor, copy) to copy back after the step. A tensor of another shape or dtype
-    is passed on as it is, for the kernel's validation to name."""
+    pairs (user's tensor, copy) to copy back after the step (the grad's too with
+    `write_grad`: an unscaling step). A tensor of another shape or dtype is passed on as it
+    is, for the kernel's validation to name."""
     kp = _real(p)
     ref = describe(kp)
     if not ref.dense:
@@ -130,7 +134,7 @@ def _kernel_arrays(p: Tensor, g: Tensor, states: list[Tensor | None],
             back.append((t, tmp))
         return tmp
 
-    return kp, like(g, False), [like(s, True) for s in states]
+    return kp, like(g, write_grad), [like(s, True) for s in states]
 
 
 def _caller_level() -> int:
@@ -174,8 +178,10 @@ class _Entry:
         self.counter_rows: dict[str, list[Any]] = {}
         self.mark: tuple[Any, int] | None = None
 
-    def holds(self, slots: tuple[str, ...], params: list[Tensor]) -> bool:
-        return (slots == self.slots and len(params) == len(self.params)
+    def holds(self, slots: tuple[str, ...], params: list[Tensor],
+              keys: tuple[str, ...]) -> bool:
+        return (slots == self.slots and keys == tuple(self.counters)
+                and len(params) == len(self.params)
                 and all(map(operator.is_, params, self.params)))
 
     def current(self, counter_rows: dict[str, list[Any]], rows: dict[str, list[Any]]) -> bool:
@@ -201,8 +207,11 @@ class FusedOptimizer(torch.optim.Optimizer):
     def op(self) -> str:
         return self.spec.name
 
-    def _counter_keys(self) -> tuple[str, ...]:
-        return (("step",) if self.spec.has_step else ()) + tuple(self.spec.scalar_state)
+    def _counter_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        # torch's 'step' where the algorithm keeps one, and for stochastic rounding, whose
+        # random bits the step count keys (SGD and Lion keep it then)
+        step = self.spec.has_step or bool(group.get("stochastic_rounding", False))
+        return (("step",) if step else ()) + tuple(self.spec.scalar_state)
 
     def _slots(self, group: dict[str, Any]) -> tuple[str, ...]:
         """The state tensors this group's options need, named as the kernel's table rows."""
@@ -252,27 +261,45 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _invalidate(self) -> None:
         self._fo_cache: dict[int, _Entry] = {}
 
-    # the kernels take unscaled gradients: GradScaler must unscale them (and skip steps with
-    # infs) itself, even where torch's fused=True step would take the scale
+    # torch.amp.GradScaler hands every step its scale and inf flag (the attributes grad_scale
+    # and found_inf, as to torch's fused optimizers) instead of unscaling the grads first: the
+    # kernels unscale them in the step's own pass
     @property
     def _step_supports_amp_scaling(self) -> bool:
-        return False
+        return True
 
     @_step_supports_amp_scaling.setter
     def _step_supports_amp_scaling(self, value: bool) -> None:
-        pass
+        pass  # torch's __init__ sets it for fused=True only: every step here takes the scale
+
+    #: 1 / grad_scale during a step (see step)
+    _fo_unscale: float = 1.0
 
     @torch._disable_dynamo
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Perform a single optimization step (closure: re-evaluates the model, returns the
-        loss)."""
+        loss).
+
+        Under torch.amp.GradScaler (the attributes ``grad_scale`` and ``found_inf`` it sets, as
+        for torch's fused optimizers) the grads are unscaled in place in the step's own pass,
+        g = g * (1 / grad_scale), and a nonzero found_inf skips the step: params, state, step
+        counts and grads stay as they are. Both are read on the host (for CUDA tensors one
+        synchronization per step, as GradScaler's own unscaling path makes)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for gi, group in enumerate(self.param_groups):
-            self._step_group(gi, group)
+        unscale, skip = F.grad_scaling(getattr(self, "grad_scale", None),
+                                       getattr(self, "found_inf", None))
+        if skip:
+            return loss
+        self._fo_unscale = unscale
+        try:
+            for gi, group in enumerate(self.param_groups):
+                self._step_group(gi, group)
+        finally:
+            self._fo_unscale = 1.0
         return loss
 
     # --- torch.optim's own implementation -----------------------------------------------
@@ -294,12 +321,19 @@ class FusedOptimizer(torch.optim.Optimizer):
         optimizer's state dicts."""
         step = self._torch_step_fn()
         assert step is not None
+        if self._fo_unscale != 1.0:
+            # torch's non-fused steps take no grad scale: unscaled here, as GradScaler would
+            for p in params:
+                if p.grad is not None:
+                    p.grad.mul_(self._fo_unscale)
+        amp = {k: self.__dict__.pop(k) for k in ("grad_scale", "found_inf") if k in self.__dict__}
         groups = self.param_groups
         self.param_groups = [{**group, "params": params}]
         try:
             step(self)
         finally:
             self.param_groups = groups
+            self.__dict__.update(amp)
         if why is not None:
             self._warn_once(why)
 
@@ -357,7 +391,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             return
         slots = self._slots(group)
         entry = self._fo_cache.get(gi)
-        if entry is None or not entry.holds(slots, params):
+        if entry is None or not entry.holds(slots, params, self._counter_keys(group)):
             entry = self._fo_cache[gi] = self._build(group, active, params, slots)
         kparams = entry.pick(params)
         state = self.state
@@ -399,7 +433,10 @@ class FusedOptimizer(torch.optim.Optimizer):
             except (TypeError, ValueError):
                 tables = None  # e.g. a sparse or differently laid out grad: see _step_each
             if tables is not None:
-                F.run(self.op, tables, None, self._scalars(group, step_hi, entry.fresh[0], entry))
+                F.run(self.op, tables, None, self._scalars(group, step_hi, entry.fresh[0], entry),
+                      self._fo_unscale)
+                if self._fo_unscale != 1.0:
+                    torch._C._increment_version(grads)  # written in place, as torch's ops do
                 self._count(entry)
                 return True
         return self._step_each(gi, group, entry, params, grads, rows)
@@ -407,13 +444,12 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _read_rows(self, entry: _Entry, params: list[Tensor], slots: tuple[str, ...]
                    ) -> tuple[dict[str, list[Any]], list[Any] | None]:
         """_rows, remembered in the entry with the state's change count after the read."""
-        entry.rows, entry.counter_rows = self._rows(params, slots)
+        entry.rows, entry.counter_rows = self._rows(params, slots, tuple(entry.counters))
         entry.mark = (self.state, self.state.changes)
         return entry.rows, entry.counter_rows
 
-    def _rows(self, params: list[Tensor], slots: tuple[str, ...]
+    def _rows(self, params: list[Tensor], slots: tuple[str, ...], keys: tuple[str, ...]
               ) -> tuple[dict[str, list[Any]], list[Any] | None]:
-        keys = self._counter_keys()
         if not slots and not keys:
             return {}, {}  # as torch: no state entry at all (SGD without momentum)
         states = list(map(self.state.__getitem__, params))
@@ -450,7 +486,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         for k, (s, fr) in enumerate(zip(steps, entry.fresh, strict=True)):
             kinds.setdefault((s + 1, fr, scalar_state[k]), []).append(k)
         back: list[tuple[Tensor, Tensor]] = []
-        flat = [_kernel_arrays(p, g, [rows[slot][k] for slot in entry.slots], back)
+        unscaling = self._fo_unscale != 1.0
+        flat = [_kernel_arrays(p, g, [rows[slot][k] for slot in entry.slots], back, unscaling)
                 for k, (p, g) in enumerate(zip(params, grads, strict=True))]
         calls = []
         for (step, fr, _), keep in sorted(kinds.items()):
@@ -458,10 +495,11 @@ class FusedOptimizer(torch.optim.Optimizer):
                                       "grad": [flat[k][1] for k in keep]}
             for j, slot in enumerate(entry.slots):
                 arrays[slot] = [flat[k][2][j] for k in keep]
-            calls.append((F.tables_for(self.op, arrays), step, fr, keep))
+            calls.append((F.tables_for(self.op, arrays, write_grads=unscaling), step, fr, keep))
         # every table validated before anything is written
         for tables, step, fr, keep in calls:
-            F.run(self.op, tables, None, self._scalars(group, step, fr, entry, keep))
+            F.run(self.op, tables, None, self._scalars(group, step, fr, entry, keep),
+                  self._fo_unscale)
         for user, copy in back:
             user.copy_(copy)
         self._count(entry)
@@ -495,7 +533,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         kernel_params = [params[k] for k in fast]
         fresh = []
         sdtype = _scalar_dtype()
-        keys = self._counter_keys()
+        keys = self._counter_keys(group)
         values: dict[str, list[float]] = {k: [] for k in keys}
         plain_group = _plain(group)
         for k, p in zip(fast, kernel_params, strict=True):
