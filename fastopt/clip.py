@@ -157,6 +157,27 @@ def clip_grad_norm_(grads: Sequence[Any], max_norm: float, norm_type: float = 2.
     return total
 
 
+def grad_norm(grads: Sequence[Any], norm_type: float = 2.0, *,
+              backend: str | None = None) -> float:
+    """The joint norm of grads, (sum over all elements |g|^p)^(1/p) (max |g| for p = inf), as
+    clip_grad_norm_ computes it, without scaling anything; 0.0 for an empty list."""
+    norm_type = _check_norm_args(1.0, norm_type)
+    grads = _grad_list(grads)
+    if len(grads) == 0:
+        return 0.0
+    with _kept.tables(grads) as tables:
+        return _host_norm(tables, norm_type, backend)
+
+
+def table_norm(tables: Sequence[TensorTable], norm_type: float,
+               backend: str | None = None) -> float:
+    """The joint norm of the "grad" rows of validated optimizer tables (the fused clipping of
+    the optimizers' max_grad_norm)."""
+    if not tables:
+        return 0.0
+    return _host_norm([t.only("grad") for t in tables], float(norm_type), backend)
+
+
 class GradNormClipper:
     """clip_grad_norm_ that keeps the norm on the device: capturable in a CUDA graph.
 
@@ -240,4 +261,4 @@ def clip_grad_value_(grads: Sequence[Any], clip_value: float, *,
             backends.resolve(backend, t.device[0], t.dtype).clamp(t, float(clip_value))
 
 
-__all__ = ["GradNormClipper", "clip_grad_norm_", "clip_grad_value_"]
+__all__ = ["GradNormClipper", "clip_grad_norm_", "clip_grad_value_", "grad_norm"]

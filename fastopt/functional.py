@@ -78,6 +78,23 @@ def grad_scaling(grad_scale: Any = None, found_inf: Any = None) -> tuple[float, 
     return 1.0 / scale, skip
 
 
+def clip_coefficient(group: dict[str, Any], tables: Sequence[TensorTable],
+                     backend: str | None, unscale: float = 1.0) -> float:
+    """A call's clipping coefficient where the group sets max_grad_norm: the joint norm of
+    the tables' grads (unscaled) clipped as torch.nn.utils.clip_grad_norm_ does; a non-finite
+    norm raises before anything is written."""
+    if group.get("max_grad_norm") is None:
+        return 1.0
+    from .clip import table_norm
+
+    norm = table_norm(tables, group.get("grad_norm_type", 2.0), backend) * unscale
+    if not math.isfinite(norm):
+        raise ValueError(f"max_grad_norm: the gradients' norm is {norm} (an inf or NaN "
+                         "gradient): nothing was stepped (found_inf= skips such steps, as "
+                         "torch.amp.GradScaler does)")
+    return ops.clip_coefficient(group, norm)
+
+
 def tables_for(op: str, arrays: dict[str, Arrays | None],
                required: Sequence[str] | None = None,
                write_grads: bool = False) -> list[TensorTable]:
@@ -141,7 +158,9 @@ GRAD_SCALING_DOC = """
     grad_scale, found_inf: as torch's fused optimizers take them from torch.amp.GradScaler
     (numbers or one-element arrays or tensors). The grads are unscaled in place, g = g *
     (1 / grad_scale), and the step takes them so; a nonzero found_inf skips the step: nothing
-    changes, grads included."""
+    changes, grads included. max_grad_norm: the step takes the grads clipped by their joint
+    norm, as torch.nn.utils.clip_grad_norm_ over the list would leave them (grad_norm_type:
+    the norm's order), scaled on the fly: the grads themselves are not changed."""
 
 
 def _functional(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> Callable[..., Any]:
@@ -180,7 +199,8 @@ def _functional(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> Callabl
         if skip:  # GradScaler found an inf or NaN: nothing changes
             return {k: float(scalar_state.get(k, s.init))
                     for k, s in spec.scalar_state.items()} or None
-        scalars = spec.prepare(group, float(step or 0), first_step, scalar_state)
+        scalars = spec.prepare(group, float(step or 0), first_step, scalar_state,
+                               grad_coef=clip_coefficient(group, tables, backend, unscale))
         run(spec.name, tables, backend, scalars, unscale)
         return scalars.after or None
 

@@ -88,7 +88,7 @@ def _bits(a: np.ndarray) -> np.ndarray:
 
 #: every case on the C++ kernels (their unscaling is in each op's pass); a few on the others
 #: (an op-agnostic scaling pass before the step)
-SCALED_CASES = [pytest.param(b, c, id=f"{b}-{case_id(c)}") for b in CPU_BACKENDS
+SCALED_CASES = [pytest.param(b, c, id=f"{b}-{case_id(c)}") for b in [*CPU_BACKENDS, "reference"]
                 for c in (CASES if b == "cpu" else FEW_CASES)]
 
 

@@ -33,6 +33,8 @@ class ReferenceBackend:
         kw = spec.reference_kwargs(scalars)
         for k in range(len(table)):
             views = self._views(table, k)
+            if scalars.grad_coef != 1.0:  # the clipping coefficient, on a float64 copy
+                views[1] = views[1].astype(np.float64) * scalars.grad_coef
             if stochastic is None:
                 spec.reference(*views, **kw)
                 continue

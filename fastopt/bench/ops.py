@@ -117,11 +117,13 @@ AMP_SCALE = 1.0 + 2.0**-23
 
 
 def _optim_setup(fastopt_cls: str, torch_cls: str | None, kwargs: dict[str, Any],
-                 torch_kwargs: dict[str, Any] | None = None, amp: bool = False) -> Setup:
+                 torch_kwargs: dict[str, Any] | None = None, amp: bool = False,
+                 torch_clip: float | None = None) -> Setup:
     """Setup of a stateful optimizer: params and grads made once, the same tensors stepped
     again every call (steady state, Python overhead included), as in a training loop. amp:
     every step takes a grad_scale and found_inf (torch.amp.GradScaler's), unscaling the grads
-    in place."""
+    in place. torch_clip: torch's steps follow clip_grad_norm_(max_norm=torch_clip, foreach)
+    (what fastopt's max_grad_norm fuses)."""
 
     def setup(case: Case, variant: str) -> Callable[[], object]:
         params, grads = _arrays(case, 2)
@@ -135,8 +137,8 @@ def _optim_setup(fastopt_cls: str, torch_cls: str | None, kwargs: dict[str, Any]
                 p.grad = g
             flag = "fused" if variant == TORCH_FUSED else "foreach"
             try:
-                opt = getattr(torch.optim, torch_cls)(tparams, **(torch_kwargs or kwargs),
-                                                      **{flag: True})
+                tkw = kwargs if torch_kwargs is None else torch_kwargs
+                opt = getattr(torch.optim, torch_cls)(tparams, **tkw, **{flag: True})
                 if amp:
                     if variant != TORCH_FUSED:
                         raise Unavailable("only torch's fused steps take a grad scale")
@@ -145,6 +147,14 @@ def _optim_setup(fastopt_cls: str, torch_cls: str | None, kwargs: dict[str, Any]
                 opt.step()
             except (TypeError, RuntimeError) as exc:
                 raise Unavailable(f"torch.optim.{torch_cls}({flag}=True): {exc}") from None
+            if torch_clip is not None:
+                clip = torch.nn.utils.clip_grad_norm_
+
+                def clip_step() -> None:
+                    clip(tparams, torch_clip, foreach=True)
+                    opt.step()
+
+                return clip_step
             return opt.step
         import fastopt
 
@@ -188,17 +198,22 @@ def _clip_setup(fn: str, arg: float) -> Setup:
 def _optim(name: str, cls: str, options: dict[str, Any], doc: str, amp: bool = False) -> Op:
     """A bench op stepping fastopt.optim.<cls>(**options): streams from the spec's state
     slots for these options (param and state read and written, the grad read; with `amp`
-    written too). Options torch lacks (stochastic_rounding) leave torch out."""
+    written too; with max_grad_norm read twice, its norm pass first). Options torch lacks
+    (stochastic_rounding) leave torch out; torch's steps clip first for max_grad_norm."""
     from .. import ops
 
     spec, alias = next((s, a) for c, s, a in ops.classes() if c == cls)
     group = {**spec.defaults, **(alias.defaults if alias else {}), **options}
     torch_cls = alias.torch if alias else spec.torch
-    if set(options) & set(ops.FRAME_DEFAULTS):
+    torch_clip = options.get("max_grad_norm")
+    torch_kwargs = {k: v for k, v in options.items() if k not in ops.FRAME_DEFAULTS}
+    if set(options) & set(ops.FRAME_DEFAULTS) - {"max_grad_norm"}:
         torch_cls = None
     rows = 1 + len(spec.state_slots(group))
-    return register(Op(name, Streams(rows + 1, 0) if amp else Streams(rows, 1),
-                       _optim_setup(cls, torch_cls, options, amp=amp), doc,
+    reads = 2 if torch_clip is not None else 1
+    return register(Op(name, Streams(rows + 1, 0) if amp else Streams(rows, reads),
+                       _optim_setup(cls, torch_cls, options, torch_kwargs, amp=amp,
+                                    torch_clip=torch_clip), doc,
                        (TORCH_FUSED,) if amp and torch_cls else _torch_variants(torch_cls),
                        tags=("optim",)))
 
@@ -233,6 +248,8 @@ def _register_optimizers() -> None:
            amp=True)
     _optim("adamw_sr", "AdamW", {"stochastic_rounding": True},
            "AdamW, 16-bit params rounded stochastically (--dtype bfloat16,float16)")
+    _optim("adamw_clip", "AdamW", {"max_grad_norm": 1.0},
+           "AdamW, max_grad_norm 1 (torch: clip_grad_norm_ then the step)")
 
 
 _register_optimizers()

@@ -61,8 +61,10 @@ TORCH_FLAGS = frozenset({"foreach", "fused", "capturable", "differentiable"})
 #: The modes of L1 regularization, which every optimizer takes (fastopt's, not torch's).
 L1_MODES = ("coupled", "proximal")
 #: The frame's hyperparameters, which every optimizer takes (fastopt's, not torch's): L1
-#: regularization, and stochastic rounding of 16-bit params (see `stochastic_base`).
-FRAME_DEFAULTS = {"l1": 0.0, "l1_mode": "coupled", "stochastic_rounding": False, "seed": 0}
+#: regularization, stochastic rounding of 16-bit params (see `stochastic_base`), and gradient
+#: clipping by the global norm fused into the step (the optimizer classes: `clip_coefficient`).
+FRAME_DEFAULTS = {"l1": 0.0, "l1_mode": "coupled", "stochastic_rounding": False, "seed": 0,
+                  "max_grad_norm": None, "grad_norm_type": 2.0}
 #: Storage dtypes whose params are rounded stochastically with stochastic_rounding=True.
 STOCHASTIC_DTYPES = ("float16", "bfloat16")
 
@@ -166,6 +168,14 @@ class OpSpec:
         if not isinstance(group.get("stochastic_rounding", False), (bool, np.bool_)):
             raise ValueError(f"Invalid stochastic_rounding: {group['stochastic_rounding']!r} "
                              "(True or False)")
+        mgn = group.get("max_grad_norm")
+        if mgn is not None and (isinstance(mgn, (bool, np.bool_)) or not isinstance(
+                mgn, (int, float, np.integer, np.floating)) or not 0 <= mgn < math.inf):
+            raise ValueError(f"Invalid max_grad_norm: {mgn!r} (None, or a finite number >= 0)")
+        norm_type = group.get("grad_norm_type", 2.0)
+        if isinstance(norm_type, (bool, np.bool_)) or not isinstance(
+                norm_type, (int, float, np.integer, np.floating)) or not norm_type > 0:
+            raise ValueError(f"Invalid grad_norm_type: {norm_type!r} (a number > 0, or inf)")
         seed = group.get("seed", 0)
         if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) \
                 or not 0 <= seed < 2**32:
@@ -173,11 +183,14 @@ class OpSpec:
 
     def prepare(self, group: dict[str, Any], step: float = 0.0, fresh: bool = False,
                 state: dict[str, float] | None = None,
-                after: dict[str, float] | None = None) -> Scalars:
+                after: dict[str, float] | None = None, grad_coef: float = 1.0) -> Scalars:
         """The scalars of one step of `group` (hyperparameters as plain numbers) at step count
         `step` (this step included), `fresh`: the state was created for this step, `state`:
         the scalar state before this step; `after`: the state after it, where the caller
-        advanced it itself (fastopt.torch: in the state tensors' dtype, as torch.optim)."""
+        advanced it itself (fastopt.torch: in the state tensors' dtype, as torch.optim);
+        `grad_coef`: a factor on the gradient (the clipping coefficient), which the compiled
+        kernels take through the head's sign (g = grad * sign: scaled on the fly, never
+        stored) and the reference backend on a copy of the grad."""
         before = {k: (state or {}).get(k, s.init) for k, s in self.scalar_state.items()}
         if after is None:
             after = {k: before[k] * s.factor(group, step) for k, s in self.scalar_state.items()}
@@ -186,11 +199,12 @@ class OpSpec:
         own = self.host(group, step, fresh, after)
         lr, wd = float(group["lr"]), float(group.get("weight_decay", 0.0))
         decoupled = bool(group.get("decoupled_weight_decay", self.decoupled))
-        vector = np.array([1.0, -1.0 if group.get("maximize") else 1.0,
+        sign = -1.0 if group.get("maximize") else 1.0
+        vector = np.array([1.0, sign * grad_coef,
                            0.0 if proximal else l1, lr * l1 if proximal else 0.0,
                            0.0 if decoupled else wd, 1.0 - lr * wd if decoupled else 1.0,
                            *(float(own[k]) for k in self.scalars_order)], dtype=np.float64)
-        return Scalars(vector, group, step, fresh, before, after)
+        return Scalars(vector, group, step, fresh, before, after, float(grad_coef))
 
     def reference_kwargs(self, s: Scalars) -> dict[str, Any]:
         """Keyword arguments of `self.reference` for the step `s`."""
@@ -213,6 +227,15 @@ class Scalars:
     fresh: bool
     before: dict[str, float]   # scalar state before the step
     after: dict[str, float]    # and after it
+    grad_coef: float = 1.0     # the gradient's factor, in the vector's sign (prepare)
+
+
+def clip_coefficient(group: dict[str, Any], norm: float) -> float:
+    """The factor of a group's gradients given the global norm of the step's gradients: as
+    torch.nn.utils.clip_grad_norm_, min(max_grad_norm / (norm + 1e-6), 1); 1 without
+    max_grad_norm."""
+    mgn = group.get("max_grad_norm")
+    return 1.0 if mgn is None else min(float(mgn) / (norm + 1e-6), 1.0)
 
 
 def stochastic_base(s: Scalars) -> int | None:
@@ -356,7 +379,9 @@ def class_doc(spec: OpSpec, alias: Alias | None) -> str:
     return (f"{doc}\n\n    Every optimizer also takes l1 (default 0) and l1_mode ('coupled' or "
             "'proximal'): L1 regularization, see fastopt.ops; and stochastic_rounding (default "
             "False) with seed (default 0): float16 and bfloat16 params rounded stochastically, "
-            "see fastopt.reference.stochastic_round. Formula: "
+            "see fastopt.reference.stochastic_round; and max_grad_norm (default None) with "
+            "grad_norm_type (default 2): the step takes the grads clipped by their global norm "
+            "(recorded as the optimizer's grad_norm). Formula: "
             f"fastopt.reference.{spec.name}.")
 
 

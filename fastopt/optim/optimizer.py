@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import _arrays, backends, ops
+from .. import clip as clip_mod
 from .. import functional as F
 from .._table import MissingGrad, TableCache, TensorTable
 
@@ -48,6 +49,15 @@ def _check_across_groups(plan: list[tuple[int, list[tuple]]]) -> None:
         raise ValueError(f"param group {ga} {a}[{i}] and param group {gb} {b}[{j}] share "
                          "memory: fastopt updates arrays in place, so every param, grad and "
                          "state array must be distinct")
+
+
+def _one_norm_type(groups: list[dict[str, Any]]) -> float:
+    """The grad_norm_type the groups that clip share (one global norm needs one type)."""
+    types = {float(g.get("grad_norm_type", 2.0)) for g in groups}
+    if len(types) > 1:
+        raise ValueError(f"max_grad_norm: the param groups clip by one global norm, but set "
+                         f"grad_norm_type to {sorted(types)}")
+    return types.pop()
 
 
 def _clone(obj: Any) -> Any:
@@ -115,6 +125,8 @@ class Optimizer:
     fixed: ClassVar[dict[str, Any]] = {}
     #: 1 / grad_scale of the step running (see step)
     _unscale: float = 1.0
+    #: the global gradient norm of the last step, where a group sets max_grad_norm (else None)
+    grad_norm: float | None = None
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], *,
                  backend: str | None = None) -> None:
@@ -267,7 +279,8 @@ class Optimizer:
         grad_scale, found_inf: as torch's fused optimizers take them from torch.amp.GradScaler
         (numbers or one-element arrays): the grads are unscaled in place, g = g * (1 /
         grad_scale), and stepped so; a nonzero found_inf skips the step (nothing changes, step
-        counts included)."""
+        counts included). Groups with max_grad_norm take their grads clipped by the global
+        norm, recorded in `grad_norm` (docs/architecture.md, "Clipping in the step")."""
         if not isinstance(grads, (list, tuple)):
             grads = list(grads)
         n = sum(len(g["params"]) for g in self.param_groups)
@@ -303,9 +316,10 @@ class Optimizer:
             plan.append((gi, calls if calls is not None else self._subsets(gi, gs, slots)))
         if len(plan) > 1:
             _check_across_groups(plan)
+        coefs = self._clip_coefficients(plan)
         for gi, calls in plan:
             for tables, step, fresh, members, copies in calls:
-                self._run(gi, tables, step, fresh, members)
+                self._run(gi, tables, step, fresh, members, coefs.get(gi, 1.0))
                 for user, copy_ in copies:
                     _arrays.copy_into(user, copy_)
                 self._steps[gi][members] += 1
@@ -340,11 +354,31 @@ class Optimizer:
         st = self.state[gi][k]
         return {key: float(st.get(key, s.init)) for key, s in self.spec.scalar_state.items()}
 
+    def _clip_coefficients(self, plan: list[tuple[int, list[tuple]]]) -> dict[int, float]:
+        """max_grad_norm: the global norm of the grads of every group that sets it (as the
+        caller passed them: unscaled by grad_scale), recorded in `grad_norm`, and each such
+        group's clipping coefficient. A non-finite norm raises before anything is stepped."""
+        clipped = [(gi, calls) for gi, calls in plan
+                   if self.param_groups[gi].get("max_grad_norm") is not None]
+        self.grad_norm = None
+        if not clipped:
+            return {}
+        norm_type = _one_norm_type([self.param_groups[gi] for gi, _ in clipped])
+        tables = [t for _, calls in clipped for c in calls for t in c[0]]
+        norm = clip_mod.table_norm(tables, norm_type, self.backend) * self._unscale
+        if not math.isfinite(norm):
+            raise ValueError(f"max_grad_norm: the gradients' norm is {norm} (an inf or NaN "
+                             "gradient): nothing was stepped (found_inf= skips such steps, as "
+                             "torch.amp.GradScaler does)")
+        self.grad_norm = norm
+        return {gi: ops.clip_coefficient(self.param_groups[gi], norm) for gi, _ in clipped}
+
     def _run(self, gi: int, tables: list[TensorTable], step: int, fresh: frozenset[str],
-             members: Any) -> None:
+             members: Any, grad_coef: float = 1.0) -> None:
         group = self.param_groups[gi]
         first = int(np.arange(len(group["params"]))[members][0])
-        scalars = self.spec.prepare(group, step, bool(fresh), self._scalar_state(gi, first))
+        scalars = self.spec.prepare(group, step, bool(fresh), self._scalar_state(gi, first),
+                                    grad_coef=grad_coef)
         F.run(self.op, tables, self.backend, scalars, self._unscale)
         if scalars.after:
             for k in np.arange(len(group["params"]))[members]:

@@ -103,6 +103,24 @@ def _column(states: list[dict[str, Any]], key: str) -> list[Any]:
         return [st.get(key) for st in states]
 
 
+def _grad_norm(grads: list[Tensor], norm_type: float) -> float:
+    """The joint norm of grads (clip_grad_norm_'s): fastopt's kernels for dense real ones,
+    torch for the rest (sparse, complex: |z|, devices without a backend)."""
+    from ..clip import grad_norm
+
+    if not grads:
+        return 0.0
+    try:
+        if all(g.layout == torch.strided and not g.is_complex() for g in grads):
+            return grad_norm([g.detach() for g in grads], norm_type)
+    except (TypeError, ValueError, backends.BackendUnavailable):
+        pass
+    norms = [torch.linalg.vector_norm(g.coalesce().values() if g.is_sparse else g, norm_type)
+             for g in grads]
+    return float(torch.linalg.vector_norm(torch.stack([n.double().cpu() for n in norms]),
+                                          norm_type))
+
+
 def _real(t: Tensor) -> Tensor:
     return torch.view_as_real(t) if t.is_complex() else t
 
@@ -233,7 +251,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 idx = torch.tensor(members)
                 buf.index_copy_(0, idx, buf[idx] * rule.factor(plain, step))
             after[key] = float(buf[first])
-        return self.spec.prepare(plain, step, fresh, before, after)
+        return self.spec.prepare(plain, step, fresh, before, after, grad_coef=self._fo_coef)
 
     # --- torch.optim.Optimizer overrides ------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -272,8 +290,11 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _step_supports_amp_scaling(self, value: bool) -> None:
         pass  # torch's __init__ sets it for fused=True only: every step here takes the scale
 
-    #: 1 / grad_scale during a step (see step)
+    #: 1 / grad_scale during a step, and the clipping coefficient of the group stepping
     _fo_unscale: float = 1.0
+    _fo_coef: float = 1.0
+    #: the global gradient norm of the last step, where a group sets max_grad_norm (else None)
+    grad_norm: float | None = None
 
     @torch._disable_dynamo
     @torch.no_grad()
@@ -294,13 +315,36 @@ class FusedOptimizer(torch.optim.Optimizer):
                                        getattr(self, "found_inf", None))
         if skip:
             return loss
+        coefs = self._clip_coefficients(unscale)
         self._fo_unscale = unscale
         try:
             for gi, group in enumerate(self.param_groups):
+                self._fo_coef = coefs.get(gi, 1.0)
                 self._step_group(gi, group)
         finally:
-            self._fo_unscale = 1.0
+            self._fo_unscale, self._fo_coef = 1.0, 1.0
         return loss
+
+    def _clip_coefficients(self, unscale: float) -> dict[int, float]:
+        """max_grad_norm: the global norm of the grads of every group that sets it (unscaled),
+        recorded in `grad_norm`, and each such group's clipping coefficient; a non-finite norm
+        raises before anything is stepped."""
+        from ..optim.optimizer import _one_norm_type
+
+        clipped = [(gi, g) for gi, g in enumerate(self.param_groups)
+                   if g.get("max_grad_norm") is not None]
+        self.grad_norm = None
+        if not clipped:
+            return {}
+        norm_type = _one_norm_type([g for _, g in clipped])
+        grads = [p.grad for _, g in clipped for p in g["params"] if p.grad is not None]
+        norm = _grad_norm(grads, norm_type) * unscale
+        if not math.isfinite(norm):
+            raise ValueError(f"max_grad_norm: the gradients' norm is {norm} (an inf or NaN "
+                             "gradient): nothing was stepped (torch.amp.GradScaler skips such "
+                             "steps)")
+        self.grad_norm = norm
+        return {gi: ops.clip_coefficient(_plain(g), norm) for gi, g in clipped}
 
     # --- torch.optim's own implementation -----------------------------------------------
     @classmethod
@@ -321,11 +365,13 @@ class FusedOptimizer(torch.optim.Optimizer):
         optimizer's state dicts."""
         step = self._torch_step_fn()
         assert step is not None
-        if self._fo_unscale != 1.0:
-            # torch's non-fused steps take no grad scale: unscaled here, as GradScaler would
+        factor = self._fo_unscale * self._fo_coef
+        if factor != 1.0:
+            # torch's non-fused steps take no grad scale or clipping: the grads are unscaled
+            # and clipped in place here, as GradScaler and clip_grad_norm_ would
             for p in params:
                 if p.grad is not None:
-                    p.grad.mul_(self._fo_unscale)
+                    p.grad.mul_(factor)
         amp = {k: self.__dict__.pop(k) for k in ("grad_scale", "found_inf") if k in self.__dict__}
         groups = self.param_groups
         self.param_groups = [{**group, "params": params}]
