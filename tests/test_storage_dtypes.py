@@ -189,3 +189,33 @@ def test_a_backend_without_16bit_kernels_is_refused_or_skipped(monkeypatch):
     monkeypatch.undo()
     fastopt.functional.sgd_(p, g, lr=0.5)  # automatic: the C++ kernels
     assert float(p[0][0]) == 0.5
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_fastopt_torch_steps_a_mixed_dtype_group_as_torch_fused(name):
+    """One param group holding bfloat16, float16 and float32 params (a bf16 model with fp32
+    norms, say): one kernel call per dtype, each in its own storage, as torch's fused step."""
+    torch = pytest.importorskip("torch")
+    _cpu_kernels()
+    import fastopt.torch as fo
+
+    torch.manual_seed(0)
+    dtypes = [torch.bfloat16, torch.float32, torch.float16, torch.bfloat16, torch.float32]
+    init = [torch.randn(n) for n in (4097, 7, 1000, 1, 65537)]
+    runs = []
+    for ours in (True, False):
+        params = [x.to(dt).requires_grad_() for x, dt in zip(init, dtypes, strict=True)]
+        opt = (getattr(fo, name)(params, **FUSED[name]) if ours else
+               getattr(torch.optim, name)(params, fused=True, **FUSED[name]))
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            for p in params:
+                p.grad = (torch.randn(p.shape, generator=gen) * 0.1).to(p.dtype)
+            opt.step()
+        runs.append((params, opt))
+    (mine, o_mine), (theirs, o_theirs) = runs
+    for k, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+        what = str(a.dtype).removeprefix("torch.")
+        assert a.dtype == b.dtype and o_mine.state[a]["exp_avg"].dtype == a.dtype
+        assert_close(a.detach().float().numpy(), b.detach().float().numpy(), what,
+                     f"{name} param {k} ({what})")
