@@ -599,6 +599,45 @@ def part_torch() -> None:
                             fail(str(exc).strip().splitlines()[0])
         summary.append((f"equality {backend} vs torch.optim", f"{n - bad}/{n} match"))
         log(f"{backend} vs torch.optim: {n - bad}/{n} match")
+        n, bad = _grad_scale_against_torch(backend, steps)
+        summary.append((f"grad_scale {backend} vs torch fused", f"{n - bad}/{n} match"))
+        log(f"{backend} grad_scale vs torch fused AdamW: {n - bad}/{n} match")
+
+
+def _grad_scale_against_torch(backend: str, steps: int) -> tuple[int, int]:
+    """AdamW stepping grads scaled by GradScaler's 2^10 with grad_scale (unscaled in the
+    step's pass, left unscaled) against torch's fused AdamW taking the same scale."""
+    from tolerances import assert_close
+
+    n = bad = 0
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        what = f"{backend} grad_scale AdamW {dtype}"
+        with case(what):
+            gen = torch.Generator(device="cpu").manual_seed(1)
+            shapes = [(1,), (7,), (33,)] if DRY else [(1,), (7,), (4097,), (65, 1009)]
+            ps = [torch.randn(s, generator=gen).to(DEV, dtype) for s in shapes]
+            tp = [p.clone().requires_grad_(True) for p in ps]
+            topt = torch.optim.AdamW(tp, lr=1e-2, fused=True)
+            topt.grad_scale = torch.tensor(2.0**10, device=DEV)
+            topt.found_inf = torch.tensor(0.0, device=DEV)
+            fopt = fastopt.optim.AdamW(ps, lr=1e-2, backend=backend)
+            for _ in range(steps):
+                gs = [(torch.randn(s, generator=gen) * 0.1 * 2**10).to(DEV, dtype)
+                      for s in shapes]
+                for p, g in zip(tp, gs, strict=True):
+                    p.grad = g.clone()
+                topt.step()
+                fopt.step(gs, grad_scale=2.0**10, found_inf=0.0)
+            name = str(dtype)[6:]
+            for k, (a, b) in enumerate(zip(ps + gs, tp + [p.grad for p in tp], strict=True)):
+                n += 1
+                try:
+                    assert_close(to_numpy(a.float()), to_numpy(b.float()), name,
+                                 f"{what} {'param' if k < len(ps) else 'grad'}[{k}]")
+                except AssertionError as exc:
+                    bad += 1
+                    fail(str(exc).strip().splitlines()[0])
+    return n, bad
 
 
 # --- cross-entropy -----------------------------------------------------------------------------

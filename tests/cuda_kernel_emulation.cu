@@ -101,22 +101,30 @@ std::vector<double> scalars_for(unsigned variant, int l1_mode, unsigned seed) {
   return s;
 }
 
-// One optimizer in one variant: the emulated launches against step_element on the host.
+// One optimizer in one variant: the emulated launches against step_element on the host
+// (unscale != 1: the grads unscaled in place, the step taking the unrounded product).
 template <class Op, unsigned V, bool L1, typename T>
-int check_step(int offset, const std::vector<double>& s, unsigned seed, const char* what) {
+int check_step(int offset, const std::vector<double>& s, unsigned seed, const char* what,
+               double unscale) {
   using M = typename Op::template Math<T>;
   constexpr unsigned use = Op::uses(V);
   std::vector<bool> used(Op::kSlots);
   for (int r = 0; r < Op::kSlots; ++r) used[r] = (use >> r) & 1u;
   Lists<T> l(Op::kSlots, offset, seed, used);
   const typename Op::template Consts<M> c(s.data());
-  emulate<Op::kSlots, T>(l.list(), StepOp<Op, V, L1, T>{c});
+  emulate<Op::kSlots, T>(l.list(), StepOp<Op, V, L1, T>{c, M(unscale)});
   for (size_t t = 0; t < kSizes.size(); ++t)
     for (int64_t i = 0; i < kSizes[t]; ++i) {
       M st[Op::kState];
       for (int k = 0; k < Op::kState; ++k) st[k] = used[2 + k] ? M(l.ref_at(2 + k, t)[i]) : M(0);
       T& p = l.ref_at(0, t)[i];
-      p = T(step_element<Op, V, L1>(M(p), M(l.ref_at(1, t)[i]), st, c));
+      T& grad = l.ref_at(1, t)[i];
+      M g = M(grad);
+      if (unscale != 1.0) {
+        g = g * M(unscale);
+        grad = T(g);
+      }
+      p = T(step_element<Op, V, L1>(M(p), g, st, c));
       for (int k = 0; k < Op::kState; ++k)
         if (used[2 + k]) l.ref_at(2 + k, t)[i] = T(st[k]);
     }
@@ -138,8 +146,9 @@ int run_all(int offset) {
                                  (l1_mode == 1 ? " l1" : l1_mode == 2 ? " prox" : "");
         with_variant<Op::Variants::count>(v, [&](auto vc) {
           with_flag(l1_mode != 0, [&](auto l1) {
-            bad += check_step<Op, decltype(vc)::value, decltype(l1)::value, T>(offset, s, seed,
-                                                                               what.c_str());
+            // every third case unscales its grads (by 1/3: not a power of two)
+            bad += check_step<Op, decltype(vc)::value, decltype(l1)::value, T>(
+                offset, s, seed, what.c_str(), seed % 3 == 0 ? 1.0 / 3.0 : 1.0);
           });
         });
       }

@@ -2,6 +2,7 @@
 // the pointer table, the device index and the stream (an integer cudaStream_t); the optimizers
 // their scalar vector, in host memory (fastopt/rule.h).
 #if FASTOPT_CUDA
+#include <cmath>
 #include <stdexcept>
 
 #include "bindings.h"
@@ -85,17 +86,21 @@ void bind_cuda(py::module_& parent) {
         py::arg("allowed"));
   m.def("step",
         [](const std::string& op, const PtrTable& ptrs, const NumelArray& numel, int dtype,
-           int device, uint64_t stream, const ScalarVector& scalars) {
+           int device, uint64_t stream, const ScalarVector& scalars, double unscale) {
           const DType dt = cuda_dtype(dtype);
           const OptimizerCall call =
               optimizer_call(op, ptrs, numel, scalars, element_size(dt), "fastopt CUDA ");
+          if (!(unscale > 0.0 && std::isfinite(unscale)))
+            throw py::value_error("fastopt CUDA: unscale must be a finite number > 0");
           py::gil_scoped_release nogil;
           cuda::DeviceGuard guard(device);
-          cuda::step(call.index, call.tl, dt, call.scalars, stream);
+          cuda::step(call.index, call.tl, dt, call.scalars, unscale, stream);
         },
         "one step of optimizer `op` on device arrays (see fastopt._C.step), launched on "
-        "`stream` without synchronizing; the scalars are read on the host",
-        py::arg("op"), FASTOPT_CUDA_ARGS, py::arg("scalars").noconvert());
+        "`stream` without synchronizing; the scalars are read on the host; unscale != 1: the "
+        "grads are unscaled in place in the same pass",
+        py::arg("op"), FASTOPT_CUDA_ARGS, py::arg("scalars").noconvert(),
+        py::arg("unscale") = 1.0);
 
   m.def("norm_sum",
         [](const PtrTable& ptrs, const NumelArray& numel, int dtype, int device, uint64_t stream,

@@ -13,6 +13,7 @@ template <typename T, Pointwise K>
 struct PointwiseOp {
   static constexpr unsigned kWrite = 0b1u;
   math_t<T> value;
+  FASTOPT_HD unsigned writes() const { return kWrite; }
   FASTOPT_HD void prepare() {}
   FASTOPT_HD void operator()(T (&x)[1]) const {
     if constexpr (K == Pointwise::scale) scale_rule(x[0], value);
@@ -30,6 +31,7 @@ struct ScaleByOp {
   static constexpr unsigned kWrite = 0b1u;
   const double* coef_ptr;
   math_t<T> coef = 0;
+  FASTOPT_HD unsigned writes() const { return kWrite; }
   FASTOPT_HD void prepare() { coef = math_t<T>(*coef_ptr); }
   FASTOPT_HD void operator()(T (&x)[1]) const { scale_rule(x[0], coef); }
 };

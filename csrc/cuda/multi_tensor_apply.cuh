@@ -90,7 +90,8 @@ struct alignas(16) Vec {
 FASTOPT_HD bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 // Op: a struct with `static constexpr unsigned kWrite` (bit s set: slot s is stored back),
-// `FASTOPT_HD void prepare()` (per-thread setup, e.g. reading a coefficient from device
+// `FASTOPT_HD unsigned writes() const` (kWrite, and any slot a launch stores besides: the
+// optimizers' grad when they unscale it), `FASTOPT_HD void prepare()` (per-thread setup, e.g. reading a coefficient from device
 // memory) and `FASTOPT_HD void operator()(T (&x)[N])` applying the rule to one
 // element's slots in registers. Slots whose pointer is null (unused options) are neither
 // loaded nor stored. One thread's work for one block; host+device so tests can replay a launch
@@ -115,6 +116,7 @@ FASTOPT_HD void apply_block(const MetaT& meta, Op& op, int block, int thread, in
     }
   }
   op.prepare();
+  const unsigned writes = op.writes();
   if (vec) {
     T r[V][N];
     for (int64_t i = thread; i * V < n; i += threads) {
@@ -129,7 +131,7 @@ FASTOPT_HD void apply_block(const MetaT& meta, Op& op, int block, int thread, in
       for (int k = 0; k < V; ++k) op(r[k]);
 #pragma unroll
       for (int s = 0; s < N; ++s)
-        if ((Op::kWrite >> s & 1u) && ptr[s]) {
+        if ((writes >> s & 1u) && ptr[s]) {
           Vec<T> v;
 #pragma unroll
           for (int k = 0; k < V; ++k) v.v[k] = r[k][s];
@@ -159,7 +161,7 @@ FASTOPT_HD void apply_block(const MetaT& meta, Op& op, int block, int thread, in
         if (i < n) {
 #pragma unroll
           for (int s = 0; s < N; ++s)
-            if ((Op::kWrite >> s & 1u) && ptr[s]) ptr[s][i] = r[k][s];
+            if ((writes >> s & 1u) && ptr[s]) ptr[s][i] = r[k][s];
         }
       }
     }

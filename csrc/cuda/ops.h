@@ -30,7 +30,8 @@ void set_large_params_allowed(bool allowed);
 // the caller has made `device` current. Errors are thrown as std::runtime_error.
 // The optimizer at index `op` of fastopt/optimizers.h, with its full scalar vector (host
 // memory, fastopt/rule.h).
-void step(int op, const TensorList&, DType, const double* scalars, uintptr_t stream);
+void step(int op, const TensorList&, DType, const double* scalars, double unscale,
+          uintptr_t stream);
 double norm(const TensorList&, DType, NormKind, double p, uintptr_t stream);
 // The capturable clip_grad_norm_, in three launches that never synchronize nor allocate:
 //   norm_partials: one partial (sum of |x|^p, or max |x|) per kChunk-element chunk of the list,

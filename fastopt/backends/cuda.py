@@ -68,11 +68,15 @@ class CudaBackend:
         """(device index, stream) of a table (TensorTable.stream)."""
         return t.device[1], t.stream()
 
-    def step(self, op: str, t: TensorTable, scalars: Scalars) -> None:
+    #: step() unscales the grads in its own pass (functional.run)
+    fused_unscale = True
+
+    def step(self, op: str, t: TensorTable, scalars: Scalars, unscale: float = 1.0) -> None:
         """One step of optimizer `op` over table t on its device and stream, without
-        synchronizing; scalars: the op's float64 scalar vector (fastopt.ops), in host memory."""
+        synchronizing; scalars: the op's float64 scalar vector (fastopt.ops), in host memory;
+        unscale != 1: the grads are unscaled in place in the same pass."""
         dev, stream = self._where(t)
-        self._cu.step(op, t.ptrs, t.numel, t.dtype_code, dev, stream, scalars.vector)
+        self._cu.step(op, t.ptrs, t.numel, t.dtype_code, dev, stream, scalars.vector, unscale)
 
     def norm_sum(self, t: TensorTable, norm_type: float) -> float:
         dev, stream = self._where(t)
