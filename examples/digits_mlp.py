@@ -3,10 +3,17 @@ fastopt.losses.cross_entropy (loss and logits gradient in one fused call) and fa
 under a cosine learning-rate schedule. Mini-batches of 64; reaches >= 95% test accuracy.
 
     python examples/digits_mlp.py
+    python examples/digits_mlp.py --precision bf16 --stochastic-rounding
+
+--precision bf16 keeps the params, their grads and AdamW's state in bfloat16 (ml_dtypes, pip
+install ml_dtypes; the matrix products run in float32), and --stochastic-rounding rounds the
+params stochastically, so that updates below half a bfloat16 ulp (the end of the cosine
+schedule) are not lost: here it brings the final loss from 0.132 back to fp32's 0.097.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -17,15 +24,19 @@ from fastopt.schedules import Cosine, LRScheduler
 EPOCHS, BATCH, HIDDEN, LR = 20, 64, 128, 3e-3
 
 
-def main() -> float:
+def main(argv: list[str] | None = None) -> float:
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--stochastic-rounding", action="store_true")
+    args = parser.parse_args(argv)
     # the matrices are tiny (64 x 128): BLAS threads would only add synchronisation
     with threadpool_limits(1, user_api="blas"):
-        return train()
+        return train(args.precision, args.stochastic_rounding)
 
 
-def train() -> float:
+def train(precision: str = "fp32", stochastic_rounding: bool = False) -> float:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -39,14 +50,23 @@ def train() -> float:
     b1 = np.zeros(HIDDEN, dtype=np.float32)
     w2 = (rng.standard_normal((HIDDEN, 10)) * np.sqrt(1 / HIDDEN)).astype(np.float32)
     b2 = np.zeros(10, dtype=np.float32)
-    params = [w1, b1, w2, b2]
-    opt = fastopt.optim.AdamW(params, lr=LR, weight_decay=1e-4)
+    store = np.float32
+    if precision == "bf16":
+        import ml_dtypes
+
+        store = ml_dtypes.bfloat16
+    params = [a.astype(store) for a in (w1, b1, w2, b2)]
+    opt = fastopt.optim.AdamW(params, lr=LR, weight_decay=1e-4,
+                              stochastic_rounding=stochastic_rounding)
+    print(f"params, grads and state in {np.dtype(store).name}"
+          f"{', rounded stochastically' if stochastic_rounding else ''}")
     steps_per_epoch = -(-len(x_train) // BATCH)
     sched = LRScheduler(opt, Cosine(T_max=EPOCHS * steps_per_epoch))
 
     def forward(xb):
+        w1, b1, w2, b2 = (p.astype(np.float32, copy=False) for p in params)
         h = np.maximum(xb @ w1 + b1, 0)
-        return h, h @ w2 + b2
+        return h, h @ w2 + b2, w2
 
     accuracy = 0.0
     for epoch in range(1, EPOCHS + 1):
@@ -56,15 +76,15 @@ def train() -> float:
         for i in range(0, len(order), BATCH):
             idx = order[i : i + BATCH]
             xb, yb = x_train[idx], y_train[idx]
-            h, logits = forward(xb)
+            h, logits, w2 = forward(xb)
             # the gradient replaces the logits buffer: no extra [batch, classes] array
             loss, dlogits = fastopt.losses.cross_entropy(logits, yb, inplace=True)
             total += loss * len(idx)
             dh = (dlogits @ w2.T) * (h > 0)
             grads = [xb.T @ dh, dh.sum(0), h.T @ dlogits, dlogits.sum(0)]
-            opt.step(grads)
+            opt.step([g.astype(store) for g in grads])  # grads in the params' dtype
             sched.step()
-        _, test_logits = forward(x_test)
+        _, test_logits, _ = forward(x_test)
         accuracy = float(np.mean(test_logits.argmax(1) == y_test))
         print(f"epoch {epoch:2d}  loss {total / len(x_train):.4f}  test accuracy "
               f"{accuracy:.2%}  lr {sched.get_last_lr()[0]:.2e}  "
