@@ -239,7 +239,7 @@ def sanitizer_workload() -> int:
             ps = [make(n, dtype, shift) for n in sizes]
             gs = [make(n, dtype, shift) * 0.1 for n in sizes]
 
-            def zeros():
+            def zeros(ps=ps):
                 return [torch.zeros_like(p) for p in ps]
 
             for op, hyper in FEW_CASES:  # every optimizer, its fullest options, L1 modes
@@ -653,10 +653,10 @@ def part_cross_entropy() -> None:
     """fastopt.losses.cross_entropy (the `cuda` backend) against the reference and torch's
     F.cross_entropy + backward: float32/float64, odd shapes, every option, int32/int64
     targets, in place, forward only, a non-default stream."""
+    from loss_cases import ce_inputs
+
     from fastopt import losses
     from fastopt import reference as ref
-
-    from loss_cases import ce_inputs
 
     backend = MAIN
     if not usable("cross_entropy", backend):

@@ -28,8 +28,15 @@ from typing import Any
 import numpy as np
 
 from . import backends
-from ._arrays import (ArraySpec, check_contiguous, check_writable, describe, empty_like, from_host,
-                      to_numpy)
+from ._arrays import (
+    ArraySpec,
+    check_contiguous,
+    check_writable,
+    describe,
+    empty_like,
+    from_host,
+    to_numpy,
+)
 from .reference.elementwise_loss import check_probabilities
 
 _FLOATS = ("float32", "float64")

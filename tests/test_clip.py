@@ -101,6 +101,7 @@ def test_grad_norm_clipper_on_the_host_matches_clip_grad_norm_and_torch(norm_typ
     from fastopt.clip import GradNormClipper
 
     clipper = GradNormClipper(0.5, norm_type)
+    previous = None
     for step in range(3):
         grads = next(grad_stream(SHAPES["mixed"], np.float32, 1, seed=step))
         grads[1] = grads[1].astype(np.float64)

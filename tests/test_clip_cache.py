@@ -179,7 +179,7 @@ def test_torch_drop_in_matches_torch(norm_type, dtypes):
         rel = 1e-5 if torch.float32 in dts else 1e-12
         assert float(got) == pytest.approx(float(want), rel=rel)
         assert all(p.grad._version > v
-                   for p, v in zip([p for p in ours if p.grad is not None], versions))
+                   for p, v in zip([p for p in ours if p.grad is not None], versions, strict=True))
         for p, q in zip(ours, theirs, strict=True):
             if q.grad is None:
                 assert p.grad is None

@@ -240,7 +240,8 @@ def test_cuda_launchers_refuse_bad_pointer_tables_before_launching():
     with pytest.raises(ValueError, match=r"adam: max_exp_avg_sq\[0\]: null pointer"):
         adam(good, s=scalars("adam", amsgrad=1.0))
     want = head + len(meta["adam"]["scalars"])
-    with pytest.raises(ValueError, match=rf"fastopt CUDA adam: scalars must be .* of {want} values"):
+    with pytest.raises(ValueError,
+                       match=rf"fastopt CUDA adam: scalars must be .* of {want} values"):
         adam(good, s=np.ones(want - 1))
     with pytest.raises(ValueError, match=r"unknown optimizer 'adamw' \(compiled: sgd, adam"):
         cu.step("adamw", table(good), numel, 0, 0, 0, scalars("adam"))

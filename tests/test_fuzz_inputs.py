@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _fuzz import assert_unchanged, dtype_lists, dtypes, fuzz, normal, numel, seeds, shapes
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 from tolerances import assert_close
 

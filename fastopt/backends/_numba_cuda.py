@@ -16,8 +16,8 @@ the norm partials are the same as per-tensor launches', whatever the number of t
 from numba import cuda, float64
 
 from .. import ops
-from ..ops import DECAY, ONE
 from .._numba_cuda_losses import block_reduce
+from ..ops import DECAY, ONE
 from . import _numba_common
 from ._numba_common import pointer_intrinsic, track_rules_in_cache
 

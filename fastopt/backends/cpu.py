@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..ops import Scalars, check_native
 from .._table import TensorTable
+from ..ops import Scalars, check_native
 from ._losses import cross_entropy_result
 
 _NORM_KIND = {2.0: 0, 1.0: 1, math.inf: 2}

@@ -16,8 +16,8 @@ import math
 from typing import Any
 
 from .._arrays import cuda_stream
-from ..ops import Scalars
 from .._table import TensorTable
+from ..ops import Scalars
 from ._losses import cross_entropy_result
 
 _NORM_KIND = {2.0: 0, 1.0: 1, math.inf: 2}

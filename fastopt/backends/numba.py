@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from .. import ops
-from ._numba_common import kernel_table
 from .._arrays import cpu_view
 from .._table import TensorTable
+from ._numba_common import kernel_table
 
 # as csrc/cpu: partial sums per fixed chunk, so any thread count gives the same bits
 _CHUNK = 1 << 14

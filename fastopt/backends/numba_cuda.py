@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from .. import ops
-from ._numba_common import kernel_table
 from .._arrays import cpu_view, cuda_stream
 from .._table import TensorTable
+from ._numba_common import kernel_table
 
 _DTYPES = ("float32", "float64", "float16")
 _MAX_BLOCKS = 65536
@@ -88,7 +88,8 @@ def _versions() -> tuple[str, str]:
     for get in (lambda: cuda.cudadrv.driver.driver.get_version(),
                 lambda: cuda.runtime.get_version()):
         try:
-            found.append("%d.%d" % tuple(get()[:2]))
+            major, minor = get()[:2]
+            found.append(f"{major}.{minor}")
         except Exception:
             found.append("?")
     return found[0], found[1]

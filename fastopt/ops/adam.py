@@ -5,8 +5,19 @@ al., "On the Convergence of Adam and Beyond", ICLR 2018."""
 import math
 
 from .. import reference
-from . import (HEAD, MOMENTS, Alias, Hyper, OpSpec, Slot, betas, common, moment, moments,
-               scalar_index)
+from . import (
+    HEAD,
+    MOMENTS,
+    Alias,
+    Hyper,
+    OpSpec,
+    Slot,
+    betas,
+    common,
+    moment,
+    moments,
+    scalar_index,
+)
 
 I = scalar_index(*MOMENTS, "step_size", "bias_correction2", "bias_correction2_sqrt",
                  "eps_inside_sqrt", "amsgrad")

@@ -4,8 +4,19 @@ decay schedule as torch.optim.NAdam."""
 import math
 
 from .. import reference
-from . import (HEAD, MOMENTS, Hyper, OpSpec, ScalarState, Slot, betas, common, moment,
-               moments, scalar_index)
+from . import (
+    HEAD,
+    MOMENTS,
+    Hyper,
+    OpSpec,
+    ScalarState,
+    Slot,
+    betas,
+    common,
+    moment,
+    moments,
+    scalar_index,
+)
 
 I = scalar_index(*MOMENTS, "bias_correction2", "grad_coef", "avg_coef")
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from ._io import f64
 
+
 def mix32(x):
     """lowbias32 (C. Wellons): a bijection of uint32 words with low bias, elementwise."""
     x = np.asarray(x, dtype=np.uint32)

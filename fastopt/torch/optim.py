@@ -52,13 +52,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .. import backends
+from .. import backends, ops
 from .. import functional as F
-from .. import ops
 from .._arrays import describe
 from .._table import SUPPORTED_DTYPES, TableCache
 from ._state import ParamState, TrackedState
-
 
 
 def _scalar_dtype() -> torch.dtype:
