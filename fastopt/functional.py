@@ -78,21 +78,36 @@ def grad_scaling(grad_scale: Any = None, found_inf: Any = None) -> tuple[float, 
     return 1.0 / scale, skip
 
 
-def clip_coefficient(group: dict[str, Any], tables: Sequence[TensorTable],
-                     backend: str | None, unscale: float = 1.0) -> float:
-    """A call's clipping coefficient where the group sets max_grad_norm: the joint norm of
-    the tables' grads (unscaled) clipped as torch.nn.utils.clip_grad_norm_ does; a non-finite
-    norm raises before anything is written."""
-    if group.get("max_grad_norm") is None:
-        return 1.0
-    from .clip import table_norm
+def clip_norm_type(groups: Sequence[dict[str, Any]]) -> float:
+    """The grad_norm_type the groups that clip share (one global norm needs one type)."""
+    types = {float(g.get("grad_norm_type", 2.0)) for g in groups}
+    if len(types) > 1:
+        raise ValueError(f"max_grad_norm: the param groups clip by one global norm, but set "
+                         f"grad_norm_type to {sorted(types)}")
+    return types.pop()
 
-    norm = table_norm(tables, group.get("grad_norm_type", 2.0), backend) * unscale
+
+def clip_coefficients(groups: dict[int, dict[str, Any]], norm: float) -> dict[int, float]:
+    """Each clipping group's coefficient given the global norm of the step's (unscaled)
+    grads, as torch.nn.utils.clip_grad_norm_ clips; a non-finite norm raises, before the
+    caller has written anything."""
     if not math.isfinite(norm):
         raise ValueError(f"max_grad_norm: the gradients' norm is {norm} (an inf or NaN "
                          "gradient): nothing was stepped (found_inf= skips such steps, as "
                          "torch.amp.GradScaler does)")
-    return ops.clip_coefficient(group, norm)
+    return {gi: ops.clip_coefficient(g, norm) for gi, g in groups.items()}
+
+
+def clip_coefficient(group: dict[str, Any], tables: Sequence[TensorTable],
+                     backend: str | None, unscale: float = 1.0) -> float:
+    """A call's clipping coefficient where the group sets max_grad_norm: the joint norm of
+    the tables' grads (unscaled), see clip_coefficients."""
+    if group.get("max_grad_norm") is None:
+        return 1.0
+    from .clip import table_norm
+
+    norm = table_norm(tables, clip_norm_type([group]), backend) * unscale
+    return clip_coefficients({0: group}, norm)[0]
 
 
 def tables_for(op: str, arrays: dict[str, Arrays | None],

@@ -51,15 +51,6 @@ def _check_across_groups(plan: list[tuple[int, list[tuple]]]) -> None:
                          "state array must be distinct")
 
 
-def _one_norm_type(groups: list[dict[str, Any]]) -> float:
-    """The grad_norm_type the groups that clip share (one global norm needs one type)."""
-    types = {float(g.get("grad_norm_type", 2.0)) for g in groups}
-    if len(types) > 1:
-        raise ValueError(f"max_grad_norm: the param groups clip by one global norm, but set "
-                         f"grad_norm_type to {sorted(types)}")
-    return types.pop()
-
-
 def _clone(obj: Any) -> Any:
     if isinstance(obj, float):
         return obj
@@ -123,8 +114,6 @@ class Optimizer:
     spec: ClassVar[ops.OpSpec]
     #: hyperparameters this class fixes (AdamW: decoupled_weight_decay=True)
     fixed: ClassVar[dict[str, Any]] = {}
-    #: 1 / grad_scale of the step running (see step)
-    _unscale: float = 1.0
     #: the global gradient norm of the last step, where a group sets max_grad_norm (else None)
     grad_norm: float | None = None
 
@@ -290,7 +279,6 @@ class Optimizer:
         unscale, skip = F.grad_scaling(grad_scale, found_inf)
         if skip:
             return
-        self._unscale = unscale
         if unscale != 1.0:
             F.check_writable_grads(grads)
         # validate every group's grads before any kernel runs: a bad grad in group 2 must
@@ -313,20 +301,22 @@ class Optimizer:
                     calls = [(tables, shared[0] + 1, shared[1], slice(None), ())]
                 except (MissingGrad, TypeError, ValueError):
                     pass  # the slow path validates in full: it steps through copies or explains
-            plan.append((gi, calls if calls is not None else self._subsets(gi, gs, slots)))
+            plan.append((gi, calls if calls is not None
+                         else self._subsets(gi, gs, slots, unscale != 1.0)))
         if len(plan) > 1:
             _check_across_groups(plan)
-        coefs = self._clip_coefficients(plan)
+        coefs = self._clip_coefficients(plan, unscale)
         for gi, calls in plan:
             for tables, step, fresh, members, copies in calls:
-                self._run(gi, tables, step, fresh, members, coefs.get(gi, 1.0))
+                self._run(gi, tables, step, fresh, members, unscale, coefs.get(gi, 1.0))
                 for user, copy_ in copies:
                     _arrays.copy_into(user, copy_)
                 self._steps[gi][members] += 1
                 for mask in self._fresh[gi].values():
                     mask[members] = False
 
-    def _subsets(self, gi: int, gs: Sequence[Any], slots: tuple[str, ...]) -> list[tuple]:
+    def _subsets(self, gi: int, gs: Sequence[Any], slots: tuple[str, ...],
+                 unscaling: bool = False) -> list[tuple]:
         """Slow path, when some grads are None, params are at different step counts or arrays
         are laid out so that the kernel cannot walk them in place: one set of freshly validated
         tables per (step, fresh slots), over exact copies where needed (see _walkable)."""
@@ -344,7 +334,6 @@ class Optimizer:
             for slot in slots:
                 arrays[slot] = [states[k][slot] for k in ks]
             copies: list[tuple[Any, Any]] = []
-            unscaling = self._unscale != 1.0
             arrays = _walkable(arrays, copies, unscaling)
             calls.append((F.tables_for(self.op, arrays, write_grads=unscaling), step + 1, fresh,
                           np.array(ks), copies))
@@ -354,32 +343,31 @@ class Optimizer:
         st = self.state[gi][k]
         return {key: float(st.get(key, s.init)) for key, s in self.spec.scalar_state.items()}
 
-    def _clip_coefficients(self, plan: list[tuple[int, list[tuple]]]) -> dict[int, float]:
-        """max_grad_norm: the global norm of the grads of every group that sets it (as the
-        caller passed them: unscaled by grad_scale), recorded in `grad_norm`, and each such
-        group's clipping coefficient. A non-finite norm raises before anything is stepped."""
-        clipped = [(gi, calls) for gi, calls in plan
-                   if self.param_groups[gi].get("max_grad_norm") is not None]
+    def _clip_coefficients(self, plan: list[tuple[int, list[tuple]]],
+                           unscale: float) -> dict[int, float]:
+        """max_grad_norm: the global norm of the grads of every group that sets it (unscaled
+        by 1 / grad_scale), recorded in `grad_norm`, and each such group's clipping
+        coefficient (functional.clip_coefficients)."""
+        clipped = {gi: calls for gi, calls in plan
+                   if self.param_groups[gi].get("max_grad_norm") is not None}
         self.grad_norm = None
         if not clipped:
             return {}
-        norm_type = _one_norm_type([self.param_groups[gi] for gi, _ in clipped])
-        tables = [t for _, calls in clipped for c in calls for t in c[0]]
-        norm = clip_mod.table_norm(tables, norm_type, self.backend) * self._unscale
-        if not math.isfinite(norm):
-            raise ValueError(f"max_grad_norm: the gradients' norm is {norm} (an inf or NaN "
-                             "gradient): nothing was stepped (found_inf= skips such steps, as "
-                             "torch.amp.GradScaler does)")
+        groups = {gi: self.param_groups[gi] for gi in clipped}
+        tables = [t for calls in clipped.values() for c in calls for t in c[0]]
+        norm = clip_mod.table_norm(tables, F.clip_norm_type(list(groups.values())),
+                                   self.backend) * unscale
+        coefs = F.clip_coefficients(groups, norm)
         self.grad_norm = norm
-        return {gi: ops.clip_coefficient(self.param_groups[gi], norm) for gi, _ in clipped}
+        return coefs
 
     def _run(self, gi: int, tables: list[TensorTable], step: int, fresh: frozenset[str],
-             members: Any, grad_coef: float = 1.0) -> None:
+             members: Any, unscale: float = 1.0, grad_coef: float = 1.0) -> None:
         group = self.param_groups[gi]
         first = int(np.arange(len(group["params"]))[members][0])
         scalars = self.spec.prepare(group, step, bool(fresh), self._scalar_state(gi, first),
                                     grad_coef=grad_coef)
-        F.run(self.op, tables, self.backend, scalars, self._unscale)
+        F.run(self.op, tables, self.backend, scalars, unscale)
         if scalars.after:
             for k in np.arange(len(group["params"]))[members]:
                 self.state[gi][int(k)].update(scalars.after)

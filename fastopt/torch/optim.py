@@ -327,22 +327,17 @@ class FusedOptimizer(torch.optim.Optimizer):
         """max_grad_norm: the global norm of the grads of every group that sets it (unscaled),
         recorded in `grad_norm`, and each such group's clipping coefficient; a non-finite norm
         raises before anything is stepped."""
-        from ..optim.optimizer import _one_norm_type
-
-        clipped = [(gi, g) for gi, g in enumerate(self.param_groups)
-                   if g.get("max_grad_norm") is not None]
+        clipped = {gi: _plain(g) for gi, g in enumerate(self.param_groups)
+                   if g.get("max_grad_norm") is not None}
         self.grad_norm = None
         if not clipped:
             return {}
-        norm_type = _one_norm_type([g for _, g in clipped])
-        grads = [p.grad for _, g in clipped for p in g["params"] if p.grad is not None]
-        norm = _grad_norm(grads, norm_type) * unscale
-        if not math.isfinite(norm):
-            raise ValueError(f"max_grad_norm: the gradients' norm is {norm} (an inf or NaN "
-                             "gradient): nothing was stepped (torch.amp.GradScaler skips such "
-                             "steps)")
+        grads = [p.grad for gi in clipped for p in self.param_groups[gi]["params"]
+                 if p.grad is not None]
+        norm = _grad_norm(grads, F.clip_norm_type(list(clipped.values()))) * unscale
+        coefs = F.clip_coefficients(clipped, norm)
         self.grad_norm = norm
-        return {gi: ops.clip_coefficient(_plain(g), norm) for gi, g in clipped}
+        return coefs
 
     # --- torch.optim's own implementation -----------------------------------------------
     @classmethod
