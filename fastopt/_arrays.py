@@ -261,41 +261,46 @@ def first_overlap(starts: np.ndarray, ends: np.ndarray) -> tuple[int, int] | Non
     return (i, j) if i < j else (j, i)
 
 
-def zeros_like(obj: Any) -> Any:
-    """A new zero-filled array of obj's framework, dtype, shape and device, laid out as obj
-    when obj is dense (transposed, channels_last), else C-contiguous: optimizer state shares
-    its param's layout, so a kernel walks both flat."""
+def zeros_like(obj: Any, dtype: str | None = None) -> Any:
+    """A new zero-filled array of obj's framework, shape and device, and of obj's dtype unless
+    `dtype` (a dtype name) is given, laid out as obj when obj is dense (transposed,
+    channels_last), else C-contiguous: optimizer state shares its param's layout, so a kernel
+    walks both flat."""
     if isinstance(obj, np.ndarray):
-        return np.zeros_like(obj, order="K", subok=False)
+        return np.zeros_like(obj, order="K", subok=False,
+                             dtype=None if dtype is None else numpy_dtype(dtype))
     module = type(obj).__module__
     if module.startswith("torch"):
         import torch
 
-        return torch.zeros_like(obj, memory_format=torch.preserve_format)
+        return torch.zeros_like(obj, memory_format=torch.preserve_format,
+                                dtype=None if dtype is None else getattr(torch, dtype))
     if module.startswith("cupy"):
         import cupy
 
         with obj.device:
-            return cupy.zeros(obj.shape, dtype=obj.dtype)
+            return cupy.zeros(obj.shape, dtype=obj.dtype if dtype is None else dtype)
     if module.startswith("numba") and hasattr(obj, "__cuda_array_interface__"):
-        return _numba_full(obj, 0.0)
+        return _numba_full(obj, 0.0, dtype)
     ns = getattr(obj, "__array_namespace__", None)
     if ns is not None:
-        return ns().zeros_like(obj)
+        xp = ns()
+        return xp.zeros_like(obj, dtype=None if dtype is None else getattr(xp, dtype))
     raise TypeError(f"cannot allocate optimizer state like a {type(obj).__name__}")
 
 
-def _numba_full(obj: Any, value: float) -> Any:
+def _numba_full(obj: Any, value: float, dtype: str | None = None) -> Any:
     from numba import cuda
 
     with cuda.gpus[_cuda_device_of(obj)]:
-        return cuda.to_device(np.full(obj.shape, value, dtype=obj.dtype))
+        return cuda.to_device(np.full(obj.shape, value,
+                                      dtype=obj.dtype if dtype is None else dtype))
 
 
-def full_like(obj: Any, value: float) -> Any:
+def full_like(obj: Any, value: float, dtype: str | None = None) -> Any:
     if type(obj).__module__.startswith("numba") and hasattr(obj, "__cuda_array_interface__"):
-        return _numba_full(obj, value)
-    out = zeros_like(obj)
+        return _numba_full(obj, value, dtype)
+    out = zeros_like(obj, dtype)
     if value != 0:
         if hasattr(out, "fill_"):
             out.fill_(value)

@@ -96,7 +96,9 @@ def _torch() -> _TorchRow:
 
 @dataclass
 class TensorTable:
-    """One kernel call's arrays: all of one dtype and one device."""
+    """One kernel call's arrays, on one device: params and grads of one dtype (`dtype`), each
+    other row of one dtype too (`row_dtypes`; a state row may be stored in another dtype than
+    the params, see STATE_DTYPES)."""
 
     slots: tuple[str, ...]
     dtype: str
@@ -120,6 +122,8 @@ class TensorTable:
         self.shape_offsets = np.cumsum([0] + [len(s) for s in shapes], dtype=np.int64)
         self.shape_dims = np.array([d for s in shapes for d in s], dtype=np.int64)
         self.dtype_code = DTYPE_CODES[self.dtype]
+        self.row_dtypes = tuple(
+            self.specs[slot][0].dtype if self.specs.get(slot) else None for slot in self.slots)
         # one framework for the whole table, or the generic path (a list may mix them)
         kinds = {_framework(x.obj) for slot in self.slots for x in (self.specs.get(slot) or ())}
         self.framework = kinds.pop() if len(kinds) == 1 else "other"
@@ -134,7 +138,7 @@ class TensorTable:
         self._stream = 0  # the CUDA stream of a released row's latest arrays (stream())
         if self.framework == "torch":
             tr = _torch()
-            self._torch_dtype = first[0].obj.dtype
+            self._torch_dtypes = [getattr(tr.torch, d) if d else None for d in self.row_dtypes]
             self._shapes = [tr.torch.Size(s.shape) for s in first]
             self._strides = None if self._all_contiguous else \
                 [tuple(s.obj.stride()) for s in first]
@@ -173,8 +177,12 @@ class TensorTable:
         """A table of this one's `slot` row alone, at its current pointers (the grads of an
         optimizer's table, for a kernel that walks row 0: clipping's scale)."""
         sub = copy.copy(self)
+        row = self.row(slot)
         sub.slots = (slot,)
-        sub.ptrs = self.ptrs[self.row(slot)][None].copy()
+        sub.row_dtypes = (self.row_dtypes[row],)
+        if self.framework == "torch":
+            sub._torch_dtypes = [self._torch_dtypes[row]]
+        sub.ptrs = self.ptrs[row][None].copy()
         sub.specs = {slot: self.specs.get(slot)}
         sub.written = frozenset({slot})
         sub._stream = self.stream()
@@ -182,8 +190,14 @@ class TensorTable:
         sub._written_objects, sub._others_sorted = [], None  # nothing to bump from here
         return sub
 
-    def nbytes(self) -> np.ndarray:
-        return self.numel * ITEMSIZE[self.dtype]
+    def nbytes(self, row: int = 0) -> np.ndarray:
+        """The byte size of each of a row's arrays (row 0, the params', by default)."""
+        return self.numel * ITEMSIZE[self.row_dtypes[row] or self.dtype]
+
+    def mixed(self) -> bool:
+        """Whether some row is stored in another dtype than the params (backends declare
+        whether they take such tables: `mixed_storage`)."""
+        return any(d not in (None, self.dtype) for d in self.row_dtypes)
 
     def _pick(self, arrays: Sequence[Any]) -> list[Any]:
         picked = (arrays[self._span.start:self._span.stop] if self._span is not None
@@ -204,9 +218,11 @@ class TensorTable:
         shape and layout. False means the table no longer describes them: rebuild it."""
         picked = self._pick(arrays)
         row = self.row(slot)
+        if self.specs.get(slot) is None:  # a master row where these params have none
+            return all(a is None for a in picked)
         if self.framework == "numpy" and self._all_contiguous and _gather_pointers():
             out = np.empty(len(picked), np.uint64)
-            return (self._gather_numpy(picked, out, writeable)
+            return (self._gather_numpy(picked, out, writeable, row)
                     and np.array_equal(out, self.ptrs[row]))
         if not all(map(_is, picked, self.objects(slot))):
             return False
@@ -245,8 +261,9 @@ class TensorTable:
                 raise MissingGrad(f"{slot}: some entries are None")
             first = self.specs[self.slots[0]]
             specs = [describe(a, slot, int(i)) for a, i in zip(picked, self.index, strict=True)]
+            dtype = self.row_dtypes[row] or self.dtype
             for s, ref, i in zip(specs, first, self.index, strict=True):
-                _check_like(s, ref, slot, int(i), self.slots[0], writeable, (self.dtype,))
+                _check_like(s, ref, slot, int(i), self.slots[0], writeable, (dtype,))
             self.ptrs[row] = [s.ptr for s in specs]
         released = self.specs.get(slot)
         if self.device[0] == "cuda" and picked and released and released[0].obj is None:
@@ -261,13 +278,14 @@ class TensorTable:
         """The fast paths: True (and the row's pointers filled) if every entry is a valid
         array for this row; False sends the caller to the generic path, which explains."""
         if self.framework == "numpy" and self._all_contiguous:
-            return self._gather_numpy(picked, self.ptrs[row], writeable)
+            return self._gather_numpy(picked, self.ptrs[row], writeable, row)
         if self.framework == "torch":
             return self._gather_torch(picked, row)
         return False
 
-    def _gather_numpy(self, picked: list[Any], out: np.ndarray, writeable: bool) -> bool:
-        type_num = _NUMPY_TYPE_NUM.get(self.dtype)
+    def _gather_numpy(self, picked: list[Any], out: np.ndarray, writeable: bool,
+                      row: int) -> bool:
+        type_num = _NUMPY_TYPE_NUM.get(self.row_dtypes[row] or self.dtype)
         gather = _gather_pointers()
         if type_num is None or self.device[0] != "cpu" or gather is None:
             return False
@@ -288,7 +306,7 @@ class TensorTable:
             # a new tensor may sit at an old address: the checks run whatever the pointers.
             # The shape pass is the dearest (a torch.Size per tensor): where torch's .grad
             # setter already enforced the param's shape, the byte size proves the extent.
-            ok = (all(map(_is, map(tr.dtype, picked), repeat(self._torch_dtype)))
+            ok = (all(map(_is, map(tr.dtype, picked), repeat(self._torch_dtypes[row])))
                   and (list(map(tr.nbytes, picked)) == self._nbytes if self.trusted_shapes
                        else list(map(tr.shape, picked)) == self._shapes)
                   and list(map(tr.get_device, picked)) == [self._device] * len(picked)
@@ -313,9 +331,8 @@ class TensorTable:
 
     def _check_row_overlap(self, row: int) -> None:
         n = len(self)
-        nbytes = self.nbytes()
         mine_s = self.ptrs[row].astype(np.int64)
-        mine_e = mine_s + nbytes
+        mine_e = mine_s + self.nbytes(row)
         hit = first_overlap(mine_s, mine_e)
         if hit is not None:
             raise _alias_error(self.slots[row], int(self.index[hit[0]]), self.slots[row],
@@ -324,7 +341,8 @@ class TensorTable:
             others = [r for r in range(len(self.slots)) if r != row and self.ptrs[r].any()]
             s = np.concatenate([self.ptrs[r].astype(np.int64) for r in others]) if others \
                 else np.zeros(0, np.int64)
-            e = s + np.tile(nbytes, len(others))
+            e = s + (np.concatenate([self.nbytes(r) for r in others]) if others
+                     else np.zeros(0, np.int64))
             keep = e > s
             order = np.argsort(s[keep], kind="stable")
             ids = np.nonzero(keep)[0][order]
@@ -361,12 +379,17 @@ def _alias_error(a: str, i: int, b: str, j: int) -> ValueError:
 
 def _check_like(s: ArraySpec, ref: ArraySpec, name: str, i: int, ref_name: str,
                 writeable: bool, allowed: Sequence[str]) -> None:
+    """`s` (entry i of row `name`) fits `ref` (entry i of the params): same shape, device and
+    layout, and a dtype in `allowed` (the params' own, or a state row's)."""
     if s.shape != ref.shape:
         raise ValueError(f"{name}[{i}]: shape {s.shape} does not match {ref_name}[{i}] "
                          f"shape {ref.shape}")
-    if s.dtype != ref.dtype:
-        raise TypeError(f"{name}[{i}]: dtype {s.dtype} does not match {ref_name}[{i}] "
-                        f"dtype {ref.dtype}")
+    if s.dtype not in allowed:
+        if tuple(allowed) == (ref.dtype,):
+            raise TypeError(f"{name}[{i}]: dtype {s.dtype} does not match {ref_name}[{i}] "
+                            f"dtype {ref.dtype}")
+        raise TypeError(f"{name}[{i}]: dtype {s.dtype} is not a state dtype for {ref_name}[{i}] "
+                        f"dtype {ref.dtype} (one of {', '.join(allowed)})")
     check_float(s, name, i, allowed)
     if s.device != ref.device:
         raise ValueError(f"{name}[{i}]: on {s.device[0]}:{s.device[1]} but {ref_name}[{i}] is "
@@ -383,14 +406,34 @@ SUPPORTED_DTYPES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The dtypes a state row may be stored in, by the params' dtype: float32 and 16-bit params
+#: take float32, bfloat16 or float16 state (math in float32 whatever the storage); float64
+#: params float64 state only.
+STATE_DTYPES: dict[str, tuple[str, ...]] = {
+    "float32": ("float32", "bfloat16", "float16"),
+    "bfloat16": ("bfloat16", "float32", "float16"),
+    "float16": ("float16", "float32", "bfloat16"),
+    "float64": ("float64",),
+}
+
+
+#: The row of float32 master copies of 16-bit params (master_weights=True): entries only
+#: where the param is float16 or bfloat16, None elsewhere.
+MASTER = "master_param"
+MASTER_PARAM_DTYPES = ("float16", "bfloat16")
+
+
 def build_tables(slots: Sequence[str], arrays: Mapping[str, Sequence[Any] | None],
                  written: set[str],
-                 allowed: Mapping[str, Sequence[str]] = SUPPORTED_DTYPES) -> list[TensorTable]:
-    """Validate the arrays of every slot and group them into tables of one dtype and device.
+                 allowed: Mapping[str, Sequence[str]] = SUPPORTED_DTYPES,
+                 free: Sequence[str] = ()) -> list[TensorTable]:
+    """Validate the arrays of every slot and group them into tables of one device and one
+    dtype per row.
 
     slots[0] is the reference list (params): every other slot must match it, index by index,
-    in shape, dtype and device. Slots in `written` must be writable. No two arrays may share
-    memory.
+    in shape, dtype and device; the slots in `free` (state rows) may instead have any dtype of
+    STATE_DTYPES for the param's, and a MASTER row holds float32 arrays for 16-bit params and
+    None for others. Slots in `written` must be writable. No two arrays may share memory.
     """
     ref_name = slots[0]
     lists = {slot: _as_list(slot, arrays.get(slot)) for slot in slots}
@@ -406,22 +449,40 @@ def build_tables(slots: Sequence[str], arrays: Mapping[str, Sequence[Any] | None
             continue
         if len(lst) != n:
             raise ValueError(f"{slot}: has {len(lst)} entries but {ref_name} has {n}")
-        specs[slot] = [describe(a, slot, i) for i, a in enumerate(lst)]
+        specs[slot] = [None if a is None and slot == MASTER else describe(a, slot, i)
+                       for i, a in enumerate(lst)]
     for i, r in enumerate(specs[ref_name]):
         check_float(r, ref_name, i, allowed.get(r.device[0], ()))
         check_dense(r, ref_name, i)
         if ref_name in written:
             check_writable(r, ref_name, i)
         for slot in slots[1:]:
-            if specs[slot] is not None:
-                _check_like(specs[slot][i], r, slot, i, ref_name, slot in written, (r.dtype,))
+            if specs[slot] is None:
+                continue
+            s = specs[slot][i]
+            if slot == MASTER:
+                wanted = r.dtype in MASTER_PARAM_DTYPES
+                if (s is not None) != wanted:
+                    raise TypeError(f"{slot}[{i}]: master weights are float32 copies of "
+                                    f"float16 and bfloat16 params, one for each: {ref_name}"
+                                    f"[{i}] is {r.dtype}, {slot}[{i}] is "
+                                    f"{'None' if s is None else s.dtype}")
+                if s is None:
+                    continue
+            _check_like(s, r, slot, i, ref_name, slot in written,
+                        ("float32",) if slot == MASTER
+                        else STATE_DTYPES.get(r.dtype, (r.dtype,)) if slot in free
+                        else (r.dtype,))
     _check_no_aliasing(slots, specs)
-    groups: dict[tuple[str, tuple[str, int]], list[int]] = {}
+    groups: dict[tuple[str, tuple[str, int], tuple], list[int]] = {}
     for i, r in enumerate(specs[ref_name]):
-        groups.setdefault((r.dtype, r.device), []).append(i)
+        rows = tuple(None if specs[slot][i] is None else specs[slot][i].dtype
+                     for slot in free if specs.get(slot) is not None)
+        groups.setdefault((r.dtype, r.device, rows), []).append(i)
     tables = []
-    for (dtype, device), idx in groups.items():
-        sub = {slot: (None if sp is None else [sp[i] for i in idx]) for slot, sp in specs.items()}
+    for (dtype, device, _), idx in groups.items():
+        sub = {slot: (None if sp is None or sp[idx[0]] is None else [sp[i] for i in idx])
+               for slot, sp in specs.items()}
         tables.append(TensorTable(tuple(slots), dtype, device, np.array(idx, np.int64), sub,
                                   frozenset(written)))
     return tables
@@ -441,6 +502,8 @@ def _check_no_aliasing(slots: Sequence[str], specs: Mapping[str, list[ArraySpec]
     names, starts, ends = [], [], []
     for slot in slots:
         for i, s in enumerate(specs[slot] or ()):
+            if s is None:
+                continue
             names.append((slot, i))
             starts.append(s.ptr)
             ends.append(s.ptr + s.nbytes)
@@ -462,9 +525,11 @@ class TableCache:
 
     def __init__(self, slots: Sequence[str], written: set[str], *,
                  allowed: Mapping[str, Sequence[str]] = SUPPORTED_DTYPES,
-                 keep: str = "grad", trusted_shapes: bool = False) -> None:
+                 keep: str = "grad", trusted_shapes: bool = False,
+                 free: Sequence[str] = ()) -> None:
         self.trusted_shapes = trusted_shapes  # torch .grad tensors: shapes enforced by torch
         self.slots = tuple(slots)
+        self.free = tuple(free)  # rows of any state dtype (build_tables)
         self.written = set(written)
         self.allowed = allowed
         self.keep = keep  # the row never kept (and re-validated in full)
@@ -501,7 +566,7 @@ class TableCache:
         return tables
 
     def _build(self, lists: Mapping[str, Sequence[Any] | None]) -> list[TensorTable]:
-        tables = build_tables(self.slots, lists, self.written, self.allowed)
+        tables = build_tables(self.slots, lists, self.written, self.allowed, self.free)
         self.builds += 1
         for t in tables:
             t.trusted_shapes = self.trusted_shapes
@@ -514,6 +579,6 @@ class TableCache:
 
     def __deepcopy__(self, memo: dict) -> TableCache:
         new = TableCache(self.slots, self.written, allowed=self.allowed, keep=self.keep,
-                         trusted_shapes=self.trusted_shapes)
+                         trusted_shapes=self.trusted_shapes, free=self.free)
         memo[id(self)] = new
         return new

@@ -15,7 +15,7 @@ from typing import Any
 
 from . import backends, ops
 from ._arrays import check_writable, describe
-from ._table import TableCache, TensorTable, build_tables
+from ._table import MASTER, TableCache, TensorTable, build_tables
 
 Arrays = Sequence[Any]
 
@@ -119,9 +119,9 @@ def tables_for(op: str, arrays: dict[str, Arrays | None],
     for slot in ("param", "grad") if required is None else required:
         if arrays.get(slot) is None:
             raise ValueError(f"{slot}: required by {op} (got None)")
-    slots = SLOTS[op]
+    slots = SLOTS[op] + ((MASTER,) if arrays.get(MASTER) is not None else ())
     written = {s for s in slots if s not in READ_ONLY or write_grads}
-    return build_tables(slots, arrays, written)
+    return build_tables(slots, arrays, written, free=slots[2:])
 
 
 def check_writable_grads(grads: Arrays) -> None:
@@ -131,12 +131,13 @@ def check_writable_grads(grads: Arrays) -> None:
             check_writable(describe(g, "grad", i), "grad", i)
 
 
-def table_cache(op: str, *, trusted_shapes: bool = False) -> TableCache:
+def table_cache(op: str, *, trusted_shapes: bool = False, master: bool = False) -> TableCache:
     """A TableCache for repeated calls of optimizer `op` over the same params and state
-    (trusted_shapes: the grads are torch .grad tensors, whose shapes torch enforces)."""
-    slots = SLOTS[op]
+    (trusted_shapes: the grads are torch .grad tensors, whose shapes torch enforces; master:
+    with a row of master weights)."""
+    slots = SLOTS[op] + ((MASTER,) if master else ())
     return TableCache(slots, {s for s in slots if s not in READ_ONLY},
-                      trusted_shapes=trusted_shapes)
+                      trusted_shapes=trusted_shapes, free=slots[2:])
 
 
 def run(op: str, tables: Sequence[TensorTable], backend: str | None,
@@ -151,6 +152,17 @@ def run(op: str, tables: Sequence[TensorTable], backend: str | None,
     base = ops.stochastic_base(scalars)
     for t in tables:
         b = backends.resolve(backend, t.device[0], t.dtype)
+        if t.specs.get(MASTER) and not getattr(b, "master_weights", False):
+            raise backends.BackendUnavailable(
+                f"backend {b.name!r} has no master weights (the cpu and reference backends "
+                "have them)")
+        if t.mixed() and not getattr(b, "mixed_storage", False):
+            rows = [f"{s} {d}" for s, d in zip(t.slots, t.row_dtypes, strict=True)
+                    if d not in (None, t.dtype)]
+            raise backends.BackendUnavailable(
+                f"backend {b.name!r} takes state only in the params' dtype ({t.dtype}), got "
+                f"{', '.join(rows)} (the cpu and reference backends take state in another "
+                "dtype)")
         kw: dict[str, Any] = {}
         if base is not None and t.dtype in ops.STOCHASTIC_DTYPES:
             if not getattr(b, "stochastic_rounding", False):
@@ -175,7 +187,13 @@ GRAD_SCALING_DOC = """
     (1 / grad_scale), and the step takes them so; a nonzero found_inf skips the step: nothing
     changes, grads included. max_grad_norm: the step takes the grads clipped by their joint
     norm, as torch.nn.utils.clip_grad_norm_ over the list would leave them (grad_norm_type:
-    the norm's order), scaled on the fly: the grads themselves are not changed."""
+    the norm's order), scaled on the fly: the grads themselves are not changed.
+
+    master_params: float32 master copies of float16 and bfloat16 params (None for other
+    params): the step updates the master copy in place of the param, and stores the param as
+    the master's value rounded to nearest. State may be stored in another dtype than the
+    params (float32, bfloat16, float16; float64 for float64 params), each row rounded to its
+    own."""
 
 
 def _functional(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> Callable[..., Any]:
@@ -186,8 +204,9 @@ def _functional(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> Callabl
     extra = tuple(spec.scalar_state)
 
     def step_(params: Arrays, grads: Arrays, *state: Arrays | None, step: int | None = None,
-              first_step: bool = False, grad_scale: Any = None, found_inf: Any = None,
-              backend: str | None = None, **kw: Any) -> Any:
+              first_step: bool = False, master_params: Arrays | None = None,
+              grad_scale: Any = None, found_inf: Any = None, backend: str | None = None,
+              **kw: Any) -> Any:
         if len(state) > len(rows):
             raise TypeError(f"{name}_() takes {2 + len(rows)} lists of arrays "
                             f"(params, grads, {', '.join(rows)}), got {2 + len(state)}")
@@ -203,7 +222,8 @@ def _functional(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> Callabl
             raise ValueError(f"{name}_: stochastic_rounding needs step= (the step count keys "
                              "the random bits: a new one each step)")
         needed = spec.state_slots(group)
-        arrays: dict[str, Arrays | None] = {"param": params, "grad": grads}
+        arrays: dict[str, Arrays | None] = {"param": params, "grad": grads,
+                                            MASTER: master_params}
         for slot, arg, given in zip(spec.slots, rows, (*state, *[None] * len(rows)),
                                     strict=False):
             if slot.name in needed and given is None:
@@ -231,7 +251,8 @@ def _functional(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> Callabl
         params.append(P("first_step", P.KEYWORD_ONLY, default=False))
     params += [P(k, P.KEYWORD_ONLY, default=s.init) for k, s in spec.scalar_state.items()]
     params += [P(k, P.KEYWORD_ONLY, default=v) for k, v in defaults.items() if k not in fixed]
-    params += [P(k, P.KEYWORD_ONLY, default=None) for k in ("grad_scale", "found_inf", "backend")]
+    params += [P(k, P.KEYWORD_ONLY, default=None)
+               for k in ("master_params", "grad_scale", "found_inf", "backend")]
     step_.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     step_.__name__ = step_.__qualname__ = f"{name}_"
     step_.spec = spec  # type: ignore[attr-defined]

@@ -140,9 +140,10 @@ class Entry:
 
     @property
     def defaults(self) -> Options:
-        """The class's defaults (an alias's own included), l1 and l1_mode too."""
-        return {**self.spec.defaults, **(self.alias.defaults if self.alias else {}),
-                **self.fixed}
+        """The class's defaults (an alias's own included), the frame's (l1, ...) and the
+        state's (state_dtype) too."""
+        return {**self.spec.defaults, **ops.STATE_OPTIONS,
+                **(self.alias.defaults if self.alias else {}), **self.fixed}
 
     def group(self, options: Options) -> Options:
         """Every hyperparameter of a param group built with `options`."""

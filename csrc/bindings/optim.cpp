@@ -2,6 +2,9 @@
 // metadata that the Python spec checks its own against at import.
 #include <cmath>
 #include <string>
+#include <vector>
+
+#include <pybind11/stl.h>
 
 #include "bindings.h"
 #include "fastopt/optimizers.h"
@@ -60,7 +63,7 @@ void bind_optim(py::module_& m) {
       "step",
       [](const std::string& op, const PtrTable& ptrs, const NumelArray& numel, int dtype,
          const ScalarVector& scalars, double unscale, const py::object& stochastic_ids,
-         uint32_t stochastic_base) {
+         uint32_t stochastic_base, const py::object& state_dtypes, const py::object& master) {
         const DType dt = cpu_storage_dtype(dtype);
         const OptimizerCall call = optimizer_call(op, ptrs, numel, scalars, 1, "");
         const std::string who = std::string(call.rule->name) + ": ";
@@ -78,9 +81,43 @@ void bind_optim(py::module_& m) {
                                   std::to_string(call.tl.n_tensors) + ")");
           ids = id_array.data();
         }
+        cpu::RowStorage rs;
+        std::vector<DType> sd;
+        const bool k16 = dt == DType::f16 || dt == DType::bf16;
+        if (!state_dtypes.is_none()) {
+          const auto codes = state_dtypes.cast<std::vector<int>>();
+          const size_t n_state = size_t(call.rule->n_slots - 2);
+          if (codes.size() != n_state)
+            throw py::value_error(who + "state_dtypes must hold one dtype code per state row (" +
+                                  std::to_string(n_state) + ")");
+          for (const int code : codes) {
+            const DType d = cpu_storage_dtype(code);
+            // float64 is math type and storage at once: it mixes with nothing
+            if (d != dt && (d == DType::f64 || dt == DType::f64))
+              throw py::type_error(who + "float64 state needs float64 params and vice versa");
+            sd.push_back(d);
+          }
+          rs.state = sd.data();
+        }
+        PtrTable master_ptrs;
+        if (!master.is_none()) {
+          if (!PtrTable::check_(master))
+            throw py::type_error(who + "master must be a C-contiguous uint64 array");
+          master_ptrs = master.cast<PtrTable>();
+          if (master_ptrs.ndim() != 1 || master_ptrs.shape(0) != call.tl.n_tensors)
+            throw py::value_error(who + "master must hold one address per tensor (" +
+                                  std::to_string(call.tl.n_tensors) + ")");
+          if (!k16)
+            throw py::type_error(who + "master weights are for float16 and bfloat16 params");
+          const char* names[] = {"master"};
+          const std::string why = table_problem(
+              TensorList{master_ptrs.data(), call.tl.numel, call.tl.n_tensors, 1}, 4, names, 1u);
+          if (!why.empty()) throw py::value_error(who + why);
+          rs.master = master_ptrs.data();
+        }
         py::gil_scoped_release nogil;
         [&] {
-          FASTOPT_CPU_CALL(step, call.index, call.tl, dt, call.scalars, unscale, ids,
+          FASTOPT_CPU_CALL(step, call.index, call.tl, dt, rs, call.scalars, unscale, ids,
                            stochastic_base)
         }();
       },
@@ -88,10 +125,13 @@ void bind_optim(py::module_& m) {
       "in place; scalars: the op's float64 scalar vector (head one, sign, l1, prox, then "
       "optimizers()[i]['scalars']); unscale != 1: the gradients are unscaled in place first "
       "(g = g * unscale), and the step takes them so; stochastic_ids (an int64 id per tensor): "
-      "16-bit params rounded stochastically, keyed by (stochastic_base, id, element)",
+      "16-bit params rounded stochastically, keyed by (stochastic_base, id, element); "
+      "state_dtypes: the dtype code of each state row (default: the params'); master (a uint64 "
+      "address per tensor): float32 master copies of 16-bit params, stepped in their place",
       py::arg("op"), py::arg("ptrs").noconvert(), py::arg("numel").noconvert(), py::arg("dtype"),
       py::arg("scalars").noconvert(), py::arg("unscale") = 1.0,
-      py::arg("stochastic_ids") = py::none(), py::arg("stochastic_base") = 0u);
+      py::arg("stochastic_ids") = py::none(), py::arg("stochastic_base") = 0u,
+      py::arg("state_dtypes") = py::none(), py::arg("master") = py::none());
 
   m.def(
       "optimizers",

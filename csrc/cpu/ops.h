@@ -18,14 +18,24 @@ const char* isa_name(Isa isa);
 // Streams the bandwidth probe (probe.cpp) takes: read-modify-write, read-only, write-only.
 constexpr int kProbeMaxRw = 4, kProbeMaxRo = 2, kProbeMaxWo = 1;
 
+// How an optimizer table's rows are stored beyond the table's dtype (the params' and grads'):
+// each state row's own dtype (null: all in the params' dtype; float32, float16 or bfloat16
+// for 32- and 16-bit params), and float32 master copies of 16-bit params (null: none; else
+// one address per tensor), which the step reads and writes in place of the params, rounding
+// its result into the params.
+struct RowStorage {
+  const DType* state = nullptr;
+  const uint64_t* master = nullptr;
+};
+
 // One declaration per kernel; each ISA namespace gets the same list. step: the optimizer at
 // index `op` of fastopt/optimizers.h, with its full scalar vector (fastopt/rule.h); unscale != 1:
 // the gradients are first unscaled in place (g = g * unscale: GradScaler's 1 / scale);
 // stochastic_ids (one id per tensor, or null): 16-bit params rounded stochastically with the
-// keys of (stochastic_base, id) (half.h).
+// keys of (stochastic_base, id) (half.h); RowStorage: mixed-precision state and master weights.
 #define FASTOPT_CPU_KERNELS                                                    \
-  void step(int op, const TensorList&, DType, const double* scalars, double unscale,  \
-            const int64_t* stochastic_ids, uint32_t stochastic_base);                \
+  void step(int op, const TensorList&, DType, const RowStorage&, const double* scalars, \
+            double unscale, const int64_t* stochastic_ids, uint32_t stochastic_base);  \
   void probe(const TensorList&, int n_rw, int n_ro, int n_wo);                 \
   double norm(const TensorList&, DType, NormKind, double p);                   \
   void scale(const TensorList&, DType, double coef);                           \

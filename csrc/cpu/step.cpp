@@ -83,55 +83,89 @@ struct Stochastic {
   uint32_t key(int64_t t) const { return mix32(base ^ uint32_t(uint64_t(ids[t]))); }
 };
 
-// A chunk of 16-bit storage, a tile at a time: the used rows converted into math-type buffers
-// (one vector conversion each, half.h), the math-type loop run on them, the written rows
-// converted back (the gradient too when it is unscaled; the param stochastically with `sr`).
-// Converting inside the rule's loop instead costs several times the rule's own arithmetic
-// (float16's bit-exact conversion is ~20 vector operations).
-template <class Op, unsigned V, bool L1, unsigned Use, typename T, typename M, size_t... I,
-          typename... S>
+// A state row whose dtype is known at run time (mixed-precision state: RowStorage), elements
+// [off, off + n) converted to or from the math type. The switch runs once per tile and row.
+template <typename M>
+inline void row_to_math(DType d, const void* row, int64_t off, M* dst, int64_t n) {
+  dispatch_storage(d, [&](auto tag) {
+    to_math(static_cast<const decltype(tag)*>(row) + off, dst, n);
+  });
+}
+
+template <typename M>
+inline void row_from_math(DType d, const M* src, void* row, int64_t off, int64_t n) {
+  dispatch_storage(d, [&](auto tag) { from_math(src, static_cast<decltype(tag)*>(row) + off, n); });
+}
+
+// A chunk a tile at a time (16-bit params, state rows in another dtype than the params, or
+// master weights): the used rows converted into math-type buffers (one vector conversion
+// each, half.h), the math-type loop run on them, the written rows converted back (the
+// gradient too when it is unscaled; the param stochastically with `sr`). Converting inside
+// the rule's loop instead costs several times the rule's own arithmetic (float16's bit-exact
+// conversion is ~20 vector operations). state[I]: row I's tensor (its start: `first` is the
+// chunk's offset in it), sd[I] its dtype; master: the tensor's float32 master copy, or null.
+template <class Op, unsigned V, bool L1, unsigned Use, typename T, typename M, size_t... I>
 void step_tiles(int64_t n, T* param, T* grad, const typename Op::template Consts<M>& c,
                 M unscale, const Stochastic& sr, int64_t t, int64_t first,
-                std::index_sequence<I...> rows, S*... state) {
+                std::index_sequence<I...> rows, void* const* state, const DType* sd,
+                float* master) {
   constexpr int64_t kTile = 256;
   constexpr unsigned kWrite = Op::kWritten & Use;
   alignas(64) M p[kTile], g[kTile], st[Op::kState > 0 ? Op::kState : 1][kTile];
-  T* const rows_in[] = {state..., nullptr};
   for (int64_t b = 0; b < n; b += kTile) {
     const int64_t m = n - b < kTile ? n - b : kTile;
-    to_math(param + b, p, m);
+    if (master)
+      to_math(master + first + b, p, m);
+    else
+      to_math(param + b, p, m);
     to_math(grad + b, g, m);
     if (unscale != M(1)) {
       // the update takes the unscaled gradient unrounded, as torch's fused steps do
       for (int64_t i = 0; i < m; ++i) g[i] = g[i] * unscale;
       from_math(g, grad + b, m);
     }
-    ((Use >> (2 + I) & 1u ? to_math(rows_in[I] + b, st[I], m) : void()), ...);
+    ((Use >> (2 + I) & 1u ? row_to_math(sd[I], state[I], first + b, st[I], m) : void()), ...);
     step_any<Op, V, L1, Use, M, M>(m, p, g, c, rows,
                                    ((Use >> (2 + I) & 1u) ? st[I] : static_cast<M*>(nullptr))...);
-    if (sr.on)
-      from_math_stochastic(p, param + b, m, sr.key(t), first + b);
-    else
-      from_math(p, param + b, m);
-    ((kWrite >> (2 + I) & 1u ? from_math(st[I], rows_in[I] + b, m) : void()), ...);
+    if (master) from_math(p, master + first + b, m);
+    bool rounded = false;
+    if constexpr (std::is_same_v<T, f16> || std::is_same_v<T, bf16>) {
+      if (sr.on) {  // 32-bit params round to nearest
+        from_math_stochastic(p, param + b, m, sr.key(t), first + b);
+        rounded = true;
+      }
+    }
+    if (!rounded) from_math(p, param + b, m);
+    ((kWrite >> (2 + I) & 1u ? row_from_math(sd[I], st[I], state[I], first + b, m) : void()),
+     ...);
   }
 }
 
-// The chunk [b, e) of tensor t: the rows the variant uses, null for the others.
+// The chunk [b, e) of tensor t: the rows the variant uses, null for the others. `tiled`: some
+// state row is stored in another dtype than T, or there are master weights (RowStorage).
 // (unscale != 1: the gradient is first unscaled in place, g = g * unscale, while the chunk is in
 // cache: one pass over memory still.)
 template <class Op, unsigned V, bool L1, typename T, typename M, size_t... I>
 void step_rows(const TensorList& tl, int64_t t, int64_t b, int64_t e,
                const typename Op::template Consts<M>& c, double unscale,
-               const Stochastic& sr, std::index_sequence<I...> rows) {
+               const Stochastic& sr, const DType* sd, const uint64_t* master, bool tiled,
+               std::index_sequence<I...> rows) {
   constexpr unsigned Use = Op::uses(V);
   constexpr bool k16 = std::is_same_v<T, f16> || std::is_same_v<T, bf16>;
+  (void)sd, (void)master, (void)tiled;  // float64 params keep float64 state, no master
   T* const grad = tl.slot<T>(1, t) + b;
-  if constexpr (k16) {
-    step_tiles<Op, V, L1, Use, T, M>(
-        e - b, tl.slot<T>(0, t) + b, grad, c, M(unscale), sr, t, b, rows,
-        ((Use >> (2 + I) & 1u) ? tl.slot<T>(int(2 + I), t) + b : static_cast<T*>(nullptr))...);
-  } else {
+  if constexpr (!std::is_same_v<T, double>) {
+    if (k16 || tiled) {
+      void* const state[] = {
+          ((Use >> (2 + I) & 1u) ? static_cast<void*>(tl.slot<T>(int(2 + I), t)) : nullptr)...,
+          nullptr};
+      float* const mt = master ? reinterpret_cast<float*>(uintptr_t(master[t])) : nullptr;
+      step_tiles<Op, V, L1, Use, T, M>(e - b, tl.slot<T>(0, t) + b, grad, c, M(unscale), sr, t,
+                                       b, rows, state, sd, mt);
+      return;
+    }
+  }
+  if constexpr (!k16) {
     (void)sr;  // 32- and 64-bit params round to nearest
     if (unscale != 1.0) {
       const math_t<T> u(unscale);
@@ -144,10 +178,16 @@ void step_rows(const TensorList& tl, int64_t t, int64_t b, int64_t e,
 }
 
 template <class Op>
-void step_op(const TensorList& tl, DType dtype, const double* s, double unscale,
-             const Stochastic& sr) {
+void step_op(const TensorList& tl, DType dtype, const RowStorage& rs, const double* s,
+             double unscale, const Stochastic& sr) {
   const unsigned variant = rule_info<Op>().variant(s);
   const bool l1 = s[kL1] != 0.0 || s[kProx] != 0.0;
+  DType sd[Op::kState > 0 ? Op::kState : 1];
+  bool tiled = rs.master != nullptr;
+  for (size_t i = 0; i < Op::kState; ++i) {
+    sd[i] = rs.state ? rs.state[i] : dtype;
+    tiled = tiled || sd[i] != dtype;
+  }
   dispatch_storage(dtype, [&](auto tag) {
     using T = decltype(tag);
     using M = typename Op::template Math<T>;
@@ -156,7 +196,8 @@ void step_op(const TensorList& tl, DType dtype, const double* s, double unscale,
       with_flag(l1, [&](auto l1_on) {
         for_each_chunk(tl, [&](int64_t, int64_t t, int64_t b, int64_t e) {
           step_rows<Op, decltype(v)::value, decltype(l1_on)::value, T, M>(
-              tl, t, b, e, c, unscale, sr, std::make_index_sequence<Op::kState>{});
+              tl, t, b, e, c, unscale, sr, sd, rs.master, tiled,
+              std::make_index_sequence<Op::kState>{});
         });
       });
     });
@@ -165,11 +206,11 @@ void step_op(const TensorList& tl, DType dtype, const double* s, double unscale,
 
 }  // namespace
 
-void step(int op, const TensorList& tl, DType dtype, const double* scalars, double unscale,
-          const int64_t* stochastic_ids, uint32_t stochastic_base) {
+void step(int op, const TensorList& tl, DType dtype, const RowStorage& rs, const double* scalars,
+          double unscale, const int64_t* stochastic_ids, uint32_t stochastic_base) {
   const Stochastic sr{stochastic_ids != nullptr, stochastic_base, stochastic_ids};
   visit(Optimizers{}, op, [&](auto tag) {
-    step_op<typename decltype(tag)::type>(tl, dtype, scalars, unscale, sr);
+    step_op<typename decltype(tag)::type>(tl, dtype, rs, scalars, unscale, sr);
   });
 }
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .._table import TensorTable
+from .._arrays import DTYPE_CODES
+from .._table import MASTER, TensorTable
 from ..ops import Scalars, check_native
 from ._losses import cross_entropy_result
 
@@ -44,6 +45,10 @@ class CpuBackend:
     #: (functional.run)
     fused_unscale = True
     stochastic_rounding = True
+    #: state rows stored in another dtype than the params (TensorTable.mixed), and float32
+    #: master weights of 16-bit params (functional.run)
+    mixed_storage = True
+    master_weights = True
 
     def step(self, op: str, t: TensorTable, scalars: Scalars, unscale: float = 1.0,
              stochastic: tuple[Any, int] | None = None) -> None:
@@ -52,7 +57,13 @@ class CpuBackend:
         grads are unscaled in place first (g = g * unscale), in the same pass; stochastic:
         (tensor ids, base key) to round 16-bit params stochastically."""
         ids, base = stochastic if stochastic is not None else (None, 0)
-        self._C.step(op, t.ptrs, t.numel, t.dtype_code, scalars.vector, unscale, ids, base)
+        ptrs, master = t.ptrs, None
+        if t.slots[-1] == MASTER:  # its own argument, never a row of the op's
+            ptrs, master = t.ptrs[:-1], (t.ptrs[-1] if t.specs.get(MASTER) else None)
+        state_dtypes = ([DTYPE_CODES[d or t.dtype] for d in t.row_dtypes[2:len(ptrs)]]
+                        if t.mixed() else None)
+        self._C.step(op, ptrs, t.numel, t.dtype_code, scalars.vector, unscale, ids, base,
+                     state_dtypes, master)
 
     def norm_sum(self, t: TensorTable, norm_type: float) -> float:
         kind = _NORM_KIND.get(float(norm_type), 3)

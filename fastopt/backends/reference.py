@@ -7,7 +7,7 @@ from typing import Any
 from .. import ops
 from .. import reference as ref
 from .._arrays import cpu_view
-from .._table import TensorTable
+from .._table import MASTER, TensorTable
 
 
 class ReferenceBackend:
@@ -20,10 +20,14 @@ class ReferenceBackend:
     @staticmethod
     def _views(table: TensorTable, k: int) -> list[Any]:
         n = int(table.numel[k])
-        return [None if p == 0 else cpu_view(int(p), n, table.dtype) for p in table.ptrs[:, k]]
+        return [None if p == 0 else cpu_view(int(p), n, d or table.dtype)
+                for p, d in zip(table.ptrs[:, k], table.row_dtypes, strict=True)]
 
-    #: 16-bit params rounded stochastically on request (functional.run)
+    #: 16-bit params rounded stochastically on request (functional.run); state in another
+    #: dtype than the params (each row is rounded to its own dtype by fastopt.reference)
     stochastic_rounding = True
+    mixed_storage = True
+    master_weights = True
 
     def step(self, op: str, table: TensorTable, scalars: ops.Scalars,
              stochastic: tuple[Any, int] | None = None) -> None:
@@ -31,10 +35,21 @@ class ReferenceBackend:
 
         spec = ops.get(op)
         kw = spec.reference_kwargs(scalars)
+        master = table.specs.get(MASTER) is not None
         for k in range(len(table)):
             views = self._views(table, k)
+            if table.slots[-1] == MASTER:
+                views.pop()
+            if master:  # the float32 master stepped in float64, the param its rounding
+                param, copy = views[0], self._views(table, k)[-1].astype(np.float64)
+                views[0] = copy
             if scalars.grad_coef != 1.0:  # the clipping coefficient, on a float64 copy
                 views[1] = views[1].astype(np.float64) * scalars.grad_coef
+            if master:
+                spec.reference(*views, **kw)
+                self._views(table, k)[-1][...] = copy.astype(np.float32)
+                param[...] = copy.astype(param.dtype)
+                continue
             if stochastic is None:
                 spec.reference(*views, **kw)
                 continue

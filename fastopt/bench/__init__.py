@@ -235,7 +235,9 @@ def run(cases: Sequence[Case], backends: Sequence[str] | None = None, *, repeat:
                 variants[name] = make(case)
             except Unavailable as exc:
                 unavailable[f"{name} {case.op} {case.dtype}"] = str(exc)
-        probe = Probe(op.streams, case.size * case.itemsize, case.tensors)
+        # streams of equal size moving the op's bytes (its rows may differ in dtype)
+        probe = Probe(op.streams, op.nbytes(case) // (op.streams.accesses * case.tensors),
+                      case.tensors)
         variants[LIMIT] = probe
         timings = interleaved(variants, repeat=repeat, warmup=warmup,
                               tick=(lambda: progress.update(1)) if progress is not None else None)

@@ -65,10 +65,19 @@ class Op:
     #: more variants timed in the same run, name -> setup(case): e.g. the GEMMs alone, the
     #: floor of a GEMM-bound op
     baselines: dict[str, Callable[[Case], Callable[[], object]]] = field(default_factory=dict)
+    #: an optimizer whose state rows (the last `state_rows` read-modify-write streams) are
+    #: stored in this dtype whatever the case's (state_dtype=)
+    state_dtype: str | None = None
+    state_rows: int = 0
 
     def nbytes(self, case: Case) -> int:
         """Bytes the op must move (the performance model in docs/architecture.md)."""
-        return self.streams.nbytes(case.numel, case.itemsize)
+        if self.state_dtype is None or self.state_dtype == case.dtype:
+            return self.streams.nbytes(case.numel, case.itemsize)
+        own = Streams(self.streams.rw - self.state_rows, self.streams.ro, self.streams.wo)
+        state = Streams(self.state_rows, 0)
+        return (own.nbytes(case.numel, case.itemsize)
+                + state.nbytes(case.numel, numpy_dtype(self.state_dtype).itemsize))
 
 
 REGISTRY: dict[str, Op] = {}
@@ -206,7 +215,8 @@ def _optim(name: str, cls: str, options: dict[str, Any], doc: str, amp: bool = F
     group = {**spec.defaults, **(alias.defaults if alias else {}), **options}
     torch_cls = alias.torch if alias else spec.torch
     torch_clip = options.get("max_grad_norm")
-    torch_kwargs = {k: v for k, v in options.items() if k not in ops.FRAME_DEFAULTS}
+    torch_kwargs = {k: v for k, v in options.items()
+                    if k not in ops.FRAME_DEFAULTS and k not in ops.STATE_OPTIONS}
     if set(options) & set(ops.FRAME_DEFAULTS) - {"max_grad_norm"}:
         torch_cls = None
     rows = 1 + len(spec.state_slots(group))
@@ -215,7 +225,8 @@ def _optim(name: str, cls: str, options: dict[str, Any], doc: str, amp: bool = F
                        _optim_setup(cls, torch_cls, options, torch_kwargs, amp=amp,
                                     torch_clip=torch_clip), doc,
                        (TORCH_FUSED,) if amp and torch_cls else _torch_variants(torch_cls),
-                       tags=("optim",)))
+                       tags=("optim",), state_dtype=options.get("state_dtype"),
+                       state_rows=rows - 1))
 
 
 def _torch_variants(torch_cls: str | None) -> tuple[str, ...]:
@@ -250,6 +261,10 @@ def _register_optimizers() -> None:
            "AdamW, 16-bit params rounded stochastically (--dtype bfloat16,float16)")
     _optim("adamw_clip", "AdamW", {"max_grad_norm": 1.0},
            "AdamW, max_grad_norm 1 (torch: clip_grad_norm_ then the step)")
+    for short, state in (("bf16", "bfloat16"), ("fp32", "float32")):
+        _optim(f"adamw_{short}_state", "AdamW", {"state_dtype": state},
+               f"AdamW, state stored in {state} whatever the params' dtype (torch: state in the "
+               "params' dtype)")
 
 
 _register_optimizers()

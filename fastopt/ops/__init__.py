@@ -65,6 +65,16 @@ L1_MODES = ("coupled", "proximal")
 #: clipping by the global norm fused into the step (the optimizer classes: `clip_coefficient`).
 FRAME_DEFAULTS = {"l1": 0.0, "l1_mode": "coupled", "stochastic_rounding": False, "seed": 0,
                   "max_grad_norm": None, "grad_norm_type": 2.0}
+#: Options of the optimizer classes (not of the stateless functional steps, which take state
+#: arrays as given): the dtype new state is stored in (None: the param's; float32, bfloat16
+#: or float16 for float32 and 16-bit params, math in float32 whatever the storage; float64
+#: and complex params keep their own dtype); and master_weights, a float32 master copy of
+#: every float16 and bfloat16 param kept in the state (state key "master_param"), which the
+#: step updates in the param's place, storing the param as its rounding (apex's FusedAdam
+#: master_weights).
+STATE_OPTIONS = {"state_dtype": None, "master_weights": False}
+#: The dtypes state_dtype may name.
+STATE_DTYPE_NAMES = ("float32", "bfloat16", "float16")
 #: Storage dtypes whose params are rounded stochastically with stochastic_rounding=True.
 STOCHASTIC_DTYPES = ("float16", "bfloat16")
 
@@ -180,6 +190,13 @@ class OpSpec:
         if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) \
                 or not 0 <= seed < 2**32:
             raise ValueError(f"Invalid seed: {seed!r} (a whole number in [0, 2**32))")
+        dtype_name(group.get("state_dtype"))
+        master = group.get("master_weights", False)
+        if not isinstance(master, (bool, np.bool_)):
+            raise ValueError(f"Invalid master_weights: {master!r} (True or False)")
+        if master and group.get("stochastic_rounding", False):
+            raise ValueError("master_weights and stochastic_rounding exclude each other: the "
+                             "master copy keeps what rounding would lose")
 
     def prepare(self, group: dict[str, Any], step: float = 0.0, fresh: bool = False,
                 state: dict[str, float] | None = None,
@@ -357,12 +374,40 @@ def classes() -> list[tuple[str, OpSpec, Alias | None]]:
     return out
 
 
+def dtype_name(dtype: Any) -> str | None:
+    """The name of a state_dtype given as a name, a NumPy or ml_dtypes dtype or a torch dtype
+    (None stays None); ValueError for any other."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        name = dtype
+    elif type(dtype).__module__ == "torch":
+        name = str(dtype).removeprefix("torch.")
+    else:
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = repr(dtype)
+    if name not in STATE_DTYPE_NAMES:
+        raise ValueError(f"Invalid state_dtype: {dtype!r} (None for the params' dtype, or one "
+                         f"of {', '.join(STATE_DTYPE_NAMES)})")
+    return name
+
+
+def state_dtype(group: dict[str, Any], param_dtype: str) -> str | None:
+    """The dtype of new state for a param of `param_dtype` in `group`: its state_dtype for
+    float32 and 16-bit params, None (the param's own) otherwise or without one."""
+    if param_dtype not in ("float32", "bfloat16", "float16"):
+        return None
+    name = dtype_name(group.get("state_dtype"))
+    return None if name == param_dtype else name
+
+
 def signature(spec: OpSpec, alias: Alias | None,
               extra: dict[str, Any] | None = None) -> inspect.Signature:
     """The constructor signature of an optimizer class: params, the hyperparameters in
-    torch.optim's order (keyword-only where torch's are), then the frame's (l1, l1_mode,
-    stochastic_rounding, seed) and `extra`
-    (keyword-only)."""
+    torch.optim's order (keyword-only where torch's are), then the frame's (FRAME_DEFAULTS),
+    the state's (STATE_OPTIONS) and `extra` (keyword-only)."""
     P = inspect.Parameter
     defaults = {**spec.defaults, **(alias.defaults if alias else {})}
     fixed = alias.fixed if alias else {}
@@ -370,6 +415,7 @@ def signature(spec: OpSpec, alias: Alias | None,
     params += [P(h.name, P.KEYWORD_ONLY if h.keyword_only else P.POSITIONAL_OR_KEYWORD,
                  default=defaults[h.name]) for h in spec.hypers if h.name not in fixed]
     params += [P(k, P.KEYWORD_ONLY, default=defaults[k]) for k in FRAME_DEFAULTS]
+    params += [P(k, P.KEYWORD_ONLY, default=v) for k, v in STATE_OPTIONS.items()]
     params += [P(k, P.KEYWORD_ONLY, default=v) for k, v in (extra or {}).items()]
     return inspect.Signature(params)
 
@@ -381,7 +427,11 @@ def class_doc(spec: OpSpec, alias: Alias | None) -> str:
             "False) with seed (default 0): float16 and bfloat16 params rounded stochastically, "
             "see fastopt.reference.stochastic_round; and max_grad_norm (default None) with "
             "grad_norm_type (default 2): the step takes the grads clipped by their global norm "
-            "(recorded as the optimizer's grad_norm). Formula: "
+            "(recorded as the optimizer's grad_norm); and state_dtype (default None: the "
+            "params' dtype): float32, bfloat16 or float16 storage for the state of float32 and "
+            "16-bit params, math in float32; and master_weights (default False): float32 "
+            "master copies of float16 and bfloat16 params, stepped in their place (state key "
+            "'master_param'). Formula: "
             f"fastopt.reference.{spec.name}.")
 
 

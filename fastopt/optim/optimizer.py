@@ -15,7 +15,7 @@ import numpy as np
 from .. import _arrays, backends, ops
 from .. import clip as clip_mod
 from .. import functional as F
-from .._table import MissingGrad, TableCache, TensorTable
+from .._table import MASTER, MASTER_PARAM_DTYPES, MissingGrad, TableCache, TensorTable
 
 #: keys torch.optim keeps in its param groups that are no hyperparameter of fastopt.optim:
 #: loading a torch.optim checkpoint ignores them
@@ -32,10 +32,10 @@ def _check_across_groups(plan: list[tuple[int, list[tuple]]]) -> None:
     for gi, calls in plan:
         for tables, _, _, members, _ in calls:
             for t in tables:
-                nbytes = t.nbytes().astype(np.int64)
                 # positions in the group: a subset's tables count within the subset
                 where = t.index if isinstance(members, slice) else np.asarray(members)[t.index]
                 for row, slot in enumerate(t.slots):
+                    nbytes = t.nbytes(row).astype(np.int64)
                     ptrs = t.ptrs[row].astype(np.int64)
                     used = np.nonzero(ptrs)[0]
                     starts.append(ptrs[used])
@@ -91,8 +91,9 @@ def _walkable(arrays: dict[str, list[Any] | None], copies: list[tuple[Any, Any]]
             if slot == "param" or lst is None or lst[i] is None:
                 continue
             a = _arrays.describe(lst[i], slot, i)
-            if a.shape == ref.shape and a.dtype == ref.dtype and a.layout != ref.layout:
-                copy_ = _arrays.zeros_like(params[i])
+            if a.shape == ref.shape and a.layout != ref.layout and (
+                    a.dtype == ref.dtype or slot not in ("param", "grad")):
+                copy_ = _arrays.zeros_like(params[i], a.dtype)
                 _arrays.copy_into(copy_, lst[i])
                 if slot not in F.READ_ONLY or write_grads:
                     copies.append((lst[i], copy_))
@@ -147,8 +148,16 @@ class Optimizer:
                 raise ValueError(f"{key}={group[key]} does not match {type(self).__name__}")
 
     def _state_slots(self, group: dict[str, Any]) -> tuple[str, ...]:
-        """The state arrays this group's options need, named as the kernel's table rows."""
-        return self.spec.state_slots(group)
+        """The state arrays this group's options need, named as the kernel's table rows (the
+        master weights' last)."""
+        return self.spec.state_slots(group) + ((MASTER,) if group.get("master_weights") else ())
+
+    @staticmethod
+    def _state_dtype(group: dict[str, Any], p: Any) -> str | None:
+        """The dtype of p's new state arrays (None: p's own): the group's state_dtype."""
+        if group.get("state_dtype") is None:
+            return None
+        return ops.state_dtype(group, _arrays.describe(p).dtype)
 
     def _init_value(self, slot: str, group: dict[str, Any]) -> float:
         return self.spec.init_value(slot, group)
@@ -226,23 +235,41 @@ class Optimizer:
                 row = list(map(operator.itemgetter(slot), states))
             except KeyError:
                 row = [st.get(slot) for st in states]
+            if slot == MASTER:
+                rows[slot] = self._master_row(group["params"], states, row)
+                continue
             if not all(map(operator.is_not, row, repeat(None))):
                 missing = [k for k, a in enumerate(row) if a is None]
                 for k in missing:
                     p = group["params"][k]
-                    row[k] = states[k][slot] = _arrays.full_like(p, self._init_value(slot, group))
+                    row[k] = states[k][slot] = _arrays.full_like(
+                        p, self._init_value(slot, group), self._state_dtype(group, p))
                 fresh = self._fresh[gi].setdefault(slot, np.zeros(len(row), bool))
                 fresh[missing] = True
             rows[slot] = row
         return rows
+
+    @staticmethod
+    def _master_row(params: list[Any], states: list[dict[str, Any]],
+                    row: list[Any]) -> list[Any]:
+        """The master weights' row: a float32 copy of each float16 and bfloat16 param (made
+        from the param when missing), None for other params."""
+        if all(map(operator.is_not, row, repeat(None))):
+            return row
+        for k, m in enumerate(row):
+            if m is None and str(params[k].dtype).removeprefix("torch.") in MASTER_PARAM_DTYPES:
+                m = _arrays.zeros_like(params[k], "float32")
+                _arrays.copy_into(m, params[k])
+                row[k] = states[k][MASTER] = m
+        return row
 
     def _group_tables(self, gi: int, rows: dict[str, list[Any]],
                       grads: Sequence[Any]) -> list[TensorTable]:
         """The group's cached tables, current for its params and state as they are now (see
         fastopt._table.TableCache), with `grads` validated and swapped in."""
         cache = self._caches[gi]
-        if cache is None:
-            cache = self._caches[gi] = F.table_cache(self.op)
+        if cache is None or (MASTER in cache.slots) != (MASTER in rows):
+            cache = self._caches[gi] = F.table_cache(self.op, master=MASTER in rows)
         return cache.tables({"param": self.param_groups[gi]["params"], "grad": grads, **rows})
 
     def _uniform(self, gi: int) -> tuple[int, frozenset[str]] | None:
@@ -413,7 +440,7 @@ class Optimizer:
                 raise ValueError(f"param group {gi}: unknown hyperparameters "
                                  f"{sorted(unknown)} for {type(self).__name__}")
             self._check({**group, **hyper})
-        allowed = set(self._all_state_slots()) | {"step"}
+        allowed = set(self._all_state_slots()) | {"step", MASTER}
         saved_state = state_dict["state"]
         for saved, group in zip(groups, self.param_groups, strict=True):
             for k, idx in enumerate(saved["params"]):
@@ -455,7 +482,9 @@ class Optimizer:
                         st[key] = _scalar(value)
                     elif value is not None:
                         if st.get(key) is None:
-                            st[key] = _arrays.zeros_like(group["params"][k])
+                            p = group["params"][k]
+                            st[key] = _arrays.zeros_like(
+                                p, "float32" if key == MASTER else self._state_dtype(group, p))
                         _arrays.copy_into(st[key], value)
                         if key in self._fresh[gi]:
                             self._fresh[gi][key][k] = False

@@ -55,7 +55,7 @@ from torch import Tensor
 from .. import backends, ops
 from .. import functional as F
 from .._arrays import describe
-from .._table import SUPPORTED_DTYPES, TableCache
+from .._table import MASTER, SUPPORTED_DTYPES, TableCache
 from ._state import ParamState, TrackedState
 
 
@@ -119,6 +119,19 @@ def _grad_norm(grads: list[Tensor], norm_type: float) -> float:
                                           norm_type))
 
 
+def _state_dtype(group: dict[str, Any], p: Tensor) -> torch.dtype | None:
+    """The dtype of p's new state tensors (None: p's own): the group's state_dtype."""
+    if group.get("state_dtype") is None:
+        return None
+    name = ops.state_dtype(group, str(p.dtype).removeprefix("torch."))
+    return None if name is None else getattr(torch, name)
+
+
+def _takes_master(p: Tensor) -> bool:
+    """Whether master_weights keeps a float32 copy of p (a float16 or bfloat16 param)."""
+    return p.dtype in (torch.float16, torch.bfloat16)
+
+
 def _real(t: Tensor) -> Tensor:
     return torch.view_as_real(t) if t.is_complex() else t
 
@@ -143,9 +156,9 @@ def _kernel_arrays(p: Tensor, g: Tensor, states: list[Tensor | None],
         if t is None or t.layout != torch.strided:
             return t
         t = _real(t)
-        if t.shape != kp.shape or t.dtype != kp.dtype or describe(t).layout == ref.layout:
+        if t.shape != kp.shape or describe(t).layout == ref.layout:
             return t
-        tmp = torch.empty_like(kp).copy_(t)
+        tmp = torch.empty_like(kp, dtype=t.dtype).copy_(t)
         if written:
             back.append((t, tmp))
         return tmp
@@ -200,10 +213,16 @@ class _Entry:
                 and len(params) == len(self.params)
                 and all(map(operator.is_, params, self.params)))
 
-    def current(self, counter_rows: dict[str, list[Any]], rows: dict[str, list[Any]]) -> bool:
+    def current(self, counter_rows: dict[str, list[Any]], rows: dict[str, list[Any]],
+                params: list[Tensor]) -> bool:
+        """Whether the state read now is what the entry was built for: its step tensors, and
+        every state tensor there (a master copy exactly where the param is 16-bit)."""
         return (all(all(map(operator.is_, row, self.counter_views[k]))
                     for k, row in counter_rows.items())
-                and all(all(map(operator.is_not, row, repeat(None))) for row in rows.values()))
+                and all(all(map(operator.is_not, row, repeat(None)))
+                        for slot, row in rows.items() if slot != MASTER)
+                and all((m is not None) == _takes_master(p)
+                        for m, p in zip(rows.get(MASTER, ()), params, strict=False)))
 
     def pick(self, items: list[Any]) -> list[Any]:
         return items if self.fast is None else [items[k] for k in self.fast]
@@ -230,8 +249,13 @@ class FusedOptimizer(torch.optim.Optimizer):
         return (("step",) if step else ()) + tuple(self.spec.scalar_state)
 
     def _slots(self, group: dict[str, Any]) -> tuple[str, ...]:
-        """The state tensors this group's options need, named as the kernel's table rows."""
-        return self.spec.state_slots(group)
+        """The state tensors this group's options need, named as the kernel's table rows (the
+        master weights' last)."""
+        return self.spec.state_slots(group) + ((MASTER,) if group.get("master_weights") else ())
+
+    def _key(self, slot: str) -> str:
+        """The state key of a table row."""
+        return MASTER if slot == MASTER else self.spec.slot(slot).state_key
 
     def _scalars(self, group: dict[str, Any], step: float, fresh: bool, entry: _Entry,
                  members: list[int] | None = None) -> ops.Scalars:
@@ -272,7 +296,33 @@ class FusedOptimizer(torch.optim.Optimizer):
         sd["state"] = {k: dict(v) if isinstance(v, ParamState) else v
                        for k, v in sd["state"].items()}
         return sd
-        self._invalidate()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # torch.optim casts loaded state to its param's dtype: master weights are taken from
+        # the checkpoint as they are, state back to the group's state_dtype
+        ids = [i for g in state_dict.get("param_groups", ()) for i in g["params"]]
+        masters = {k: state_dict["state"][i][MASTER] for k, i in enumerate(ids)
+                   if isinstance(state_dict.get("state", {}).get(i), dict)
+                   and isinstance(state_dict["state"][i].get(MASTER), Tensor)}
+        super().load_state_dict(state_dict)
+        params = [p for g in self.param_groups for p in g["params"]]
+        for k, m in masters.items():
+            self.state[params[k]][MASTER] = m.detach().to(
+                device=params[k].device, dtype=torch.float32, copy=True,
+                memory_format=torch.preserve_format)
+        for group in self.param_groups:
+            if group.get("state_dtype") is None:
+                continue
+            plain = _plain(group)
+            for p in group["params"]:
+                dtype = _state_dtype(plain, p)
+                st = self.state.get(p)
+                if dtype is None or st is None:
+                    continue
+                for slot in self.spec.slots:
+                    value = st.get(slot.state_key)
+                    if isinstance(value, Tensor) and value.dtype != dtype:
+                        st[slot.state_key] = value.to(dtype)
 
     def _invalidate(self) -> None:
         self._fo_cache: dict[int, _Entry] = {}
@@ -441,7 +491,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         else:
             rows, counter_rows = self._read_rows(entry, kparams, slots)
             same = False
-        if not same and not entry.current(counter_rows, rows):
+        if not same and not entry.current(counter_rows, rows, kparams):
             entry = self._fo_cache[gi] = self._build(group, active, params, slots)
             kparams = entry.pick(params)
             rows, counter_rows = self._read_rows(entry, kparams, slots)
@@ -492,7 +542,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         if not slots and not keys:
             return {}, {}  # as torch: no state entry at all (SGD without momentum)
         states = list(map(self.state.__getitem__, params))
-        rows = {slot: _column(states, self.spec.slot(slot).state_key) for slot in slots}
+        rows = {slot: _column(states, self._key(slot)) for slot in slots}
         return rows, {k: _column(states, k) for k in keys}
 
     def _count(self, entry: _Entry) -> None:
@@ -552,7 +602,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         for p, fresh in zip(params, entry.fresh, strict=True):
             if fresh:
                 for slot in entry.slots:
-                    self.state[p].pop(self.spec.slot(slot).state_key, None)
+                    self.state[p].pop(self._key(slot), None)
         self._fo_cache.pop(gi, None)
         if why is not None:
             self._torch_step(group, params, why)
@@ -582,6 +632,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             st = self.state[p]
             new = False
             where = f"{type(self).__name__}: state of param {active[k]}"
+            dtype = _state_dtype(plain_group, p)
             for key in keys:
                 init = self.spec.scalar_state[key].init if key != "step" else 0.0
                 if key not in st:
@@ -589,12 +640,18 @@ class FusedOptimizer(torch.optim.Optimizer):
                 values[key].append(F.check_step_count(st[key], where) if key == "step"
                                    else _finite(st[key], key, where))
             for slot in slots:
-                name = self.spec.slot(slot).state_key
+                name = self._key(slot)
+                if slot == MASTER:
+                    if st.get(name) is None and _takes_master(p):
+                        st[name] = p.detach().to(torch.float32, copy=True,
+                                                 memory_format=torch.preserve_format)
+                    continue
                 if st.get(name) is None:
                     value = self.spec.init_value(slot, plain_group)
                     # torch starts a complex param's state at value + value*1j
                     st[name] = torch.full_like(p, complex(value, value) if p.is_complex()
-                                               else value, memory_format=torch.preserve_format)
+                                               else value, memory_format=torch.preserve_format,
+                                               dtype=dtype)
                     new = True
             fresh.append(new and self.spec.fresh_flag)
         # one buffer per counter: counting a step is one tensor op
@@ -607,7 +664,8 @@ class FusedOptimizer(torch.optim.Optimizer):
         plain = not any(p.is_complex() or not describe(p).dense for p in kernel_params)
         return _Entry(slots, list(params), None if len(fast) == len(params) else fast,
                       [params[k] for k, r in enumerate(routes) if r is not None],
-                      F.table_cache(self.op, trusted_shapes=True), counters, views, fresh,
+                      F.table_cache(self.op, trusted_shapes=True, master=MASTER in slots),
+                      counters, views, fresh,
                       plain)
 
 
@@ -671,7 +729,7 @@ def make_class(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> type:
         attrs["__init__"] = _own_init(spec, alias)
         return type(name, (FusedOptimizer,), attrs)
     torch_sig = inspect.signature(base.__init__)
-    defaults = {**spec.defaults, **(alias.defaults if alias else {})}
+    defaults = {**spec.defaults, **ops.STATE_OPTIONS, **(alias.defaults if alias else {})}
     fixed = alias.fixed if alias else {}
     attrs["extras"] = {k: v for k, v in defaults.items()
                        if k not in torch_sig.parameters and k not in fixed}
