@@ -16,9 +16,10 @@ import numpy as np
 
 #: Storage dtypes the kernels understand, numbered as csrc/include/fastopt/common.h (DType).
 DTYPE_CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
-ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int32": 4, "int64": 8}
+ITEMSIZE = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int32": 4, "int64": 8,
+            "uint8": 1}
 _TYPESTR = {"<f4": "float32", "<f8": "float64", "<f2": "float16", "<i4": "int32",
-            "<i8": "int64", "|b1": "bool", "<u8": "uint64"}
+            "<i8": "int64", "|b1": "bool", "<u8": "uint64", "|u1": "uint8"}
 _DLPACK_CPU, _DLPACK_CUDA, _DLPACK_CUDA_HOST, _DLPACK_CUDA_MANAGED = 1, 2, 3, 13
 
 
@@ -307,6 +308,21 @@ def full_like(obj: Any, value: float, dtype: str | None = None) -> Any:
         else:
             out[...] = value
     return out
+
+
+def state_like(obj: Any, value: float, dtype: str | None, signed: bool = True) -> Any:
+    """A new optimizer state array for param obj, every element `value`: in dtype (None: obj's
+    own), or with dtype "8bit" packed as fastopt.reference.quant8 stores it (a flat uint8 array
+    of packed_size(obj's size) bytes; `signed`: the row may hold negative values), float32 for
+    params under quant8.MIN_SIZE elements."""
+    if dtype != "8bit":
+        return full_like(obj, value, dtype)
+    from .reference import quant8
+
+    n = int(np.prod(obj.shape))
+    if n < quant8.MIN_SIZE:
+        return full_like(obj, value, "float32")
+    return from_host(quant8.full(n, value, signed), obj)
 
 
 def to_numpy(obj: Any) -> np.ndarray:

@@ -40,6 +40,7 @@ from ._arrays import (
     describe,
     first_overlap,
 )
+from .reference.quant8 import packed_size
 
 _NUMPY_TYPE_NUM = {name: np.dtype(name).num for name in ("float32", "float64", "float16")}
 _is = operator.is_
@@ -144,6 +145,7 @@ class TensorTable:
                 [tuple(s.obj.stride()) for s in first]
             self._device = -1 if self.device[0] == "cpu" else self.device[1]
             self._nbytes = list(map(tr.nbytes, (s.obj for s in first)))
+        self._nbytes_lists: dict[int, list[int]] = {}
 
     def __len__(self) -> int:
         return len(self.index)
@@ -191,8 +193,18 @@ class TensorTable:
         return sub
 
     def nbytes(self, row: int = 0) -> np.ndarray:
-        """The byte size of each of a row's arrays (row 0, the params', by default)."""
-        return self.numel * ITEMSIZE[self.row_dtypes[row] or self.dtype]
+        """The byte size of each of a row's arrays (row 0, the params', by default; an 8-bit
+        state row's: its packed codes and absmax)."""
+        dtype = self.row_dtypes[row] or self.dtype
+        if dtype == QUANT8:
+            return packed_size(self.numel)
+        return self.numel * ITEMSIZE[dtype]
+
+    def _nbytes_list(self, row: int) -> list[int]:
+        cached = self._nbytes_lists.get(row)
+        if cached is None:
+            cached = self._nbytes_lists[row] = self.nbytes(row).tolist()
+        return cached
 
     def mixed(self) -> bool:
         """Whether some row is stored in another dtype than the params (backends declare
@@ -220,7 +232,8 @@ class TensorTable:
         row = self.row(slot)
         if self.specs.get(slot) is None:  # a master row where these params have none
             return all(a is None for a in picked)
-        if self.framework == "numpy" and self._all_contiguous and _gather_pointers():
+        if (self.framework == "numpy" and self._all_contiguous and _gather_pointers()
+                and self.row_dtypes[row] != QUANT8):
             out = np.empty(len(picked), np.uint64)
             return (self._gather_numpy(picked, out, writeable, row)
                     and np.array_equal(out, self.ptrs[row]))
@@ -235,7 +248,7 @@ class TensorTable:
             tr = _torch()
             try:
                 return (list(map(tr.data_ptr, picked)) == self._ptr_list(row)
-                        and list(map(tr.nbytes, picked)) == self._nbytes)
+                        and list(map(tr.nbytes, picked)) == self._nbytes_list(row))
             except RuntimeError:  # e.g. a storage swapped for a sparse or meta tensor
                 return False
         try:
@@ -417,6 +430,31 @@ STATE_DTYPES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The dtype of 8-bit quantized state rows (fastopt.reference.quant8: codes and block absmax
+#: packed in one flat uint8 array of packed_size(param size) bytes), for these params.
+QUANT8 = "uint8"
+QUANT8_PARAM_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _check_quant8(s: ArraySpec, ref: ArraySpec, name: str, i: int, ref_name: str,
+                  writeable: bool) -> None:
+    """An 8-bit state row entry: a flat, contiguous uint8 array of the packed size of its
+    param, 4-byte aligned (its absmaxes are float32), on the param's device."""
+    want = packed_size(ref.numel)
+    if len(s.shape) != 1 or s.shape[0] != want:
+        raise ValueError(f"{name}[{i}]: an 8-bit state row of {ref_name}[{i}] ({ref.numel} "
+                         f"elements) is a flat uint8 array of {want} bytes, got shape "
+                         f"{s.shape}")
+    if not s.contiguous or s.ptr % 4:
+        raise ValueError(f"{name}[{i}]: an 8-bit state row must be contiguous and 4-byte "
+                         "aligned")
+    if s.device != ref.device or s.device[0] != "cpu":
+        raise ValueError(f"{name}[{i}]: 8-bit state rows are on the CPU only, beside their "
+                         f"{ref_name}[{i}] (on {ref.device[0]})")
+    if writeable:
+        check_writable(s, name, i)
+
+
 #: The row of float32 master copies of 16-bit params (master_weights=True): entries only
 #: where the param is float16 or bfloat16, None elsewhere.
 MASTER = "master_param"
@@ -469,6 +507,13 @@ def build_tables(slots: Sequence[str], arrays: Mapping[str, Sequence[Any] | None
                                     f"{'None' if s is None else s.dtype}")
                 if s is None:
                     continue
+            if slot in free and s.dtype == QUANT8:
+                if r.dtype not in QUANT8_PARAM_DTYPES:
+                    raise TypeError(f"{slot}[{i}]: 8-bit state (uint8) is for "
+                                    f"{', '.join(QUANT8_PARAM_DTYPES)} params, {ref_name}[{i}] "
+                                    f"is {r.dtype}")
+                _check_quant8(s, r, slot, i, ref_name, slot in written)
+                continue
             _check_like(s, r, slot, i, ref_name, slot in written,
                         ("float32",) if slot == MASTER
                         else STATE_DTYPES.get(r.dtype, (r.dtype,)) if slot in free

@@ -82,7 +82,7 @@ def test_state_dtype_takes_names_and_numpy_dtypes(given):
     assert opt.state[0][0]["exp_avg"].dtype == ml_dtypes.bfloat16
 
 
-@pytest.mark.parametrize("bad", ["float64", "int8", "8bit", np.int32, 3])
+@pytest.mark.parametrize("bad", ["float64", "int8", "4bit", np.int32, 3])
 def test_bad_state_dtype_is_refused(bad):
     with pytest.raises(ValueError, match="state_dtype"):
         fastopt.optim.Adam([np.ones(5, np.float32)], state_dtype=bad)

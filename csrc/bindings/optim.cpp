@@ -82,7 +82,7 @@ void bind_optim(py::module_& m) {
           ids = id_array.data();
         }
         cpu::RowStorage rs;
-        std::vector<DType> sd;
+        std::vector<int> sd;
         const bool k16 = dt == DType::f16 || dt == DType::bf16;
         if (!state_dtypes.is_none()) {
           const auto codes = state_dtypes.cast<std::vector<int>>();
@@ -91,11 +91,12 @@ void bind_optim(py::module_& m) {
             throw py::value_error(who + "state_dtypes must hold one dtype code per state row (" +
                                   std::to_string(n_state) + ")");
           for (const int code : codes) {
-            const DType d = cpu_storage_dtype(code);
+            const bool q8 = code == cpu::kQuant8Signed || code == cpu::kQuant8Unsigned;
+            const DType d = q8 ? DType::f32 : cpu_storage_dtype(code);
             // float64 is math type and storage at once: it mixes with nothing
-            if (d != dt && (d == DType::f64 || dt == DType::f64))
+            if ((q8 || d != dt) && (d == DType::f64 || dt == DType::f64))
               throw py::type_error(who + "float64 state needs float64 params and vice versa");
-            sd.push_back(d);
+            sd.push_back(q8 ? code : int(d));
           }
           rs.state = sd.data();
         }
@@ -126,7 +127,8 @@ void bind_optim(py::module_& m) {
       "optimizers()[i]['scalars']); unscale != 1: the gradients are unscaled in place first "
       "(g = g * unscale), and the step takes them so; stochastic_ids (an int64 id per tensor): "
       "16-bit params rounded stochastically, keyed by (stochastic_base, id, element); "
-      "state_dtypes: the dtype code of each state row (default: the params'); master (a uint64 "
+      "state_dtypes: the dtype code of each state row (default: the params'; 4 and 5: 8-bit "
+      "quantized signed and nonnegative rows, fastopt/reference/quant8.py); master (a uint64 "
       "address per tensor): float32 master copies of 16-bit params, stepped in their place",
       py::arg("op"), py::arg("ptrs").noconvert(), py::arg("numel").noconvert(), py::arg("dtype"),
       py::arg("scalars").noconvert(), py::arg("unscale") = 1.0,

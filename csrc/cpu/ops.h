@@ -19,12 +19,15 @@ const char* isa_name(Isa isa);
 constexpr int kProbeMaxRw = 4, kProbeMaxRo = 2, kProbeMaxWo = 1;
 
 // How an optimizer table's rows are stored beyond the table's dtype (the params' and grads'):
-// each state row's own dtype (null: all in the params' dtype; float32, float16 or bfloat16
-// for 32- and 16-bit params), and float32 master copies of 16-bit params (null: none; else
+// each state row's own storage (null: all in the params' dtype; else a DType code, float32,
+// float16 or bfloat16 for 32- and 16-bit params, or a RowKind), and float32 master copies of 16-bit params (null: none; else
 // one address per tensor), which the step reads and writes in place of the params, rounding
 // its result into the params.
+// A state row's storage: a DType's code, or an 8-bit quantized row (quant8.h: codes and block
+// absmax packed in one byte row) of signed or nonnegative values.
+enum RowKind : int { kQuant8Signed = 4, kQuant8Unsigned = 5 };
 struct RowStorage {
-  const DType* state = nullptr;
+  const int* state = nullptr;
   const uint64_t* master = nullptr;
 };
 

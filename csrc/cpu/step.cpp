@@ -6,6 +6,7 @@
 #include "fastopt/optimizers.h"
 #include "half.h"
 #include "multi_tensor.h"
+#include "quant8.h"
 #include "ops.h"
 
 namespace fastopt::cpu::FASTOPT_ISA {
@@ -83,18 +84,30 @@ struct Stochastic {
   uint32_t key(int64_t t) const { return mix32(base ^ uint32_t(uint64_t(ids[t]))); }
 };
 
-// A state row whose dtype is known at run time (mixed-precision state: RowStorage), elements
-// [off, off + n) converted to or from the math type. The switch runs once per tile and row.
+// A state row whose storage is known at run time (RowStorage: a DType code or an 8-bit
+// RowKind), elements [off, off + n) of its `numel` converted to or from the math type. The
+// switch runs once per tile and row.
 template <typename M>
-inline void row_to_math(DType d, const void* row, int64_t off, M* dst, int64_t n) {
-  dispatch_storage(d, [&](auto tag) {
+inline void row_to_math(int kind, const void* row, int64_t numel, int64_t off, M* dst,
+                        int64_t n) {
+  if (kind >= kQuant8Signed) {
+    quant_to_math(kind == kQuant8Signed, row, numel, off, dst, n);
+    return;
+  }
+  dispatch_storage(DType(kind), [&](auto tag) {
     to_math(static_cast<const decltype(tag)*>(row) + off, dst, n);
   });
 }
 
 template <typename M>
-inline void row_from_math(DType d, const M* src, void* row, int64_t off, int64_t n) {
-  dispatch_storage(d, [&](auto tag) { from_math(src, static_cast<decltype(tag)*>(row) + off, n); });
+inline void row_from_math(int kind, const M* src, void* row, int64_t numel, int64_t off,
+                          int64_t n) {
+  if (kind >= kQuant8Signed) {
+    quant_from_math(kind == kQuant8Signed, src, row, numel, off, n);
+    return;
+  }
+  dispatch_storage(DType(kind),
+                   [&](auto tag) { from_math(src, static_cast<decltype(tag)*>(row) + off, n); });
 }
 
 // A chunk a tile at a time (16-bit params, state rows in another dtype than the params, or
@@ -103,11 +116,12 @@ inline void row_from_math(DType d, const M* src, void* row, int64_t off, int64_t
 // gradient too when it is unscaled; the param stochastically with `sr`). Converting inside
 // the rule's loop instead costs several times the rule's own arithmetic (float16's bit-exact
 // conversion is ~20 vector operations). state[I]: row I's tensor (its start: `first` is the
-// chunk's offset in it), sd[I] its dtype; master: the tensor's float32 master copy, or null.
+// chunk's offset in it), sd[I] its storage; numel: the tensor's size (8-bit rows: where the
+// absmax follow the codes); master: the tensor's float32 master copy, or null.
 template <class Op, unsigned V, bool L1, unsigned Use, typename T, typename M, size_t... I>
 void step_tiles(int64_t n, T* param, T* grad, const typename Op::template Consts<M>& c,
-                M unscale, const Stochastic& sr, int64_t t, int64_t first,
-                std::index_sequence<I...> rows, void* const* state, const DType* sd,
+                M unscale, const Stochastic& sr, int64_t t, int64_t first, int64_t numel,
+                std::index_sequence<I...> rows, void* const* state, const int* sd,
                 float* master) {
   constexpr int64_t kTile = 256;
   constexpr unsigned kWrite = Op::kWritten & Use;
@@ -124,7 +138,8 @@ void step_tiles(int64_t n, T* param, T* grad, const typename Op::template Consts
       for (int64_t i = 0; i < m; ++i) g[i] = g[i] * unscale;
       from_math(g, grad + b, m);
     }
-    ((Use >> (2 + I) & 1u ? row_to_math(sd[I], state[I], first + b, st[I], m) : void()), ...);
+    ((Use >> (2 + I) & 1u ? row_to_math(sd[I], state[I], numel, first + b, st[I], m) : void()),
+     ...);
     step_any<Op, V, L1, Use, M, M>(m, p, g, c, rows,
                                    ((Use >> (2 + I) & 1u) ? st[I] : static_cast<M*>(nullptr))...);
     if (master) from_math(p, master + first + b, m);
@@ -136,7 +151,8 @@ void step_tiles(int64_t n, T* param, T* grad, const typename Op::template Consts
       }
     }
     if (!rounded) from_math(p, param + b, m);
-    ((kWrite >> (2 + I) & 1u ? row_from_math(sd[I], st[I], state[I], first + b, m) : void()),
+    ((kWrite >> (2 + I) & 1u ? row_from_math(sd[I], st[I], state[I], numel, first + b, m)
+                             : void()),
      ...);
   }
 }
@@ -148,7 +164,7 @@ void step_tiles(int64_t n, T* param, T* grad, const typename Op::template Consts
 template <class Op, unsigned V, bool L1, typename T, typename M, size_t... I>
 void step_rows(const TensorList& tl, int64_t t, int64_t b, int64_t e,
                const typename Op::template Consts<M>& c, double unscale,
-               const Stochastic& sr, const DType* sd, const uint64_t* master, bool tiled,
+               const Stochastic& sr, const int* sd, const uint64_t* master, bool tiled,
                std::index_sequence<I...> rows) {
   constexpr unsigned Use = Op::uses(V);
   constexpr bool k16 = std::is_same_v<T, f16> || std::is_same_v<T, bf16>;
@@ -161,7 +177,7 @@ void step_rows(const TensorList& tl, int64_t t, int64_t b, int64_t e,
           nullptr};
       float* const mt = master ? reinterpret_cast<float*>(uintptr_t(master[t])) : nullptr;
       step_tiles<Op, V, L1, Use, T, M>(e - b, tl.slot<T>(0, t) + b, grad, c, M(unscale), sr, t,
-                                       b, rows, state, sd, mt);
+                                       b, tl.numel[t], rows, state, sd, mt);
       return;
     }
   }
@@ -182,11 +198,11 @@ void step_op(const TensorList& tl, DType dtype, const RowStorage& rs, const doub
              double unscale, const Stochastic& sr) {
   const unsigned variant = rule_info<Op>().variant(s);
   const bool l1 = s[kL1] != 0.0 || s[kProx] != 0.0;
-  DType sd[Op::kState > 0 ? Op::kState : 1];
+  int sd[Op::kState > 0 ? Op::kState : 1];
   bool tiled = rs.master != nullptr;
   for (size_t i = 0; i < Op::kState; ++i) {
-    sd[i] = rs.state ? rs.state[i] : dtype;
-    tiled = tiled || sd[i] != dtype;
+    sd[i] = rs.state ? rs.state[i] : int(dtype);
+    tiled = tiled || sd[i] != int(dtype);
   }
   dispatch_storage(dtype, [&](auto tag) {
     using T = decltype(tag);

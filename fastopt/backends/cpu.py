@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .. import ops
 from .._arrays import DTYPE_CODES
-from .._table import MASTER, TensorTable
+from .._table import MASTER, QUANT8, TensorTable
 from ..ops import Scalars, check_native
 from ._losses import cross_entropy_result
 
@@ -17,6 +18,7 @@ _REDUCTION = {"none": 0, "mean": 1, "sum": 2}
 _POINT_LOSS = {"mse": 0, "l1": 1, "huber": 2, "smooth_l1": 3, "bce": 4, "bce_logits": 5,
                "kl_div": 6, "kl_div_log_target": 7}
 _DTYPE_CODE = {"float32": 0, "float64": 1}
+_QUANT8_SIGNED, _QUANT8_UNSIGNED = 4, 5  # csrc/cpu/ops.h RowKind
 
 
 class CpuBackend:
@@ -60,10 +62,22 @@ class CpuBackend:
         ptrs, master = t.ptrs, None
         if t.slots[-1] == MASTER:  # its own argument, never a row of the op's
             ptrs, master = t.ptrs[:-1], (t.ptrs[-1] if t.specs.get(MASTER) else None)
-        state_dtypes = ([DTYPE_CODES[d or t.dtype] for d in t.row_dtypes[2:len(ptrs)]]
-                        if t.mixed() else None)
+        state_dtypes = self._row_kinds(op, t, len(ptrs)) if t.mixed() else None
         self._C.step(op, ptrs, t.numel, t.dtype_code, scalars.vector, unscale, ids, base,
                      state_dtypes, master)
+
+    @staticmethod
+    def _row_kinds(op: str, t: TensorTable, rows: int) -> list[int]:
+        """Each state row's storage code (csrc/cpu/ops.h RowStorage): its dtype's, or an 8-bit
+        row's, signed or nonnegative as the op's slot says."""
+        spec = ops.get(op)
+        kinds = []
+        for slot, d in zip(t.slots[2:rows], t.row_dtypes[2:rows], strict=True):
+            if d == QUANT8:
+                kinds.append(_QUANT8_UNSIGNED if spec.slot(slot).nonneg else _QUANT8_SIGNED)
+            else:
+                kinds.append(DTYPE_CODES[d or t.dtype])
+        return kinds
 
     def norm_sum(self, t: TensorTable, norm_type: float) -> float:
         kind = _NORM_KIND.get(float(norm_type), 3)

@@ -7,7 +7,8 @@ from typing import Any
 from .. import ops
 from .. import reference as ref
 from .._arrays import cpu_view
-from .._table import MASTER, TensorTable
+from .._table import MASTER, QUANT8, TensorTable
+from ..reference import quant8
 
 
 class ReferenceBackend:
@@ -20,7 +21,8 @@ class ReferenceBackend:
     @staticmethod
     def _views(table: TensorTable, k: int) -> list[Any]:
         n = int(table.numel[k])
-        return [None if p == 0 else cpu_view(int(p), n, d or table.dtype)
+        return [None if p == 0 else cpu_view(int(p), quant8.packed_size(n), d)
+                if d == QUANT8 else cpu_view(int(p), n, d or table.dtype)
                 for p, d in zip(table.ptrs[:, k], table.row_dtypes, strict=True)]
 
     #: 16-bit params rounded stochastically on request (functional.run); state in another
@@ -36,10 +38,16 @@ class ReferenceBackend:
         spec = ops.get(op)
         kw = spec.reference_kwargs(scalars)
         master = table.specs.get(MASTER) is not None
+        quantized = [(r, not spec.slot(slot).nonneg) for r, slot in enumerate(table.slots)
+                     if table.row_dtypes[r] == QUANT8]
         for k in range(len(table)):
             views = self._views(table, k)
             if table.slots[-1] == MASTER:
                 views.pop()
+            packed = {}
+            for r, signed in quantized:  # 8-bit rows stepped in float64, then stored again
+                packed[r] = (views[r], signed)
+                views[r] = quant8.dequantize(views[r], int(table.numel[k]), signed)
             if master:  # the float32 master stepped in float64, the param its rounding
                 param, copy = views[0], self._views(table, k)[-1].astype(np.float64)
                 views[0] = copy
@@ -49,15 +57,17 @@ class ReferenceBackend:
                 spec.reference(*views, **kw)
                 self._views(table, k)[-1][...] = copy.astype(np.float32)
                 param[...] = copy.astype(param.dtype)
-                continue
-            if stochastic is None:
+            elif stochastic is None:
                 spec.reference(*views, **kw)
-                continue
-            # the update in float64, then the rounding of fastopt.reference.rounding
-            ids, base = stochastic
-            param, views[0] = views[0], views[0].astype(np.float64)
-            spec.reference(*views, **kw)
-            ref.stochastic_round(param, views[0], ref.rounding.tensor_key(base, int(ids[k])))
+            else:
+                # the update in float64, then the rounding of fastopt.reference.rounding
+                ids, base = stochastic
+                param, views[0] = views[0], views[0].astype(np.float64)
+                spec.reference(*views, **kw)
+                ref.stochastic_round(param, views[0],
+                                     ref.rounding.tensor_key(base, int(ids[k])))
+            for r, (row, signed) in packed.items():
+                quant8.quantize(views[r], row, signed)
 
     def norm_sum(self, table: TensorTable, norm_type: float) -> float:
         import numpy as np

@@ -76,8 +76,14 @@ class Op:
             return self.streams.nbytes(case.numel, case.itemsize)
         own = Streams(self.streams.rw - self.state_rows, self.streams.ro, self.streams.wo)
         state = Streams(self.state_rows, 0)
-        return (own.nbytes(case.numel, case.itemsize)
-                + state.nbytes(case.numel, numpy_dtype(self.state_dtype).itemsize))
+        if self.state_dtype == "8bit" and case.dtype != "float64":
+            from ..reference.quant8 import MIN_SIZE, packed_size
+
+            if case.size >= MIN_SIZE:  # codes and block absmax, read and written
+                return (own.nbytes(case.numel, case.itemsize)
+                        + state.nbytes(packed_size(case.size) * case.tensors, 1))
+        itemsize = 4 if self.state_dtype == "8bit" else numpy_dtype(self.state_dtype).itemsize
+        return own.nbytes(case.numel, case.itemsize) + state.nbytes(case.numel, itemsize)
 
 
 REGISTRY: dict[str, Op] = {}
@@ -265,6 +271,8 @@ def _register_optimizers() -> None:
         _optim(f"adamw_{short}_state", "AdamW", {"state_dtype": state},
                f"AdamW, state stored in {state} whatever the params' dtype (torch: state in the "
                "params' dtype)")
+    _optim("adamw_8bit", "AdamW", {"state_dtype": "8bit"},
+           "AdamW8bit: moments quantized blockwise in 8 bits (torch: its AdamW)")
 
 
 _register_optimizers()

@@ -73,8 +73,9 @@ FRAME_DEFAULTS = {"l1": 0.0, "l1_mode": "coupled", "stochastic_rounding": False,
 #: step updates in the param's place, storing the param as its rounding (apex's FusedAdam
 #: master_weights).
 STATE_OPTIONS = {"state_dtype": None, "master_weights": False}
-#: The dtypes state_dtype may name.
-STATE_DTYPE_NAMES = ("float32", "bfloat16", "float16")
+#: The dtypes state_dtype may name ("8bit": blockwise-quantized, fastopt.reference.quant8;
+#: tensors under quant8.MIN_SIZE elements keep float32 state).
+STATE_DTYPE_NAMES = ("float32", "bfloat16", "float16", "8bit")
 #: Storage dtypes whose params are rounded stochastically with stochastic_rounding=True.
 STOCHASTIC_DTYPES = ("float16", "bfloat16")
 
@@ -89,6 +90,9 @@ class Slot:
     key: str = ""
     when: Callable[[dict[str, Any]], bool] | None = None
     init: Callable[[dict[str, Any]], float] | None = None
+    #: never negative (a second moment, a sum of squares): stored with the unsigned 8-bit
+    #: code under state_dtype="8bit" (fastopt.reference.quant8)
+    nonneg: bool = False
 
     @property
     def state_key(self) -> str:
@@ -374,6 +378,29 @@ def classes() -> list[tuple[str, OpSpec, Alias | None]]:
     return out
 
 
+#: Classes with 8-bit state by default (bitsandbytes' names): made beside the registry's in
+#: fastopt.optim and fastopt.torch (not in the functional layer, whose state is the caller's).
+EIGHT_BIT = ("Adam", "AdamW")
+
+
+def eight_bit_classes() -> list[tuple[str, OpSpec, Alias]]:
+    """(class name, spec, alias) of the 8-bit-state classes: Adam8bit, AdamW8bit."""
+    import dataclasses
+
+    out = []
+    for name, spec, alias in classes():
+        if name in EIGHT_BIT:
+            base = alias or Alias(spec.cls, spec.torch, doc=spec.doc)
+            doc = (base.doc.rstrip() + "\n\n    State: state_dtype='8bit' by default, the moments "
+                   "quantized blockwise (fastopt.reference.quant8; tensors under 4096 elements "
+                   "keep float32 state). Dettmers et al., \"8-bit Optimizers via Block-wise "
+                   "Quantization\", ICLR 2022.")
+            out.append((f"{name}8bit", spec, dataclasses.replace(
+                base, cls=f"{name}8bit", defaults={**base.defaults, "state_dtype": "8bit"},
+                doc=doc)))
+    return out
+
+
 def dtype_name(dtype: Any) -> str | None:
     """The name of a state_dtype given as a name, a NumPy or ml_dtypes dtype or a torch dtype
     (None stays None); ValueError for any other."""
@@ -415,7 +442,7 @@ def signature(spec: OpSpec, alias: Alias | None,
     params += [P(h.name, P.KEYWORD_ONLY if h.keyword_only else P.POSITIONAL_OR_KEYWORD,
                  default=defaults[h.name]) for h in spec.hypers if h.name not in fixed]
     params += [P(k, P.KEYWORD_ONLY, default=defaults[k]) for k in FRAME_DEFAULTS]
-    params += [P(k, P.KEYWORD_ONLY, default=v) for k, v in STATE_OPTIONS.items()]
+    params += [P(k, P.KEYWORD_ONLY, default=defaults.get(k, v)) for k, v in STATE_OPTIONS.items()]
     params += [P(k, P.KEYWORD_ONLY, default=v) for k, v in (extra or {}).items()]
     return inspect.Signature(params)
 

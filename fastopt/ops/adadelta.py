@@ -29,7 +29,7 @@ def rule(x, i, p, g, c):
 SPEC = OpSpec(
     name="adadelta", cls="Adadelta", torch="Adadelta", check=check, host=host, rule=rule,
     scalars_order=I._fields[len(HEAD):], reference=reference.adadelta, uses_step=False,
-    slots=(Slot("square_avg"), Slot("acc_delta")),
+    slots=(Slot("square_avg", nonneg=True), Slot("acc_delta", nonneg=True)),
     hypers=(Hyper("lr", 1.0), Hyper("rho", 0.9), Hyper("eps", 1e-6), Hyper("weight_decay", 0.0),
             Hyper("maximize", False, True)),
     doc="""Adadelta; defaults, state and results as torch.optim.Adadelta.

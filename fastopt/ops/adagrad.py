@@ -27,7 +27,8 @@ def rule(x, i, p, g, c):
 SPEC = OpSpec(
     name="adagrad", cls="Adagrad", torch="Adagrad", check=check, host=host, rule=rule,
     scalars_order=I._fields[len(HEAD):], reference=reference.adagrad,
-    slots=(Slot("state_sum", key="sum", init=lambda h: h["initial_accumulator_value"]),),
+    slots=(Slot("state_sum", key="sum", init=lambda h: h["initial_accumulator_value"],
+                nonneg=True),),
     hypers=(Hyper("lr", 1e-2), Hyper("lr_decay", 0.0), Hyper("weight_decay", 0.0),
             Hyper("initial_accumulator_value", 0.0), Hyper("eps", 1e-10),
             Hyper("maximize", False, True)),

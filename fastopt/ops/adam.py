@@ -56,8 +56,8 @@ def rule(x, i, p, g, c):
 SPEC = OpSpec(
     name="adam", cls="Adam", torch="Adam", check=check, host=host, rule=rule,
     scalars_order=I._fields[len(HEAD):], reference=reference.adam,
-    slots=(Slot("exp_avg"), Slot("exp_avg_sq"),
-           Slot("max_exp_avg_sq", when=lambda h: bool(h["amsgrad"]))),
+    slots=(Slot("exp_avg"), Slot("exp_avg_sq", nonneg=True),
+           Slot("max_exp_avg_sq", when=lambda h: bool(h["amsgrad"]), nonneg=True)),
     hypers=(Hyper("lr", 1e-3), Hyper("betas", (0.9, 0.999)), Hyper("eps", 1e-8),
             Hyper("weight_decay", 0.0), Hyper("amsgrad", False),
             Hyper("decoupled_weight_decay", False, True), Hyper("maximize", False, True),

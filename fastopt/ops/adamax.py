@@ -31,7 +31,7 @@ def rule(x, i, p, g, c):
 SPEC = OpSpec(
     name="adamax", cls="Adamax", torch="Adamax", check=check, host=host, rule=rule,
     scalars_order=I._fields[len(HEAD):], reference=reference.adamax,
-    slots=(Slot("exp_avg"), Slot("exp_inf")),
+    slots=(Slot("exp_avg"), Slot("exp_inf", nonneg=True)),
     hypers=(Hyper("lr", 2e-3), Hyper("betas", (0.9, 0.999)), Hyper("eps", 1e-8),
             Hyper("weight_decay", 0.0), Hyper("maximize", False, True)),
     doc="""Adamax: Adam with the infinity norm; defaults, state and results as

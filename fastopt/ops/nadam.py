@@ -50,7 +50,7 @@ def rule(x, i, p, g, c):
 SPEC = OpSpec(
     name="nadam", cls="NAdam", torch="NAdam", check=check, host=host, rule=rule,
     scalars_order=I._fields[len(HEAD):], reference=reference.nadam,
-    slots=(Slot("exp_avg"), Slot("exp_avg_sq")),
+    slots=(Slot("exp_avg"), Slot("exp_avg_sq", nonneg=True)),
     scalar_state={"mu_product": ScalarState(1.0, mu)},
     hypers=(Hyper("lr", 2e-3), Hyper("betas", (0.9, 0.999)), Hyper("eps", 1e-8),
             Hyper("weight_decay", 0.0), Hyper("momentum_decay", 4e-3),

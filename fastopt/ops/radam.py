@@ -37,7 +37,7 @@ def rule(x, i, p, g, c):
 SPEC = OpSpec(
     name="radam", cls="RAdam", torch="RAdam", check=check, host=host, rule=rule,
     scalars_order=I._fields[len(HEAD):], reference=reference.radam,
-    slots=(Slot("exp_avg"), Slot("exp_avg_sq")),
+    slots=(Slot("exp_avg"), Slot("exp_avg_sq", nonneg=True)),
     hypers=(Hyper("lr", 1e-3), Hyper("betas", (0.9, 0.999)), Hyper("eps", 1e-8),
             Hyper("weight_decay", 0.0), Hyper("decoupled_weight_decay", False),
             Hyper("maximize", False, True)),

@@ -40,7 +40,8 @@ def rule(x, i, p, g, c):
 SPEC = OpSpec(
     name="rmsprop", cls="RMSprop", torch="RMSprop", check=check, host=host, rule=rule,
     scalars_order=I._fields[len(HEAD):], reference=reference.rmsprop, uses_step=False,
-    slots=(Slot("square_avg"), Slot("momentum_buffer", when=lambda h: h["momentum"] > 0),
+    slots=(Slot("square_avg", nonneg=True),
+           Slot("momentum_buffer", when=lambda h: h["momentum"] > 0),
            Slot("grad_avg", when=lambda h: bool(h["centered"]))),
     hypers=(Hyper("lr", 1e-2), Hyper("alpha", 0.99), Hyper("eps", 1e-8),
             Hyper("weight_decay", 0.0), Hyper("momentum", 0.0), Hyper("centered", False),

@@ -16,6 +16,7 @@ from .. import _arrays, backends, ops
 from .. import clip as clip_mod
 from .. import functional as F
 from .._table import MASTER, MASTER_PARAM_DTYPES, MissingGrad, TableCache, TensorTable
+from ..reference.quant8 import packed_size
 
 #: keys torch.optim keeps in its param groups that are no hyperparameter of fastopt.optim:
 #: loading a torch.optim checkpoint ignores them
@@ -63,6 +64,12 @@ def _scalar(value: Any) -> float:
         return float(value.item() if hasattr(value, "item") else value)
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"scalar state {value!r} is not a number") from None
+
+
+def _packed_row(value: Any, p: Any) -> bool:
+    """Whether a state value is an 8-bit row of param p (fastopt.reference.quant8's packing)."""
+    return (str(value.dtype).removeprefix("torch.") == "uint8" and len(value.shape) == 1
+            and value.shape[0] == packed_size(int(np.prod(p.shape))))
 
 
 def _dense_copy(a: Any) -> Any:
@@ -242,8 +249,9 @@ class Optimizer:
                 missing = [k for k, a in enumerate(row) if a is None]
                 for k in missing:
                     p = group["params"][k]
-                    row[k] = states[k][slot] = _arrays.full_like(
-                        p, self._init_value(slot, group), self._state_dtype(group, p))
+                    row[k] = states[k][slot] = _arrays.state_like(
+                        p, self._init_value(slot, group), self._state_dtype(group, p),
+                        signed=not self.spec.slot(slot).nonneg)
                 fresh = self._fresh[gi].setdefault(slot, np.zeros(len(row), bool))
                 fresh[missing] = True
             rows[slot] = row
@@ -457,7 +465,7 @@ class Optimizer:
                         if not math.isfinite(_scalar(value)):
                             raise ValueError(f"state of parameter {idx}: {key} is not finite")
                     elif key != "step" and value is not None and \
-                            tuple(value.shape) != tuple(p.shape):
+                            tuple(value.shape) != tuple(p.shape) and not _packed_row(value, p):
                         raise ValueError(f"state of parameter {idx}: {key} has shape "
                                          f"{tuple(value.shape)}, parameter has {tuple(p.shape)}")
         # everything checked: now change nothing but contents
@@ -481,10 +489,14 @@ class Optimizer:
                     elif key in self.spec.scalar_state:
                         st[key] = _scalar(value)
                     elif value is not None:
-                        if st.get(key) is None:
-                            p = group["params"][k]
-                            st[key] = _arrays.zeros_like(
-                                p, "float32" if key == MASTER else self._state_dtype(group, p))
+                        p = group["params"][k]
+                        if st.get(key) is not None and _packed_row(st[key], p) != \
+                                _packed_row(value, p):
+                            del st[key]  # 8-bit storage for float, or back: the checkpoint's
+                        if st.get(key) is None:  # stored as the checkpoint stored it
+                            dtype = str(value.dtype).removeprefix("torch.")
+                            st[key] = (_arrays.empty_like(p, tuple(value.shape), "uint8")
+                                       if _packed_row(value, p) else _arrays.zeros_like(p, dtype))
                         _arrays.copy_into(st[key], value)
                         if key in self._fresh[gi]:
                             self._fresh[gi][key][k] = False

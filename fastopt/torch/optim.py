@@ -54,7 +54,7 @@ from torch import Tensor
 
 from .. import backends, ops
 from .. import functional as F
-from .._arrays import describe
+from .._arrays import describe, state_like
 from .._table import MASTER, SUPPORTED_DTYPES, TableCache
 from ._state import ParamState, TrackedState
 
@@ -119,12 +119,17 @@ def _grad_norm(grads: list[Tensor], norm_type: float) -> float:
                                           norm_type))
 
 
-def _state_dtype(group: dict[str, Any], p: Tensor) -> torch.dtype | None:
-    """The dtype of p's new state tensors (None: p's own): the group's state_dtype."""
-    if group.get("state_dtype") is None:
-        return None
-    name = ops.state_dtype(group, str(p.dtype).removeprefix("torch."))
-    return None if name is None else getattr(torch, name)
+def _new_state(group: dict[str, Any], p: Tensor, value: float, signed: bool) -> Tensor:
+    """A new state tensor for p, every element `value`, stored as the group's state_dtype
+    says (torch.optim's layout: p's dtype and memory format; a complex param's state starts
+    at value + value*1j)."""
+    name = None if group.get("state_dtype") is None else \
+        ops.state_dtype(group, str(p.dtype).removeprefix("torch."))
+    if name == "8bit":
+        return state_like(p, value, name, signed)
+    return torch.full_like(p, complex(value, value) if p.is_complex() else value,
+                           memory_format=torch.preserve_format,
+                           dtype=None if name is None else getattr(torch, name))
 
 
 def _takes_master(p: Tensor) -> bool:
@@ -298,31 +303,26 @@ class FusedOptimizer(torch.optim.Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # torch.optim casts loaded state to its param's dtype: master weights are taken from
-        # the checkpoint as they are, state back to the group's state_dtype
+        # torch.optim casts every loaded floating state tensor to its param's dtype: state
+        # kept in another dtype (state_dtype, the float32 master weights) is restored as it
+        # was saved instead
+        keys = {slot.state_key for slot in self.spec.slots} | {MASTER}
         ids = [i for g in state_dict.get("param_groups", ()) for i in g["params"]]
-        masters = {k: state_dict["state"][i][MASTER] for k, i in enumerate(ids)
-                   if isinstance(state_dict.get("state", {}).get(i), dict)
-                   and isinstance(state_dict["state"][i].get(MASTER), Tensor)}
-        super().load_state_dict(state_dict)
+        saved = state_dict.get("state", {})
         params = [p for g in self.param_groups for p in g["params"]]
-        for k, m in masters.items():
-            self.state[params[k]][MASTER] = m.detach().to(
-                device=params[k].device, dtype=torch.float32, copy=True,
-                memory_format=torch.preserve_format)
-        for group in self.param_groups:
-            if group.get("state_dtype") is None:
+        kept = {}
+        for k, i in enumerate(ids):
+            entry = saved.get(i)
+            if not isinstance(entry, dict) or k >= len(params):
                 continue
-            plain = _plain(group)
-            for p in group["params"]:
-                dtype = _state_dtype(plain, p)
-                st = self.state.get(p)
-                if dtype is None or st is None:
-                    continue
-                for slot in self.spec.slots:
-                    value = st.get(slot.state_key)
-                    if isinstance(value, Tensor) and value.dtype != dtype:
-                        st[slot.state_key] = value.to(dtype)
+            for key, value in entry.items():
+                if key in keys and isinstance(value, Tensor) and value.dtype != params[k].dtype:
+                    kept[k, key] = value
+        super().load_state_dict(state_dict)
+        for (k, key), value in kept.items():
+            self.state[params[k]][key] = value.detach().to(
+                device=params[k].device, copy=True,
+                memory_format=torch.preserve_format if value.dim() else torch.contiguous_format)
 
     def _invalidate(self) -> None:
         self._fo_cache: dict[int, _Entry] = {}
@@ -632,7 +632,6 @@ class FusedOptimizer(torch.optim.Optimizer):
             st = self.state[p]
             new = False
             where = f"{type(self).__name__}: state of param {active[k]}"
-            dtype = _state_dtype(plain_group, p)
             for key in keys:
                 init = self.spec.scalar_state[key].init if key != "step" else 0.0
                 if key not in st:
@@ -647,11 +646,8 @@ class FusedOptimizer(torch.optim.Optimizer):
                                                  memory_format=torch.preserve_format)
                     continue
                 if st.get(name) is None:
-                    value = self.spec.init_value(slot, plain_group)
-                    # torch starts a complex param's state at value + value*1j
-                    st[name] = torch.full_like(p, complex(value, value) if p.is_complex()
-                                               else value, memory_format=torch.preserve_format,
-                                               dtype=dtype)
+                    st[name] = _new_state(plain_group, p, self.spec.init_value(slot, plain_group),
+                                          not self.spec.slot(slot).nonneg)
                     new = True
             fresh.append(new and self.spec.fresh_flag)
         # one buffer per counter: counting a step is one tensor op
@@ -745,6 +741,6 @@ def make_class(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> type:
     return cls
 
 
-for _name, _spec, _alias in ops.classes():
+for _name, _spec, _alias in (*ops.classes(), *ops.eight_bit_classes()):
     globals()[_name] = make_class(_name, _spec, _alias)
-__all__ = [name for name, _, _ in ops.classes()]
+__all__ = [name for name, _, _ in (*ops.classes(), *ops.eight_bit_classes())]
