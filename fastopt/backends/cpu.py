@@ -21,6 +21,8 @@ _DTYPE_CODE = {"float32": 0, "float64": 1}
 class CpuBackend:
     name = "cpu"
     devices = ("cpu",)
+    #: runs only the optimizers compiled into the extension, none made by from_rule
+    builtin_only = True
 
     def __init__(self) -> None:
         self._C: Any = None
