@@ -84,11 +84,6 @@ class _Interface:
         self.hypers = tuple(h for h in self.scalars if h != "step")
         self.takes_step = "step" in self.scalars
         self.state = tuple(state)
-        if len(positional) != 2 + len(self.state):
-            raise TypeError(
-                f"{self.label}: takes {len(positional)} positional arguments "
-                f"({', '.join(positional)}), expected {2 + len(self.state)}: p, g and one per "
-                f"state array {self.state}; hyperparameters are keyword-only (after *)")
         for s in self.state:
             if not isinstance(s, str) or not s.isidentifier():
                 raise ValueError(f"state: {s!r} is not a valid name")
@@ -99,6 +94,22 @@ class _Interface:
                              f"{len(self.state)}")
         if "step" in self.state:
             raise ValueError("state: 'step' is the step count's key, not a state array's")
+        if len(positional) != 2 + len(self.state):
+            raise TypeError(
+                f"{self.label}: takes {len(positional)} positional arguments "
+                f"({', '.join(positional)}), expected {2 + len(self.state)}: p, g and one per "
+                f"state array {self.state}; hyperparameters are keyword-only (after *)")
+        for h in self.hypers:
+            if h in RESERVED:
+                raise ValueError(f"{self.label}: hyperparameter {h!r} is a name fastopt "
+                                 f"reserves ({', '.join(sorted(RESERVED))})")
+            if h in self.state:
+                raise ValueError(f"{self.label}: {h!r} names both a state array and a "
+                                 "hyperparameter")
+        if "lr" not in self.hypers:
+            raise ValueError(f"{self.label}: takes no lr (a keyword-only argument): the "
+                             "learning rate that schedulers set and the frame's proximal L1 "
+                             "step uses")
         kw = {k: v for k, v in (rule.__kwdefaults__ or {}).items() if k != "step"}
         unknown = sorted(set(defaults) - set(self.hypers))
         if unknown:
@@ -109,17 +120,7 @@ class _Interface:
         if missing:
             raise ValueError(f"defaults: no default for {missing} (give one in defaults= or in "
                              "the rule's signature)")
-        if "lr" not in self.hypers:
-            raise ValueError(f"{self.label}: takes no lr (a keyword-only argument): the "
-                             "learning rate that schedulers set and the frame's proximal L1 "
-                             "step uses")
         for h in self.hypers:
-            if h in RESERVED:
-                raise ValueError(f"{self.label}: hyperparameter {h!r} is a name fastopt "
-                                 f"reserves ({', '.join(sorted(RESERVED))})")
-            if h in self.state:
-                raise ValueError(f"{self.label}: {h!r} names both a state array and a "
-                                 "hyperparameter")
             check_number(h, self.defaults[h])
 
 
