@@ -366,3 +366,71 @@ def test_rule_kernel_compiles_to_ptx_for_sm90():
                 pytest.skip(f"NVVM unavailable: {exc}")
             raise
         assert ".target sm_90" in ptx and ".entry" in ptx
+
+
+_SIM_CHECK = """
+import os, sys
+os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import fastopt
+from tolerances import assert_close
+from test_from_rule import ADAM_DEFAULTS, adam_rule
+
+
+class SimArray:  # a host array presented as CUDA memory (the simulator's is host memory)
+    def __init__(self, host):
+        self.host = host
+
+    @property
+    def __cuda_array_interface__(self):
+        a = self.host
+        return {"shape": a.shape, "typestr": a.dtype.str, "data": (a.ctypes.data, False),
+                "version": 3, "strides": None, "stream": None}
+
+
+from fastopt import functional as F
+
+Cls = fastopt.optim.from_rule(adam_rule, state=("exp_avg", "exp_avg_sq"),
+                              defaults=ADAM_DEFAULTS)
+spec = Cls.spec
+group = {**spec.defaults, "lr": 0.01}
+rng = np.random.default_rng(0)
+for dtype in ("float32", "float64"):
+    host = [rng.standard_normal(n).astype(dtype) for n in (1, 7, 300)]
+    state = {s: [np.zeros_like(h) for h in host] for s in ("exp_avg", "exp_avg_sq")}
+    copies = [h.copy() for h in host]
+    ref = Cls(copies, lr=0.01, backend="reference")
+    for step in (1, 2):
+        grads = [rng.standard_normal(h.shape).astype(dtype) for h in host]
+        arrays = {"param": [SimArray(h) for h in host], "grad": [SimArray(g) for g in grads],
+                  **{s: [SimArray(a) for a in rows] for s, rows in state.items()}}
+        F.run(spec.name, F.tables_for(spec.name, arrays), "numba_cuda",
+              spec.prepare(group, float(step)))
+        ref.step(grads)
+    for a, b in zip(host, copies):
+        assert_close(a, b, dtype, "numba_cuda (simulator) vs reference")
+print("ok")
+"""
+
+
+def test_numba_cuda_runs_the_rule_in_the_simulator(tmp_path):
+    """The Numba-CUDA driver around a rule, in Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM
+    must be set before numba is imported: a fresh interpreter), against the reference."""
+    pytest.importorskip("numba.cuda")
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", FASTOPT_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", _SIM_CHECK, here], env=env,
+                         cwd=os.path.dirname(here), capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout + out.stderr
+
+
+def test_grad_scale_unscales_before_the_rule():
+    scaled, _ = _trajectory(lambda p: SGDRule(p, lr=0.1), (7,), "float64", 1)
+    params = _arrays((7,), "float64")
+    opt = SGDRule(params, lr=0.1)
+    grads = [np.random.default_rng(1).standard_normal(7) * 4.0]
+    opt.step(grads, grad_scale=4.0)
+    np.testing.assert_allclose(params[0], scaled[0], rtol=1e-15)
+    opt.step([np.full(7, np.nan)], found_inf=1.0)  # skipped: nothing changes
+    np.testing.assert_allclose(params[0], scaled[0], rtol=1e-15)
