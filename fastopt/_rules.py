@@ -40,6 +40,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 import types as pytypes
 from collections.abc import Callable
 from typing import Any
@@ -306,8 +307,14 @@ def make_spec(rule: Callable[..., Any], state: tuple[str, ...] | list[str] = (),
     op = f"rule_{re.sub(r'[^0-9A-Za-z_]', '_', rule.__name__)}_{digest}"
     wrapper_path = os.path.join(cache_dir(), f"{op}.py")
     if op not in _MODULES:
-        _write(wrapper_path, text)
+        try:
+            _write(wrapper_path, text)
+        except OSError:  # a read-only cache directory: a private one for this user
+            wrapper_path = os.path.join(tempfile.gettempdir(), f"fastopt-rules-{os.getuid()}",
+                                        f"{op}.py")
+            _write(wrapper_path, text)
         _MODULES[op] = _import(op, wrapper_path)
+    wrapper_path = _MODULES[op].__file__
     module = _MODULES[op]
     fn = _positional(rule, path or wrapper_path)
     scalar_return = _check_compiles(iface, fn)
