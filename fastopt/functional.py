@@ -15,11 +15,11 @@ from typing import Any
 
 from . import backends, ops
 from ._arrays import check_writable, describe
-from ._table import MASTER, TableCache, TensorTable, build_tables
+from ._table import MASTER, SUPPORTED_DTYPES, TableCache, TensorTable, build_tables
 
 Arrays = Sequence[Any]
 
-#: Pointer-table rows of each optimizer (param, grad, then its state rows).
+#: Pointer-table rows of each built-in optimizer (param, grad, then its state rows).
 SLOTS: dict[str, tuple[str, ...]] = {name: spec.table_slots for name, spec in ops.REGISTRY.items()}
 #: Rows each optimizer reads only.
 READ_ONLY = {"grad"}
@@ -119,9 +119,10 @@ def tables_for(op: str, arrays: dict[str, Arrays | None],
     for slot in ("param", "grad") if required is None else required:
         if arrays.get(slot) is None:
             raise ValueError(f"{slot}: required by {op} (got None)")
-    slots = SLOTS[op] + ((MASTER,) if arrays.get(MASTER) is not None else ())
+    spec = ops.get(op)
+    slots = spec.table_slots + ((MASTER,) if arrays.get(MASTER) is not None else ())
     written = {s for s in slots if s not in READ_ONLY or write_grads}
-    return build_tables(slots, arrays, written, free=slots[2:])
+    return build_tables(slots, arrays, written, _allowed(spec), free=slots[2:])
 
 
 def check_writable_grads(grads: Arrays) -> None:
@@ -135,9 +136,18 @@ def table_cache(op: str, *, trusted_shapes: bool = False, master: bool = False) 
     """A TableCache for repeated calls of optimizer `op` over the same params and state
     (trusted_shapes: the grads are torch .grad tensors, whose shapes torch enforces; master:
     with a row of master weights)."""
-    slots = SLOTS[op] + ((MASTER,) if master else ())
-    return TableCache(slots, {s for s in slots if s not in READ_ONLY},
+    spec = ops.get(op)
+    slots = spec.table_slots + ((MASTER,) if master else ())
+    return TableCache(slots, {s for s in slots if s not in READ_ONLY}, allowed=_allowed(spec),
                       trusted_shapes=trusted_shapes, free=slots[2:])
+
+
+def _allowed(spec: ops.OpSpec) -> dict[str, tuple[str, ...]]:
+    """The storage dtypes per device that `spec`'s kernels take."""
+    if spec.dtypes is None:
+        return SUPPORTED_DTYPES
+    return {dev: tuple(d for d in dtypes if d in spec.dtypes)
+            for dev, dtypes in SUPPORTED_DTYPES.items()}
 
 
 def run(op: str, tables: Sequence[TensorTable], backend: str | None,
@@ -150,8 +160,9 @@ def run(op: str, tables: Sequence[TensorTable], backend: str | None,
     are rounded stochastically (fastopt.reference.rounding), each tensor keyed by its position
     in the caller's list; a backend without it (`stochastic_rounding`) is refused."""
     base = ops.stochastic_base(scalars)
+    builtin = ops.get(op).builtin
     for t in tables:
-        b = backends.resolve(backend, t.device[0], t.dtype)
+        b = backends.resolve(backend, t.device[0], t.dtype, builtin=builtin)
         if t.specs.get(MASTER) and not getattr(b, "master_weights", False):
             raise backends.BackendUnavailable(
                 f"backend {b.name!r} has no master weights (the cpu and reference backends "

@@ -1,6 +1,6 @@
 """Every example runs end to end (smoke tests: a few seconds each), with its extra requirements
-(`pip install "fastopt[examples]"`, and torch for ddp_zero.py); where one is missing the
-example is skipped with the requirement and the command that installs it."""
+(`pip install "fastopt[examples]"`, torch for ddp_zero.py, numba for rule_signum.py); where one
+is missing the example is skipped with the requirement and the command that installs it."""
 
 import os
 import pathlib
@@ -23,12 +23,13 @@ REQUIRES: dict[str, dict[str, str]] = {
     "linear_regression.py": {},
     "digits_mlp.py": {"sklearn": "scikit-learn", "threadpoolctl": "threadpoolctl"},
     "ddp_zero.py": {"torch": "torch"},
+    "rule_signum.py": {"numba": "numba"},
 }
 
 
 def run(name: str, *args: str, launcher: tuple[str, ...] = (sys.executable,)) -> str:
     for module, requirement in REQUIRES[name].items():
-        extra = "torch" if requirement == "torch" else "examples"
+        extra = requirement if requirement in ("torch", "numba") else "examples"
         pytest.importorskip(module, reason=f"examples/{name} needs {requirement}: "
                             f"pip install \"fastopt[{extra}]\"")
     path = os.pathsep.join(p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p)
@@ -86,6 +87,13 @@ def test_quickstart():
     final = out.strip().splitlines()[-2]
     assert final.startswith("step  299")
     assert float(final.split("loss")[1].split()[0]) < 1e-3, out
+
+
+def test_rule_signum():
+    out = run("rule_signum.py")
+    diff = float(re.search(r"max \|difference\| = ([\d.e+-]+)", out).group(1))
+    assert diff <= 1e-12, out  # the kernel agrees with the reference (float64)
+    assert float(re.search(r"final loss ([\d.]+)", out).group(1)) < 1e-2, out
 
 
 @pytest.mark.slow  # two processes and a rendezvous: about 20 s on a busy 2-core machine

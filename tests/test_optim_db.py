@@ -86,7 +86,7 @@ def test_every_optimizer_class_has_an_entry():
     # the 8-bit-state classes are their base classes with another default state_dtype:
     # test_state_8bit.py drives them
     eight_bit = {n for n, _, _ in fastopt.ops.eight_bit_classes()}
-    assert names == set(fastopt.optim.__all__) - {"Optimizer"} - eight_bit
+    assert names == set(fastopt.optim.__all__) - {"Optimizer", "from_rule"} - eight_bit
     assert names == {n for n in fo.__all__ if isinstance(getattr(fo, n), type)
                      and issubclass(getattr(fo, n), fo.FusedOptimizer)} - {"FusedOptimizer"} \
         - eight_bit

@@ -6,6 +6,12 @@ An explicitly requested backend that cannot run raises and says why; the automat
 falls back to the next one. Each backend declares the devices it runs on (`devices`) and the
 storage dtypes its optimizer and clipping kernels take (`dtypes`): a table of another dtype
 skips it in the automatic choice and is refused by name when it was requested.
+
+Optimizers made from a user's rule (fastopt.optim.from_rule) run on the Numba backends and the
+reference only: the compiled ones (`builtin_only`: cpu, cuda) hold fastopt's own optimizers
+alone. For those, the automatic choice is numba (CPU) or numba_cuda (CUDA); the reference,
+which runs the rule in Python element by element, only when asked for by name; and a
+FASTOPT_BACKEND naming a compiled backend is passed over (it cannot run them).
 """
 
 from __future__ import annotations
@@ -65,12 +71,25 @@ def _dtypes(b: Any) -> tuple[str, ...]:
     return getattr(b, "dtypes", ALL_DTYPES)
 
 
-def resolve(name: str | None, device: str = "cpu", dtype: str | None = None) -> Any:
+def _rule_ok(b: Any) -> bool:
+    return not getattr(b, "builtin_only", False)
+
+
+def resolve(name: str | None, device: str = "cpu", dtype: str | None = None,
+            builtin: bool = True) -> Any:
     """The backend to run on arrays of `device` ('cpu' or 'cuda') stored as `dtype` (None:
-    any; the optimizer and clipping calls name their table's)."""
+    any; the optimizer and clipping calls name their table's); `builtin=False`: for an
+    optimizer made from a user's rule (see the module docstring)."""
     requested = name or os.environ.get("FASTOPT_BACKEND") or None
+    if requested and not builtin and not name and not _rule_ok(get(requested)):
+        requested = None  # FASTOPT_BACKEND=cpu, say, cannot mean a rule's optimizer
     if requested:
         b = get(requested)
+        if not builtin and not _rule_ok(b):
+            raise BackendUnavailable(
+                f"backend {requested!r} runs fastopt's built-in optimizers only (compiled "
+                "ahead of time); an optimizer made from a rule runs on numba, numba_cuda or "
+                "reference")
         ok, why = b.available()
         if not ok:
             raise BackendUnavailable(f"backend {requested!r} is not available: {why}")
@@ -85,8 +104,14 @@ def resolve(name: str | None, device: str = "cpu", dtype: str | None = None) -> 
     for candidate in AUTO_ORDER.get(device, ()):
         if candidate not in REGISTRY:
             continue
+        if not builtin and candidate == "reference":
+            reasons.append("reference: runs a rule in Python, only when asked for by name "
+                           "(backend='reference')")
+            continue
         try:
             b = get(candidate)
+            if not builtin and not _rule_ok(b):
+                continue  # nothing to explain: no rule runs there
             ok, why = b.available()
         except Exception as exc:
             ok, why = False, str(exc)

@@ -4,7 +4,8 @@ kernel table of a backend, the pointer intrinsic, and Numba's on-disk cache kept
 Numba keys a cached kernel on its own source file only, but those kernels inline the rules of
 fastopt/ops/<op>.py (and the block reduction of fastopt/_numba_cuda_losses.py): a cached
 kernel would outlive an edit of a rule. Kernels of those two files are therefore cached under
-a stamp of their file together with every file they inline from.
+a stamp of their file together with every file they inline from (fastopt/_rules.py included,
+which generates the wrappers of users' rules; a user's rule is in its kernel's name instead).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _KERNEL_FILES = ("_numba_cpu.py", "_numba_cuda.py")
 _PACKAGE = os.path.dirname(_HERE)
 _INLINED = (os.path.join(_PACKAGE, "ops", "*.py"), os.path.join(_PACKAGE, "_numba_*losses.py"),
-            os.path.abspath(__file__))
+            os.path.join(_PACKAGE, "_rules.py"), os.path.abspath(__file__))
 
 
 def norm_term(acc, e, kind, p):
@@ -33,13 +34,27 @@ def norm_term(acc, e, kind, p):
     return acc + e**p
 
 
+_DECORATED: dict[tuple[int, Any], Any] = {}
+
+
+def decorated(decorator: Any, fn: Any) -> Any:
+    """`fn` compiled with `decorator`, one dispatcher per (decorator, function): a rule's
+    function checked at definition (fastopt._rules) is the one its kernel calls."""
+    key = (id(decorator), fn)
+    if key not in _DECORATED:
+        _DECORATED[key] = decorator(fn)
+    return _DECORATED[key]
+
+
 def compile_rule(spec: Any, decorator: Any) -> Any:
     """spec.rule compiled with `decorator` (njit or a CUDA device function), the helpers it may
-    call (fastopt.ops.RULE_HELPERS) compiled with the same decorator in its globals."""
+    call (fastopt.ops.RULE_HELPERS, and the spec's own: a user's rule function) compiled with
+    the same decorator in its globals."""
     from .. import ops
 
     fn = spec.rule
     helpers = {name: decorator(getattr(ops, name)) for name in ops.RULE_HELPERS}
+    helpers.update({name: decorated(decorator, f) for name, f in spec.helpers})
     return decorator(pytypes.FunctionType(fn.__code__, {**fn.__globals__, **helpers},
                                           fn.__name__))
 
@@ -56,6 +71,21 @@ def optimizer_kernel(template: Any, namespace: dict[str, Any], spec: Any, decora
     return kernel(fn)
 
 
+class _Kernels(dict):
+    """Kernels by name; a missing name is an optimizer made from a rule (fastopt.ops.RULES),
+    whose kernel is made at its first use."""
+
+    def __init__(self, module: Any, table: dict[str, Any]) -> None:
+        super().__init__(table)
+        self.module = module
+
+    def __missing__(self, name: str) -> Any:
+        from .. import ops
+
+        fn = self[name] = self.module.optimizer_kernel(ops.get(name))
+        return fn
+
+
 def kernel_table(module: Any) -> dict[str, Any]:
     """A kernel module's kernels by name: its own (clipping) and one per optimizer of the
     registry, made by its driver template (compiled at the first call of each)."""
@@ -64,7 +94,7 @@ def kernel_table(module: Any) -> dict[str, Any]:
     table = dict(module.KERNELS)
     for spec in ops.REGISTRY.values():
         table[spec.name] = module.optimizer_kernel(spec)
-    return table
+    return _Kernels(module, table)
 
 
 def pointer_intrinsic(intrinsic: Any, types: Any) -> Any:

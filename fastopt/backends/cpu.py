@@ -24,6 +24,8 @@ _QUANT8_SIGNED, _QUANT8_UNSIGNED = 4, 5  # csrc/cpu/ops.h RowKind
 class CpuBackend:
     name = "cpu"
     devices = ("cpu",)
+    #: runs only the optimizers compiled into the extension, none made by from_rule
+    builtin_only = True
 
     def __init__(self) -> None:
         self._C: Any = None

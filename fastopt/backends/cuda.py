@@ -37,6 +37,8 @@ def _module() -> tuple[Any, str]:
 class CudaBackend:
     name = "cuda"
     devices = ("cuda",)
+    #: runs only the optimizers compiled into the extension, none made by from_rule
+    builtin_only = True
 
     def __init__(self) -> None:
         self._cu, self._error = _module()

@@ -153,6 +153,12 @@ class OpSpec:
     fresh_flag: bool = False       # host() is told whether the state is new (SGD)
     scalar_state: dict[str, ScalarState] = field(default_factory=dict)
     aliases: tuple[Alias, ...] = ()
+    # where it differs for an optimizer made from a user's rule (fastopt.optim.from_rule):
+    builtin: bool = True           # compiled into fastopt._C (the cpu and cuda backends)
+    frame_decay: bool = True       # the frame applies the group's maximize and weight_decay
+    dtypes: tuple[str, ...] | None = None  # storage dtypes taken (None: every backend's)
+    helpers: tuple[tuple[str, Callable[..., Any]], ...] = ()  # (global name, function) the
+    # rule calls, compiled with it for each target as RULE_HELPERS are
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -218,9 +224,12 @@ class OpSpec:
         l1 = float(group.get("l1", 0.0))
         proximal = group.get("l1_mode", "coupled") == "proximal"
         own = self.host(group, step, fresh, after)
-        lr, wd = float(group["lr"]), float(group.get("weight_decay", 0.0))
-        decoupled = bool(group.get("decoupled_weight_decay", self.decoupled))
-        sign = -1.0 if group.get("maximize") else 1.0
+        lr = float(group["lr"])
+        # a rule made by from_rule owns its math: its own weight_decay or maximize, if any
+        frame = group if self.frame_decay else {}
+        wd = float(frame.get("weight_decay", 0.0))
+        decoupled = bool(frame.get("decoupled_weight_decay", self.decoupled))
+        sign = -1.0 if frame.get("maximize") else 1.0
         vector = np.array([1.0, sign * grad_coef,
                            0.0 if proximal else l1, lr * l1 if proximal else 0.0,
                            0.0 if decoupled else wd, 1.0 - lr * wd if decoupled else 1.0,
@@ -363,10 +372,11 @@ def moments(group: dict[str, Any]) -> dict[str, float]:
 
 
 def get(name: str) -> OpSpec:
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown optimizer {name!r} (known: {', '.join(REGISTRY)})") from None
+    """The spec of optimizer `name`: a built-in one, or one made by from_rule (RULES)."""
+    spec = REGISTRY.get(name) or RULES.get(name)
+    if spec is None:
+        raise ValueError(f"unknown optimizer {name!r} (known: {', '.join(REGISTRY)})")
+    return spec
 
 
 def classes() -> list[tuple[str, OpSpec, Alias | None]]:
@@ -490,3 +500,6 @@ def _discover() -> dict[str, OpSpec]:
 
 
 REGISTRY: dict[str, OpSpec] = _discover()
+#: The specs made from users' rules (fastopt.optim.from_rule), by name: apart from REGISTRY,
+#: which lists what fastopt._C compiles (check_native) and what fastopt generates classes of.
+RULES: dict[str, OpSpec] = {}

@@ -5,13 +5,15 @@
 
 One class per optimizer of fastopt.ops.REGISTRY (and its aliases, such as AdamW), made by
 `make_class`: torch.optim's constructor signature and defaults, plus l1, l1_mode and backend;
-and Adam8bit, AdamW8bit (state_dtype="8bit" by default).
+`from_rule` makes one from a user's scalar rule (docs/rules.md); and Adam8bit, AdamW8bit
+(state_dtype="8bit" by default).
 """
 
 from .. import ops
-from .optimizer import Optimizer, make_class
+from .optimizer import Optimizer, from_rule, make_class
 
 for _name, _spec, _alias in (*ops.classes(), *ops.eight_bit_classes()):
     globals()[_name] = make_class(_name, _spec, _alias)
 
-__all__ = ["Optimizer", *(name for name, _, _ in (*ops.classes(), *ops.eight_bit_classes()))]
+__all__ = ["Optimizer", "from_rule",
+           *(name for name, _, _ in (*ops.classes(), *ops.eight_bit_classes()))]

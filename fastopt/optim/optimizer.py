@@ -538,3 +538,32 @@ def make_class(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> type[Opt
     return type(name, (Optimizer,), {"__init__": __init__, "spec": spec, "fixed": fixed,
                                      "__doc__": ops.class_doc(spec, alias),
                                      "__module__": "fastopt.optim"})
+
+
+def from_rule(rule: Any, state: Sequence[str] = (), defaults: dict[str, Any] | None = None,
+              name: str | None = None, doc: str | None = None) -> type[Optimizer]:
+    """An optimizer class from a scalar rule ``rule(p, g, *state, *, <hyperparameters>, step)
+    -> (new_p, *new_state)``, compiled by Numba into the multi-tensor driver of the built-in
+    optimizers (docs/rules.md), e.g.
+
+        def adam_rule(p, g, m, v, *, lr, beta1, beta2, eps, step):
+            m = beta1 * m + (1.0 - beta1) * g
+            v = beta2 * v + (1.0 - beta2) * g * g
+            return p - lr * (m / (1.0 - beta1**step)) / (
+                math.sqrt(v / (1.0 - beta2**step)) + eps), m, v
+
+        Adam2 = fastopt.optim.from_rule(adam_rule, state=("exp_avg", "exp_avg_sq"),
+                                        defaults=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8))
+
+    `state`: the names of the state arrays (zeros at first; the state_dict keys), in the
+    rule's argument order; `defaults`: every keyword-only hyperparameter's default (lr is
+    required) unless the rule's signature gives it; `name`: the class name (default: the
+    rule's). The rule is compiled for float64 now: a rule Numba cannot compile, or one that
+    returns another number of values, raises TypeError here."""
+    from .. import _rules
+
+    spec = _rules.make_spec(rule, tuple(state), defaults, name, doc)
+    cls = make_class(spec.cls, spec, None)
+    cls.__doc__ = _rules.class_doc(spec)
+    cls.__module__ = getattr(rule, "__module__", None) or "fastopt.optim"
+    return cls

@@ -24,12 +24,12 @@ from .functional import (
     mse_loss,
     smooth_l1_loss,
 )
-from .optim import FusedOptimizer
+from .optim import FusedOptimizer, from_rule
 
 # one class per optimizer of fastopt.ops.REGISTRY (fastopt.torch.optim.make_class)
 globals().update({name: getattr(optim, name) for name in optim.__all__})
 
 __all__ = [*optim.__all__, "FusedOptimizer", "binary_cross_entropy",
-           "binary_cross_entropy_with_logits", "clip_grad_norm_", "cross_entropy", "functional",
-           "fused_losses_available", "huber_loss", "kl_div", "l1_loss", "linear_cross_entropy",
-           "mse_loss", "nn", "smooth_l1_loss"]
+           "binary_cross_entropy_with_logits", "clip_grad_norm_", "cross_entropy", "from_rule",
+           "functional", "fused_losses_available", "huber_loss", "kl_div", "l1_loss",
+           "linear_cross_entropy", "mse_loss", "nn", "smooth_l1_loss"]

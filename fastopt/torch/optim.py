@@ -741,6 +741,23 @@ def make_class(name: str, spec: ops.OpSpec, alias: ops.Alias | None) -> type:
     return cls
 
 
+def from_rule(rule: Any, state: Any = (), defaults: dict[str, Any] | None = None,
+              name: str | None = None, doc: str | None = None) -> type:
+    """A ``torch.optim.Optimizer`` subclass from a scalar rule ``rule(p, g, *state, *,
+    <hyperparameters>, step) -> (new_p, *new_state)``: as fastopt.optim.from_rule (the same
+    arguments, docs/rules.md), stepping float32 and float64 tensors (CPU: Numba; CUDA:
+    Numba-CUDA) in one fused launch per group, state in ``state[p][<name>]``, the step count
+    in ``state[p]['step']``; LR schedulers, GradScaler and checkpoints work as for the
+    built-in classes."""
+    from .. import _rules
+
+    spec = _rules.make_spec(rule, tuple(state), defaults, name, doc)
+    cls = make_class(spec.cls, spec, None)
+    cls.__doc__ = _rules.class_doc(spec)
+    cls.__module__ = getattr(rule, "__module__", None) or __name__
+    return cls
+
+
 for _name, _spec, _alias in (*ops.classes(), *ops.eight_bit_classes()):
     globals()[_name] = make_class(_name, _spec, _alias)
 __all__ = [name for name, _, _ in (*ops.classes(), *ops.eight_bit_classes())]
