@@ -91,7 +91,7 @@ static_assert(sizeof(bf16) == 2 && sizeof(f16) == 2, "16-bit storage");
 
 // Rows converted to and from the math type, n elements (the 16-bit drivers' tiles).
 template <typename T, typename M>
-inline void to_math(const T* __restrict src, M* __restrict dst, int64_t n) {
+FASTOPT_HD void to_math(const T* __restrict src, M* __restrict dst, int64_t n) {
   int64_t i = 0;
 #if defined(__AVX2__)
   // GCC vectorizes the plain loops below in 16-byte halves with a slow 16-bit pack; these are
@@ -113,7 +113,7 @@ inline void to_math(const T* __restrict src, M* __restrict dst, int64_t n) {
 }
 
 template <typename M, typename T>
-inline void from_math(const M* __restrict src, T* __restrict dst, int64_t n) {
+FASTOPT_HD void from_math(const M* __restrict src, T* __restrict dst, int64_t n) {
   int64_t i = 0;
 #if defined(__AVX2__)
   if constexpr (std::is_same_v<T, bf16> && std::is_same_v<M, float>) {
@@ -194,6 +194,15 @@ inline void from_math_stochastic(const M* __restrict src, T* __restrict dst, int
   const uint32_t lo = uint32_t(uint64_t(first));
   for (int64_t j = 0; j < n; ++j)
     dst[j].bits = stochastic_bits(T{}, float(src[j]), mix32(k ^ (lo + uint32_t(j))));
+}
+
+// The DType code of storage type T.
+template <typename T>
+constexpr int storage_code() {
+  if constexpr (std::is_same_v<T, float>) return int(DType::f32);
+  else if constexpr (std::is_same_v<T, double>) return int(DType::f64);
+  else if constexpr (std::is_same_v<T, f16>) return int(DType::f16);
+  else return int(DType::bf16);
 }
 
 // Calls f(T{}) for the storage type of dtype: every float dtype the optimizer and clipping

@@ -43,7 +43,7 @@ inline uint32_t quant_encode(float y) {
 // Elements [off, off + n) of an 8-bit row of `numel` elements, a whole block or the row's last
 // partial block (off a multiple of 256), decoded into the math type.
 template <typename M>
-inline void quant_to_math(bool is_signed, const void* row, int64_t numel, int64_t off, M* dst,
+FASTOPT_HD void quant_to_math(bool is_signed, const void* row, int64_t numel, int64_t off, M* dst,
                           int64_t n) {
   const uint8_t* codes = static_cast<const uint8_t*>(row) + off;
   const float scale =
@@ -62,30 +62,34 @@ inline void quant_to_math(bool is_signed, const void* row, int64_t numel, int64_
 
 // The block's values stored back: its absmax (NaN if any value is not finite), then the codes.
 template <typename M>
-inline void quant_from_math(bool is_signed, const M* src, void* row, int64_t numel, int64_t off,
+FASTOPT_HD void quant_from_math(bool is_signed, const M* src, void* row, int64_t numel, int64_t off,
                             int64_t n) {
   uint8_t* codes = static_cast<uint8_t*>(row) + off;
   float* absmax = reinterpret_cast<float*>(static_cast<uint8_t*>(row) + quant_codes_bytes(numel));
-  float amax = 0.0f;
-  bool finite = true;
+  // the largest |x| as the largest magnitude bit pattern (ordered as the values, and a
+  // vectorizable integer max): above the largest finite float's, an infinity or a NaN
+  uint32_t top = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const float a = std::fabs(float(src[i]));
-    finite = finite && a <= 3.4028234663852886e38f;  // false for NaN and infinity
-    amax = a > amax ? a : amax;
+    const uint32_t a = float_to_bits(float(src[i])) & 0x7FFFFFFFu;
+    top = a > top ? a : top;
   }
+  const bool finite = top <= 0x7F7FFFFFu;
+  const float amax = bits_to_float(top);
   absmax[off / kQuantBlock] = finite ? amax : NAN;
-  // y = |x| / absmax, divided as the reference divides (0 for an all-zero or non-finite block)
-  const float d = finite && amax > 0.0f ? amax : INFINITY;
+  // y = |x| / absmax by its reciprocal (one rounding more than the reference's division: a
+  // code can differ where y lies that close to a midpoint); 0 for an all-zero or non-finite
+  // block
+  const float inv = finite && amax > 0.0f ? 1.0f / amax : 0.0f;
   if (is_signed) {
     for (int64_t i = 0; i < n; ++i) {
       const float x = float(src[i]);
-      float y = std::fabs(x) / d;
+      float y = std::fabs(x) * inv;
       y = y < 1.0f ? y : 1.0f;
       codes[i] = uint8_t(quant_encode<15>(y) | (x < 0.0f ? 0x80u : 0u));
     }
   } else {
     for (int64_t i = 0; i < n; ++i) {
-      float y = std::fabs(float(src[i])) / d;
+      float y = std::fabs(float(src[i])) * inv;
       y = y < 1.0f ? y : 1.0f;
       codes[i] = uint8_t(quant_encode<31>(y));
     }

@@ -85,29 +85,34 @@ struct Stochastic {
 };
 
 // A state row whose storage is known at run time (RowStorage: a DType code or an 8-bit
-// RowKind), elements [off, off + n) of its `numel` converted to or from the math type. The
-// switch runs once per tile and row.
-template <typename M>
-inline void row_to_math(int kind, const void* row, int64_t numel, int64_t off, M* dst,
-                        int64_t n) {
-  if (kind >= kQuant8Signed) {
+// RowKind), elements [off, off + n) of its `numel` converted to or from the math type; T, the
+// params' storage type, is the common case, converted as the params are. The switch runs once
+// per tile and row.
+template <typename T, typename M>
+FASTOPT_HD void row_to_math(int kind, const void* row, int64_t numel, int64_t off, M* dst,
+                            int64_t n) {
+  if (kind == storage_code<T>()) {
+    to_math(static_cast<const T*>(row) + off, dst, n);
+  } else if (kind >= kQuant8Signed) {
     quant_to_math(kind == kQuant8Signed, row, numel, off, dst, n);
-    return;
+  } else {
+    dispatch_storage(DType(kind), [&](auto tag) {
+      to_math(static_cast<const decltype(tag)*>(row) + off, dst, n);
+    });
   }
-  dispatch_storage(DType(kind), [&](auto tag) {
-    to_math(static_cast<const decltype(tag)*>(row) + off, dst, n);
-  });
 }
 
-template <typename M>
-inline void row_from_math(int kind, const M* src, void* row, int64_t numel, int64_t off,
-                          int64_t n) {
-  if (kind >= kQuant8Signed) {
+template <typename T, typename M>
+FASTOPT_HD void row_from_math(int kind, const M* src, void* row, int64_t numel, int64_t off,
+                              int64_t n) {
+  if (kind == storage_code<T>()) {
+    from_math(src, static_cast<T*>(row) + off, n);
+  } else if (kind >= kQuant8Signed) {
     quant_from_math(kind == kQuant8Signed, src, row, numel, off, n);
-    return;
+  } else {
+    dispatch_storage(DType(kind),
+                     [&](auto tag) { from_math(src, static_cast<decltype(tag)*>(row) + off, n); });
   }
-  dispatch_storage(DType(kind),
-                   [&](auto tag) { from_math(src, static_cast<decltype(tag)*>(row) + off, n); });
 }
 
 // A chunk a tile at a time (16-bit params, state rows in another dtype than the params, or
@@ -138,7 +143,8 @@ void step_tiles(int64_t n, T* param, T* grad, const typename Op::template Consts
       for (int64_t i = 0; i < m; ++i) g[i] = g[i] * unscale;
       from_math(g, grad + b, m);
     }
-    ((Use >> (2 + I) & 1u ? row_to_math(sd[I], state[I], numel, first + b, st[I], m) : void()),
+    ((Use >> (2 + I) & 1u ? row_to_math<T>(sd[I], state[I], numel, first + b, st[I], m)
+                          : void()),
      ...);
     step_any<Op, V, L1, Use, M, M>(m, p, g, c, rows,
                                    ((Use >> (2 + I) & 1u) ? st[I] : static_cast<M*>(nullptr))...);
@@ -151,7 +157,7 @@ void step_tiles(int64_t n, T* param, T* grad, const typename Op::template Consts
       }
     }
     if (!rounded) from_math(p, param + b, m);
-    ((kWrite >> (2 + I) & 1u ? row_from_math(sd[I], st[I], state[I], numel, first + b, m)
+    ((kWrite >> (2 + I) & 1u ? row_from_math<T>(sd[I], st[I], state[I], numel, first + b, m)
                              : void()),
      ...);
   }
