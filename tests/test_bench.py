@@ -135,6 +135,25 @@ def test_cli_losses_with_gemm_floor(capsys):
     assert {r[1] for r in rows} >= {"cpu", "torch", "numpy-gemms", "fastopt.torch", LIMIT}
 
 
+def test_cli_state_variants_and_their_bytes(capsys):
+    """--state times each optimizer op with its state stored so (rows op[bf16], op[8bit]),
+    counting the state rows' own bytes: AdamW with float32 params moves 12 B/element of
+    params and grads, and per state row and access 2 (bfloat16) or the packed 8-bit bytes."""
+    from fastopt.bench.ops import Case, with_state
+    from fastopt.reference.quant8 import packed_size
+
+    out = _bench(capsys, "--op", "adamw", "--state", "bfloat16,8bit", "--backend", "cpu",
+                 *TINY, "--sizes", "8K")
+    assert "adamw[bf16]" in out and "adamw[8bit]" in out
+    n = 8192
+    case = Case("adamw[bf16]", "float32", n)
+    assert REGISTRY["adamw[bf16]"].nbytes(case) == 12 * n + 2 * 2 * 2 * n
+    assert REGISTRY["adamw[8bit]"].nbytes(case) == 12 * n + 2 * 2 * packed_size(n)
+    assert with_state("adamw_bf16_state", "bfloat16") == "adamw_bf16_state"  # already so
+    with pytest.raises(ValueError, match="no optimizer"):
+        with_state("mse", "8bit")
+
+
 def test_cli_op_table(capsys):
     out = _bench(capsys, "--op", "sgd_momentum,lion", "--backend", "cpu,reference", *TINY,
                  "--sizes", "5x512")
@@ -264,6 +283,8 @@ def test_plot_figure_sweep_and_many_tensor_bars():
     (["--op", "nosuch"], "--op: unknown op 'nosuch'"),
     (["--backend", "nosuch"], "--backend: unknown backend 'nosuch'"),
     (["--dtype", "int8"], "--dtype: unsupported dtype 'int8'"),
+    (["--state", "4bit"], "--state: unknown state '4bit'"),
+    (["--op", "mse", "--state", "8bit"], "--state: mse is no optimizer"),
     (["--sizes", "12Q"], "--sizes: bad size '12Q'"),
     (["--tensors", "0"], "--tensors: must be >= 1"),
     (["--repeat", "0"], "--repeat: must be >= 1"),

@@ -31,6 +31,7 @@ from . import (
     metadata,
     run,
 )
+from .ops import with_state
 
 _SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 DTYPES = ("float32", "float64", "bfloat16", "float16")
@@ -91,6 +92,10 @@ def build_parser(prog: str = "fastopt bench") -> argparse.ArgumentParser:
                    help="fastopt backends and/or 'torch' (default: every available one)")
     p.add_argument("--dtype", action="append", metavar="DTYPE[,DTYPE]",
                    help=f"{' or '.join(DTYPES)} (default float32)")
+    p.add_argument("--state", action="append", metavar="STATE[,STATE]",
+                   help="optimizer ops also with their state stored as float32, bfloat16, "
+                   "float16 or 8bit (state_dtype=; rows named op[bf16], op[8bit], ...; torch "
+                   "keeps its state in the params' dtype)")
     p.add_argument("--sizes", action="append", metavar="N[,N]",
                    help="elements per tensor, with K/M/G suffixes, or TENSORSxN for many "
                    "tensors (default 1M,16M; e.g. 1M,16M,20000x256)")
@@ -138,8 +143,14 @@ def cases_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> lis
         parser.error(f"--sizes: {exc}")
     if args.tensors is not None and args.tensors < 1:
         parser.error(f"--tensors: must be >= 1, got {args.tensors}")
-    if not (ops or dtypes != ["float32"] or sizes or args.tensors):
+    states = _split(getattr(args, "state", None))
+    if not (ops or dtypes != ["float32"] or sizes or args.tensors or states):
         return list(DEFAULT_CASES)
+    if states:
+        try:
+            ops = [with_state(op, st) for op in ops or DEFAULT_OPS for st in states]
+        except ValueError as exc:
+            parser.error(f"--state: {exc}")
     default_tensors = args.tensors or 1
     return [Case(op, d, s, n or default_tensors) for op in ops or DEFAULT_OPS for d in dtypes
             for s, n in sizes or [(s, None) for s in DEFAULT_SIZES]]

@@ -69,6 +69,8 @@ class Op:
     #: stored in this dtype whatever the case's (state_dtype=)
     state_dtype: str | None = None
     state_rows: int = 0
+    #: an optimizer op's making: (fastopt.optim class, options, amp), for with_state
+    optimizer: tuple[str, dict[str, Any], bool] | None = None
 
     def nbytes(self, case: Case) -> int:
         """Bytes the op must move (the performance model in docs/architecture.md)."""
@@ -232,7 +234,31 @@ def _optim(name: str, cls: str, options: dict[str, Any], doc: str, amp: bool = F
                                     torch_clip=torch_clip), doc,
                        (TORCH_FUSED,) if amp and torch_cls else _torch_variants(torch_cls),
                        tags=("optim",), state_dtype=options.get("state_dtype"),
-                       state_rows=rows - 1))
+                       state_rows=rows - 1, optimizer=(cls, dict(options), amp)))
+
+
+#: the states --state takes, as the ops' name suffixes
+STATES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "8bit": "8bit"}
+
+
+def with_state(name: str, state: str) -> str:
+    """The name of optimizer op `name` with its state stored as `state` (a state_dtype:
+    float32, bfloat16, float16 or 8bit), registering it on first use: `name` itself where the
+    op already stores it so. ValueError for an op that is no optimizer or a state not in
+    STATES."""
+    op = REGISTRY[name]
+    if state not in STATES:
+        raise ValueError(f"unknown state {state!r} (choose from {', '.join(STATES)})")
+    if op.optimizer is None:
+        raise ValueError(f"{name} is no optimizer: it keeps no state")
+    cls, options, amp = op.optimizer
+    if options.get("state_dtype") == state:
+        return name
+    derived = f"{name}[{STATES[state]}]"
+    if derived not in REGISTRY:
+        _optim(derived, cls, {**options, "state_dtype": state},
+               f"{op.doc}; state stored in {state}", amp=amp)
+    return derived
 
 
 def _torch_variants(torch_cls: str | None) -> tuple[str, ...]:
