@@ -144,7 +144,6 @@ class TensorTable:
             self._strides = None if self._all_contiguous else \
                 [tuple(s.obj.stride()) for s in first]
             self._device = -1 if self.device[0] == "cpu" else self.device[1]
-            self._nbytes = list(map(tr.nbytes, (s.obj for s in first)))
         self._nbytes_lists: dict[int, list[int]] = {}
 
     def __len__(self) -> int:
@@ -320,7 +319,8 @@ class TensorTable:
             # The shape pass is the dearest (a torch.Size per tensor): where torch's .grad
             # setter already enforced the param's shape, the byte size proves the extent.
             ok = (all(map(_is, map(tr.dtype, picked), repeat(self._torch_dtypes[row])))
-                  and (list(map(tr.nbytes, picked)) == self._nbytes if self.trusted_shapes
+                  and (list(map(tr.nbytes, picked)) == self._nbytes_list(row)
+                       if self.trusted_shapes
                        else list(map(tr.shape, picked)) == self._shapes)
                   and list(map(tr.get_device, picked)) == [self._device] * len(picked)
                   and (all(map(tr.contiguous, picked)) if self._strides is None
