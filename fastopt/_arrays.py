@@ -117,10 +117,18 @@ def _interface_spec(obj: Any, iface: dict, device: tuple[str, int]) -> ArraySpec
                      elems)
 
 
+_DTYPE_NAMES: dict[np.dtype, str] = {}
+
+
 def _numpy_dtype_name(dt: np.dtype) -> str:
-    if dt.byteorder == ">":
-        return f"big-endian {dt.name}"
-    return dt.name
+    # memoized: np.dtype.name is computed in Python on every read (microseconds, the largest
+    # part of describe())
+    name = _DTYPE_NAMES.get(dt)
+    if name is None:
+        name = f"big-endian {dt.name}" if dt.byteorder == ">" else dt.name
+        if len(_DTYPE_NAMES) < 256:  # bounded: structured dtypes can be made without end
+            _DTYPE_NAMES[dt] = name
+    return name
 
 
 def describe(obj: Any, name: str = "array", index: int | None = None) -> ArraySpec:

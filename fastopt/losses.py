@@ -12,8 +12,10 @@ Arguments, defaults and results follow torch.nn.functional; fastopt's extras are
 Results: a reduced loss ('mean', 'sum', 'batchmean') is a Python float (computed in float64 from
 a fixed-order sum, then rounded to the input's dtype); reduction='none' gives an array of the
 input's framework and dtype. The gradient is a new array like the input (or the input itself
-with inplace=True). With reduction='none' it is d(sum of the element losses)/d input, which is
-what backward of loss.sum() gives in torch.
+with inplace=True; or, for the element-wise losses, the caller's `grad_out=` array, which saves
+an allocation per call: at 16M float32 elements its first touch costs about as much as the
+loss). With reduction='none' it is d(sum of the element losses)/d input, which is what
+backward of loss.sum() gives in torch.
 
 Sums are deterministic: the same bits for any thread count. The formulas are those of
 fastopt.reference, the specification every backend is tested against.
@@ -74,6 +76,25 @@ def _same_dtype(spec: ArraySpec, ref: ArraySpec, name: str, ref_name: str) -> No
 
 def _overlap(a: ArraySpec, b: ArraySpec) -> bool:
     return a.ptr < b.ptr + b.nbytes and b.ptr < a.ptr + a.nbytes
+
+
+def _grad_out_spec(grad_out: Any, xs: ArraySpec, return_grad: bool,
+                   **inputs: ArraySpec | None) -> ArraySpec:
+    """The spec of a caller's gradient buffer: like the input, writable, and apart from every
+    array the kernel reads (it reads them while it writes the gradient)."""
+    if not return_grad:
+        raise ValueError("grad_out: given with return_grad=False, which computes no gradient")
+    gs = _float_spec(grad_out, "grad_out", xs.device, "input")
+    _same_dtype(gs, xs, "grad_out", "input")
+    if gs.shape != xs.shape:
+        raise ValueError(f"grad_out: shape {list(gs.shape)} does not match input's "
+                         f"{list(xs.shape)}")
+    check_writable(gs, "grad_out", None)
+    for name, spec in inputs.items():
+        if spec is not None and _overlap(gs, spec):
+            raise ValueError(f"grad_out: shares memory with {name}; the gradient needs its own "
+                             "buffer")
+    return gs
 
 
 def _reduction(reduction: str, allowed: tuple[str, ...] = _REDUCTIONS) -> str:
@@ -256,7 +277,7 @@ def _period(spec: ArraySpec | None, input_shape: tuple[int, ...], name: str) -> 
 def _elementwise(kind: str, input: Any, target: Any, reduction: str, *, weight: Any = None,
                  pos_weight: Any = None, param: float = 0.0, return_grad: bool = True,
                  backend: str | None = None, allowed: tuple[str, ...] = _REDUCTIONS,
-                 check_nan: Any = None) -> Any:
+                 check_nan: Any = None, grad_out: Any = None) -> Any:
     """check_nan(input, target), when given, runs if the losses sum to NaN: it raises for
     inputs the loss refuses (the kernels mark them with a NaN loss)."""
     reduction = _reduction(reduction, allowed)
@@ -279,8 +300,13 @@ def _elementwise(kind: str, input: Any, target: Any, reduction: str, *, weight: 
         raise backends.BackendUnavailable(f"backend {b.name!r} has no element-wise loss "
                                           f"kernels for {xs.device[0]} arrays")
     on_device = xs.device[0] != "cpu"
-    grad_obj = empty_like(input) if return_grad else None
-    gs = describe(grad_obj, "grad") if return_grad else None
+    if grad_out is not None:
+        gs = _grad_out_spec(grad_out, xs, return_grad, input=xs, target=ts, weight=ws,
+                            pos_weight=ps)
+        grad_obj = grad_out
+    else:
+        grad_obj = empty_like(input) if return_grad else None
+        gs = describe(grad_obj, "grad") if return_grad else None
     # per-element losses: a host NumPy array, or on a GPU an array like the input (its spec)
     out_obj = out = None
     if reduction == "none":
@@ -314,55 +340,57 @@ def _elementwise(kind: str, input: Any, target: Any, reduction: str, *, weight: 
 
 
 def mse_loss(input: Any, target: Any, reduction: str = "mean", *, return_grad: bool = True,
-             backend: str | None = None) -> Any:
+             grad_out: Any = None, backend: str | None = None) -> Any:
     """Mean squared error: loss = (x - y)^2, dloss/dx = 2 (x - y)."""
     return _elementwise("mse", input, target, reduction, return_grad=return_grad,
-                        backend=backend)
+                        backend=backend, grad_out=grad_out)
 
 
 def l1_loss(input: Any, target: Any, reduction: str = "mean", *, return_grad: bool = True,
-            backend: str | None = None) -> Any:
+            grad_out: Any = None, backend: str | None = None) -> Any:
     """Mean absolute error: loss = |x - y|, dloss/dx = sign(x - y) (0 where x == y)."""
     return _elementwise("l1", input, target, reduction, return_grad=return_grad,
-                        backend=backend)
+                        backend=backend, grad_out=grad_out)
 
 
 def huber_loss(input: Any, target: Any, reduction: str = "mean", delta: float = 1.0, *,
-               return_grad: bool = True, backend: str | None = None) -> Any:
+               return_grad: bool = True, grad_out: Any = None,
+               backend: str | None = None) -> Any:
     """Huber loss (Huber 1964), d = x - y: d^2 / 2 where |d| < delta, else
     delta (|d| - delta / 2); dloss/dx = clamp(d, -delta, delta)."""
     if not float(delta) > 0:
         raise ValueError(f"delta: must be > 0, got {delta}")
     return _elementwise("huber", input, target, reduction, param=delta,
-                        return_grad=return_grad, backend=backend)
+                        return_grad=return_grad, backend=backend, grad_out=grad_out)
 
 
 def smooth_l1_loss(input: Any, target: Any, reduction: str = "mean", beta: float = 1.0, *,
-                   return_grad: bool = True, backend: str | None = None) -> Any:
+                   return_grad: bool = True, grad_out: Any = None,
+                   backend: str | None = None) -> Any:
     """Smooth L1 (Girshick 2015), d = x - y: d^2 / (2 beta) where |d| < beta, else
     |d| - beta / 2; beta = 0 is l1_loss."""
     if float(beta) < 0:
         raise ValueError(f"beta: must be >= 0, got {beta}")
     kind = "smooth_l1" if float(beta) > 0 else "l1"
     return _elementwise(kind, input, target, reduction, param=beta, return_grad=return_grad,
-                        backend=backend)
+                        backend=backend, grad_out=grad_out)
 
 
 def binary_cross_entropy(input: Any, target: Any, weight: Any | None = None,
                          reduction: str = "mean", *, return_grad: bool = True,
-                         backend: str | None = None) -> Any:
+                         grad_out: Any = None, backend: str | None = None) -> Any:
     """BCE on probabilities x in [0, 1]: loss = -w (y log x + (1 - y) log(1 - x)), each log
     clamped at -100 and the gradient w (x - y) / max(x (1 - x), 1e-12), as torch. An input or
     target outside [0, 1], NaN included, raises ValueError naming it and the element, as torch
     raises."""
     return _elementwise("bce", input, target, reduction, weight=weight,
                         return_grad=return_grad, backend=backend,
-                        check_nan=check_probabilities)
+                        check_nan=check_probabilities, grad_out=grad_out)
 
 
 def binary_cross_entropy_with_logits(input: Any, target: Any, weight: Any | None = None,
                                      reduction: str = "mean", pos_weight: Any | None = None, *,
-                                     return_grad: bool = True,
+                                     return_grad: bool = True, grad_out: Any = None,
                                      backend: str | None = None) -> Any:
     """Sigmoid + BCE in the stable form, l = (p - 1) y + 1 (p = pos_weight):
         loss = w ((1 - y) x + l (log(1 + e^-|x|) + max(-x, 0)))
@@ -370,18 +398,21 @@ def binary_cross_entropy_with_logits(input: Any, target: Any, weight: Any | None
     weight and pos_weight broadcast over the input's leading axes (pos_weight: one per class,
     the last axis)."""
     return _elementwise("bce_logits", input, target, reduction, weight=weight,
-                        pos_weight=pos_weight, return_grad=return_grad, backend=backend)
+                        pos_weight=pos_weight, return_grad=return_grad, backend=backend,
+                        grad_out=grad_out)
 
 
 def kl_div(input: Any, target: Any, reduction: str = "mean", log_target: bool = False, *,
-           return_grad: bool = True, backend: str | None = None) -> Any:
+           return_grad: bool = True, grad_out: Any = None,
+           backend: str | None = None) -> Any:
     """Kullback-Leibler divergence, input holding log-probabilities:
         loss = xlogy(y, y) - y x,  dloss/dx = -y;  log_target: e^y (y - x), -e^y.
     reduction 'batchmean' divides the sum by input.shape[0] (the mathematically correct KL
     per sample); 'mean' divides by the number of elements, as torch."""
     kind = "kl_div_log_target" if log_target else "kl_div"
     return _elementwise(kind, input, target, reduction, return_grad=return_grad,
-                        backend=backend, allowed=_REDUCTIONS + ("batchmean",))
+                        backend=backend, allowed=_REDUCTIONS + ("batchmean",),
+                        grad_out=grad_out)
 
 
 # --- linear + cross-entropy ---------------------------------------------------------------

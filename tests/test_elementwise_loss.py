@@ -76,8 +76,10 @@ def test_kl_div_batchmean():
 
 @pytest.mark.parametrize("backend", [*backend_params(), "reference"])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(7,), (13, 9), (3, 4, 5)], ids=str)
+@pytest.mark.parametrize("shape", [(7,), (13, 9), (3, 4, 5), (700, 3), (3, 4097)], ids=str)
 def test_bce_weights_broadcast(dtype, shape, backend):
+    """Weights repeat along the leading axes: short periods (3) wrap many times within a block
+    of the CPU kernel, long ones (4097) straddle its blocks and chunks."""
     rng = np.random.default_rng(5)
     x, y = data("bce_logits", shape, dtype)
     p, _ = data("bce", shape, dtype)
@@ -186,6 +188,106 @@ def test_bad_input():
         losses.huber_loss(x, y, delta=0.0)
     with pytest.raises(ValueError, match="beta"):
         losses.smooth_l1_loss(x, y, beta=-1.0)
+
+
+GRAD_OUT_CASES = ["mse", "huber", "bce", "bce_logits", "kl_div", "kl_div_log_target"]
+
+
+@pytest.mark.parametrize("backend", [*backend_params(), "reference"])
+@pytest.mark.parametrize("name", GRAD_OUT_CASES)
+def test_grad_out_is_written_and_returned(name, backend):
+    """grad_out= receives exactly the gradient a call without it allocates, for every reduction,
+    NumPy arrays and torch tensors alike, and is the array returned."""
+    fn, _, kw, kind = LOSSES[name]
+    x, y = data(kind, (3, 4097), np.float32, seed=7)
+    for reduction in REDUCTIONS:
+        loss, grad = fn(x, y, reduction=reduction, backend=backend, **kw)
+        buf = np.full_like(x, np.nan)
+        got_loss, got = fn(x, y, reduction=reduction, grad_out=buf, backend=backend, **kw)
+        assert got is buf
+        np.testing.assert_array_equal(buf, grad)
+        np.testing.assert_array_equal(got_loss, loss)
+    torch = pytest.importorskip("torch")
+    buf = torch.full(x.shape, float("nan"))
+    _, got = fn(torch.tensor(x), torch.tensor(y), grad_out=buf, backend=backend, **kw)
+    assert got is buf
+    np.testing.assert_array_equal(buf.numpy(), fn(x, y, backend=backend, **kw)[1])
+
+
+def test_grad_out_weighted():
+    x, y = data("bce_logits", (9, 5), np.float32)
+    w, pw = np.linspace(0.5, 2, 5, dtype=np.float32), np.linspace(0, 3, 5, dtype=np.float32)
+    buf = np.empty_like(x)
+    got = losses.binary_cross_entropy_with_logits(x, y, w, "sum", pw, grad_out=buf)
+    want = ref.binary_cross_entropy_with_logits(x, y, w, "sum", pw)
+    assert_close(got[0], want[0], np.float32)
+    assert_close(buf, want[1], np.float32)
+
+
+def test_grad_out_bad():
+    x, y = data("bce_logits", (4, 6), np.float32)
+    w = np.ones(6, np.float32)
+    for bad, match, err in [
+            (np.empty((4, 5), np.float32), r"grad_out: shape \[4, 5\] does not match", ValueError),
+            (np.empty((4, 6), np.float64), "grad_out: dtype float64 does not match", TypeError),
+            (np.empty((4, 6), np.int32), "grad_out: dtype int32 is not supported", TypeError),
+            (np.empty((4, 12), np.float32)[:, ::2], "grad_out.*not C-contiguous", ValueError),
+            (x, "grad_out: shares memory with input", ValueError),
+            (y, "grad_out: shares memory with target", ValueError),
+            (x.reshape(-1)[:24].reshape(4, 6), "shares memory with input", ValueError),
+            ([0.0] * 24, "grad_out: expected an array", TypeError)]:
+        with pytest.raises(err, match=match):
+            losses.binary_cross_entropy_with_logits(x, y, grad_out=bad)
+    ro = np.empty_like(x)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="grad_out: array is read-only"):
+        losses.mse_loss(x, y, grad_out=ro)
+    with pytest.raises(ValueError, match="grad_out: given with return_grad=False"):
+        losses.mse_loss(x, y, return_grad=False, grad_out=np.empty_like(x))
+    wide = np.zeros(30, np.float32)
+    with pytest.raises(ValueError, match="grad_out: shares memory with weight"):
+        losses.binary_cross_entropy_with_logits(x, y, wide[:6], grad_out=wide[5:29].reshape(4, 6))
+    with pytest.raises(ValueError, match="grad_out: shares memory with pos_weight"):
+        losses.binary_cross_entropy_with_logits(x, y, w, pos_weight=wide[23:29],
+                                                grad_out=wide[:24].reshape(4, 6))
+    # nothing was written by a refused call
+    np.testing.assert_array_equal(wide, 0)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the reference's inf * 0 and casts
+@pytest.mark.parametrize("backend", backend_params())
+def test_float32_math_at_the_ends_of_its_range(backend):
+    """The float32 kernels compute e^x and log x with their own polynomials: they must match
+    the reference at the ends too (0, 1, subnormals, huge and infinite logits, NaN)."""
+    tiny, sub = np.finfo(np.float32).tiny, np.float32(1e-40)
+    eps = np.finfo(np.float32).eps
+    probs = np.array([0, sub, tiny, 1e-30, 1e-7, 0.5, 1 - eps, 1, 1, 0.3], np.float32)
+    other = np.array([0.5, 1, 0, 0.2, 1, 0, 1, 0.9, 0, 1], np.float32)
+    for reduction in REDUCTIONS:
+        for x, y in ((probs, other), (other, probs)):
+            got = losses.binary_cross_entropy(x, y, reduction=reduction, backend=backend)
+            want = ref.binary_cross_entropy(x, y, reduction=reduction)
+            assert_close(got[0], want[0], np.float32)
+            assert_close(got[1], want[1], np.float32)
+        logp = np.log(np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.01])).astype(
+            np.float32)
+        kl_y = np.array([0, sub, tiny, 1e-30, 1e-3, 0.5, 1, 3e38, np.inf, 2], np.float32)
+        got = losses.kl_div(logp, kl_y, reduction=reduction, backend=backend)
+        want = ref.kl_div(logp, kl_y, reduction=reduction)
+        assert_close(got[0], want[0], np.float32)
+        assert_close(got[1], want[1], np.float32)
+        logits = np.array([0, -0.0, 1e-30, -1e-30, 16, -16, 90, -90, 1e30, -np.inf, np.inf,
+                           np.nan], np.float32)
+        y = np.resize(np.array([0, 1, 0.25], np.float32), logits.shape)
+        got = losses.binary_cross_entropy_with_logits(logits, y, reduction=reduction,
+                                                      backend=backend)
+        want = ref.binary_cross_entropy_with_logits(logits, y, reduction=reduction)
+        assert_close(got[0], want[0], np.float32)
+        assert_close(got[1], want[1], np.float32)
+    # negative targets make xlogy NaN, as in torch
+    got = losses.kl_div(logp[:2], np.array([-1, 0.5], np.float32), reduction="none",
+                        backend=backend)
+    assert np.isnan(got[0][0]) and np.isfinite(got[0][1])
 
 
 BCE_BAD = [("input", np.nan), ("input", 1.5), ("input", -0.25), ("input", np.inf),

@@ -2,6 +2,8 @@
 // writes the gradient and sums the loss, over fixed chunks so the sum is deterministic.
 #include "fastopt/rules/elementwise_loss.h"
 
+#include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "multi_tensor.h"
@@ -11,71 +13,111 @@
 namespace fastopt::cpu::FASTOPT_ISA {
 namespace {
 
-template <PointLoss K, typename T>
-double chunk_plain(const PointLossArgs& a, int64_t b, int64_t e) {
+// Losses are computed a block at a time into a buffer by a loop with no reduction in it (so it
+// vectorizes), then folded into the sum's lanes. A multiple of kSumLanes.
+constexpr int64_t kBlock = 512;
+
+// What a call needs, as compile-time flags: the inner loop then has no branch on them.
+template <bool Grad, bool Out, bool Weighted>
+struct Flags {
+  static constexpr bool grad = Grad, out = Out, weighted = Weighted;
+};
+
+// Losses of elements [i, i + n) into loss[0, n), their gradients and per-element losses
+// written on the way; w[0, n) and pw[0, n) are the weights of those elements.
+template <PointLoss K, typename T, typename F>
+void span(const PointLossArgs& a, int64_t i, int64_t n, const T* __restrict w,
+          const T* __restrict pw, math_t<T>* __restrict loss) {
   using M = math_t<T>;
-  const T* __restrict x = static_cast<const T*>(a.input) + b;
-  const T* __restrict y = static_cast<const T*>(a.target) + b;
-  T* __restrict g = a.grad ? static_cast<T*>(a.grad) + b : nullptr;
-  T* __restrict out = a.out ? static_cast<T*>(a.out) + b : nullptr;
+  const T* __restrict x = static_cast<const T*>(a.input) + i;
+  const T* __restrict y = static_cast<const T*>(a.target) + i;
+  T* __restrict g = F::grad ? static_cast<T*>(a.grad) + i : nullptr;
+  T* __restrict out = F::out ? static_cast<T*>(a.out) + i : nullptr;
   const M param = M(a.param), sc = M(a.grad_scale);
-  const int64_t n = e - b;
-  double lanes[kSumLanes] = {};
-  auto one = [&](int64_t i) -> M {
-    M loss, dloss;
-    point_loss<K>(M(x[i]), M(y[i]), param, M(1), loss, dloss);
-    if (g) g[i] = T(sc * dloss);
-    if (out) out[i] = T(loss);
-    return loss;
-  };
-  int64_t i = 0;
-  for (; i + kSumLanes <= n; i += kSumLanes)
-    for (int l = 0; l < kSumLanes; ++l) lanes[l] += double(one(i + l));
-  for (int l = 0; i < n; ++i, ++l) lanes[l] += double(one(i));
-  return pairwise_sum(lanes, kSumLanes);
+  for (int64_t j = 0; j < n; ++j) {
+    M l, dl;
+    point_loss<K>(M(x[j]), M(y[j]), param, F::weighted ? M(pw[j]) : M(1), l, dl);
+    if constexpr (F::weighted) {
+      const M wv = M(w[j]);
+      l *= wv;
+      dl = sc * wv * dl;  // sc * 1 * dl == sc * dl: an absent weight changes no bit
+    } else {
+      dl = sc * dl;
+    }
+    if constexpr (F::grad) g[j] = T(dl);
+    if constexpr (F::out) out[j] = T(l);
+    loss[j] = l;
+  }
 }
 
-// With weight / pos_weight broadcast over the leading axes: the index into each repeats with
-// its period, tracked by counters rather than a division per element.
-template <PointLoss K, typename T>
-double chunk_weighted(const PointLossArgs& a, int64_t b, int64_t e) {
+// Sum of the losses of chunk [b, e): element b + k goes to lane k mod kSumLanes, each lane
+// summed in order in double, the lanes folded pairwise.
+template <PointLoss K, typename T, typename F>
+double chunk(const PointLossArgs& a, int64_t b, int64_t e) {
   using M = math_t<T>;
-  const T* x = static_cast<const T*>(a.input);
-  const T* y = static_cast<const T*>(a.target);
-  const T* w = static_cast<const T*>(a.weight);
-  const T* pw = static_cast<const T*>(a.pos_weight);
-  T* g = static_cast<T*>(a.grad);
-  T* out = static_cast<T*>(a.out);
-  const M param = M(a.param), sc = M(a.grad_scale);
-  int64_t wi = w ? b % a.weight_period : 0, pi = pw ? b % a.pos_weight_period : 0;
+  // weight and pos_weight repeat with their periods (broadcast over the leading axes); an
+  // absent one reads ones with a period of one block
+  static const std::vector<T> ones(kBlock, T(1));
+  const T* w = F::weighted && a.weight ? static_cast<const T*>(a.weight) : ones.data();
+  const T* pw = F::weighted && a.pos_weight ? static_cast<const T*>(a.pos_weight) : ones.data();
+  const int64_t wp = F::weighted && a.weight ? a.weight_period : kBlock;
+  const int64_t pp = F::weighted && a.pos_weight ? a.pos_weight_period : kBlock;
+  int64_t wi = F::weighted ? b % wp : 0, pi = F::weighted ? b % pp : 0;
   double lanes[kSumLanes] = {};
-  for (int64_t i = b, l = 0; i < e; ++i) {
-    M loss, dloss;
-    point_loss<K>(M(x[i]), M(y[i]), param, pw ? M(pw[pi]) : M(1), loss, dloss);
-    const M wv = w ? M(w[wi]) : M(1);
-    loss *= wv;
-    if (g) g[i] = T(sc * wv * dloss);
-    if (out) out[i] = T(loss);
-    lanes[l] += double(loss);
-    if (++l == kSumLanes) l = 0;
-    if (w && ++wi == a.weight_period) wi = 0;
-    if (pw && ++pi == a.pos_weight_period) pi = 0;
+  alignas(64) M loss[kBlock];
+  for (int64_t i = b; i < e; i += kBlock) {
+    const int64_t n = std::min(kBlock, e - i);
+    if constexpr (F::weighted) {
+      // spans in which neither weight index wraps
+      for (int64_t j = 0; j < n;) {
+        const int64_t len = std::min({n - j, wp - wi, pp - pi});
+        span<K, T, F>(a, i + j, len, w + wi, pw + pi, loss + j);
+        j += len;
+        wi = wi + len == wp ? 0 : wi + len;
+        pi = pi + len == pp ? 0 : pi + len;
+      }
+    } else {
+      span<K, T, F>(a, i, n, nullptr, nullptr, loss);
+    }
+    int64_t j = 0;
+    for (; j + kSumLanes <= n; j += kSumLanes)
+      for (int l = 0; l < kSumLanes; ++l) lanes[l] += double(loss[j + l]);
+    for (int l = 0; j < n; ++j, ++l) lanes[l] += double(loss[j]);
   }
   return pairwise_sum(lanes, kSumLanes);
 }
 
-template <PointLoss K, typename T>
+template <PointLoss K, typename T, typename F>
 double run(const PointLossArgs& a) {
   const uint64_t ptr = 0;
   const int64_t numel = a.n;
   const TensorList tl{&ptr, &numel, 1, 1};
   const Chunks chunks(tl);
   std::vector<double> partial(chunks.count());
-  const bool weighted = a.weight || a.pos_weight;
   for_each_chunk(tl, chunks, [&](int64_t c, int64_t, int64_t b, int64_t e) {
-    partial[c] = weighted ? chunk_weighted<K, T>(a, b, e) : chunk_plain<K, T>(a, b, e);
+    partial[c] = chunk<K, T, F>(a, b, e);
   });
   return pairwise_sum(partial.data(), chunks.count());
+}
+
+template <PointLoss K, typename T>
+double run_flags(const PointLossArgs& a) {
+  // only the two binary cross-entropies take weights
+  constexpr bool takes_weights = K == PointLoss::bce || K == PointLoss::bce_logits;
+  const bool weighted = takes_weights && (a.weight || a.pos_weight);
+  double total = 0;
+  with_flag(a.grad != nullptr, [&](auto grad) {
+    with_flag(a.out != nullptr, [&](auto out) {
+      with_flag(weighted, [&](auto wt) {
+        using G = std::decay_t<decltype(grad)>;
+        using O = std::decay_t<decltype(out)>;
+        using W = std::decay_t<decltype(wt)>;
+        if constexpr (takes_weights || !W::value)
+          total = run<K, T, Flags<G::value, O::value, W::value>>(a);
+      });
+    });
+  });
+  return total;
 }
 
 }  // namespace
@@ -83,7 +125,7 @@ double run(const PointLossArgs& a) {
 double elementwise_loss(const PointLossArgs& a, DType dtype, PointLoss kind) {
   return with_point_loss(kind, [&](auto k) {
     constexpr PointLoss K = decltype(k)::value;
-    return dtype == DType::f64 ? run<K, double>(a) : run<K, float>(a);
+    return dtype == DType::f64 ? run_flags<K, double>(a) : run_flags<K, float>(a);
   });
 }
 

@@ -391,7 +391,11 @@ def _elementwise_setup(fastopt_fn: str, torch_fn: str, kind: str,
         from .. import losses
 
         fn = getattr(losses, fastopt_fn)
-        return _fastopt_call(variant, lambda: fn(x, y, backend=variant, **kwargs))
+        # the gradient goes to one buffer for every call (grad_out=), as a training loop keeps
+        # it: a new 64 MB array per call costs its page faults, about the loss's own time
+        grad = np.empty_like(x)
+        return _fastopt_call(variant, lambda: fn(x, y, backend=variant, grad_out=grad,
+                                                 **kwargs))
 
     return setup
 
@@ -468,7 +472,8 @@ def _register_losses() -> None:
             ("huber", "huber_loss", "huber_loss", "normal", dict(delta=1.0)),
             ("kl_div", "kl_div", "kl_div", "probs", dict(reduction="batchmean"))):
         register(Op(name, Streams(0, 2, 1), _elementwise_setup(fn, torch_fn, kind, kw),
-                    f"{fn} forward + gradient (reads input and target, writes the gradient)",
+                    f"{fn} forward + gradient (reads input and target, writes the gradient; "
+                    "fastopt into one grad_out= buffer)",
                     (TORCH_AUTOGRAD,), tags=("loss",)))
     # per logit: the GEMM writes it, the cross-entropy kernel reads and overwrites it with
     # its gradient, the two gradient GEMMs read it (5 accesses; the inputs and gradients of

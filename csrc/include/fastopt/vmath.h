@@ -46,13 +46,38 @@ FASTOPT_HD float exp_f(float x) {
   const float scale = bits_to_float((e - top + 127) << 23);
   y = top ? y + y : y;
   const float inf = bits_to_float(0x7f800000);
-  return x < lo ? 0.0f : (x > hi ? inf : (x != x ? x : y * scale));
+  // x - x is 0, or NaN for a NaN x: one expression for both, not a third select (a select
+  // whose arm is x itself gets the caller's arithmetic compiled twice, once for that arm)
+  return x < lo ? 0.0f : (x > hi ? inf : y * scale + (x - x));
 }
 
-// log(v) for v a positive normal float.
+// e^x for x <= 0 (and NaN): exp_f without the overflow end, for arguments known not to be
+// positive (e^-|x| in the logistic losses), a quarter fewer instructions.
+FASTOPT_HD float exp_nonpos_f(float x) {
+  const float lo = -87.33654f;
+  const float xc = x > lo ? x : lo;  // NaN clamps to lo: the int conversion must not see it
+  const float fx = std::floor(xc * 1.44269504088896341f + 0.5f);
+  float r = xc - fx * 0.693359375f;
+  r = r - fx * -2.12194440e-4f;
+  const float z = r * r;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * z + r + 1.0f;
+  const float scale = bits_to_float((int32_t(fx) + 127) << 23);
+  return x < lo ? 0.0f : y * scale + (x - x);
+}
+
+// log(v) for any float, as std::log: -inf at 0, NaN below 0 and for NaN, +inf at +inf;
+// subnormals are scaled by 2^23 into the normal range first. About 1 ulp.
 FASTOPT_HD float log_f(float v) {
-  const int32_t bits = float_to_bits(v);
-  float e = float(((bits >> 23) & 0xff) - 126);
+  const float inf = bits_to_float(0x7f800000);
+  const bool sub = v < 1.17549435e-38f;  // below the smallest normal (0 and negatives too)
+  const int32_t bits = float_to_bits(sub ? v * 8388608.0f : v);
+  float e = float(((bits >> 23) & 0xff) - (sub ? 149 : 126));
   float m = bits_to_float((bits & 0x807fffff) | 0x3f000000);  // v = m * 2^e, m in [0.5, 1)
   const bool small = m < 0.707106781186547524f;
   e = small ? e - 1.0f : e;
@@ -70,20 +95,36 @@ FASTOPT_HD float log_f(float v) {
   y = y * m * z;
   y = y + -2.12194440e-4f * e;
   y = y - 0.5f * z;
-  return m + y + 0.693359375f * e;
+  const float r = m + y + 0.693359375f * e;
+  return v > 0.0f ? (v < inf ? r : inf) : (v == 0.0f ? -inf : bits_to_float(0x7fc00000));
 }
 
-// log(1 + u) for u in [0, 1], accurate for tiny u (Goldberg's trick: the rounding error of
-// 1 + u cancels in log(w) * u / (w - 1)).
+// log(1 + u) for u >= -1, accurate for tiny u (Goldberg's trick: the rounding error of 1 + u
+// cancels in log(w) * u / (w - 1)).
 FASTOPT_HD float log1p_f(float u) {
   const float w = 1.0f + u;
   const float d = w - 1.0f;
   return d == 0.0f ? u : log_f(w) * (u / d);
 }
 
+// 2 atanh(s) = log((1 + s) / (1 - s)) for |s| <= 1/3, that is log(1 + e) for e in [0, 1] with
+// s = e / (2 + e): an odd polynomial (1 + s^2 Q(s^2) fitted to 5e-9 relative on [0, 1/9]) with
+// no exponent arithmetic, so a loss that already divides by 1 + e gets its log1p for a few FMAs.
+FASTOPT_HD float two_atanh_f(float s) {
+  const float z = s * s;
+  float q = 1.40075624e-1f;
+  q = q * z + 1.40004233e-1f;
+  q = q * z + 2.00108096e-1f;
+  q = q * z + 3.33332062e-1f;
+  const float t = s + s;
+  return t + t * (z * q);
+}
+
 // The same names for double, through <cmath>, so templated kernels call one spelling.
 FASTOPT_HD double exp_f(double x) { return std::exp(x); }
+FASTOPT_HD double exp_nonpos_f(double x) { return std::exp(x); }
 FASTOPT_HD double log_f(double x) { return std::log(x); }
 FASTOPT_HD double log1p_f(double x) { return std::log1p(x); }
+FASTOPT_HD double two_atanh_f(double s) { return 2.0 * std::atanh(s); }
 
 }  // namespace fastopt

@@ -68,7 +68,7 @@ FASTOPT_HD void point_loss(M x, M y, M param, M pw, M& loss, M& dloss) {
     loss = ad < param ? M(0.5) * d * d / param : ad - M(0.5) * param;
     dloss = d < -param ? M(-1) : (d > param ? M(1) : d / param);
   } else if constexpr (K == PointLoss::bce) {
-    const M lx = std::log(x), l1x = std::log1p(-x);
+    const M lx = log_f(x), l1x = log1p_f(-x);
     loss = -(y * (lx < M(-100) ? M(-100) : lx) + (M(1) - y) * (l1x < M(-100) ? M(-100) : l1x));
     // torch refuses an x or y outside [0, 1] (NaN included): a NaN loss, hence a NaN sum,
     // tells the caller to look for the offending element
@@ -77,17 +77,20 @@ FASTOPT_HD void point_loss(M x, M y, M param, M pw, M& loss, M& dloss) {
     const M v = x * (M(1) - x), tiny = M(1e-12f);  // torch's clamp is the float 1e-12
     dloss = (x - y) / (v < tiny ? tiny : v);
   } else if constexpr (K == PointLoss::bce_logits) {
-    const M e = exp_f(-std::fabs(x));
+    const M e = exp_nonpos_f(-std::fabs(x));
     const M lw = (pw - M(1)) * y + M(1);
+    // one division gives both 1 / (1 + e) and s = e / (2 + e), log(1 + e) = 2 atanh(s)
+    const M r = M(1) / ((M(1) + e) * (M(2) + e));
+    const M inv = (M(2) + e) * r, s = e * (M(1) + e) * r;
     // (1 - y) x + l max(-x, 0) regrouped so that nothing cancels for x < 0: -p y x
-    loss = (x >= M(0) ? (M(1) - y) * x : -pw * y * x) + lw * log1p_f(e);
-    const M sig = (x >= M(0) ? M(1) : e) / (M(1) + e);
+    loss = (x >= M(0) ? (M(1) - y) * x : -pw * y * x) + lw * two_atanh_f(s);
+    const M sig = x >= M(0) ? inv : e * inv;
     dloss = lw * sig - pw * y;
   } else if constexpr (K == PointLoss::kl_div) {
-    loss = (y == M(0) ? M(0) : y * std::log(y)) - y * x;
+    loss = (y == M(0) ? M(0) : y * log_f(y)) - y * x;
     dloss = -y;
   } else {
-    const M ey = std::exp(y);
+    const M ey = exp_f(y);
     loss = ey * (y - x);
     dloss = -ey;
   }
