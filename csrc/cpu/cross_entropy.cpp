@@ -110,17 +110,18 @@ struct Row {
       }
     }
     // Without soft-capping the exps are stored in the gradient row and scaled in place by the
-    // last sweep; with it, the capped values live there and the exps are recomputed.
+    // last sweep; with it, the capped values live there and the exps are recomputed. Every
+    // exponent is x - max <= 0 (a row with a non-finite max returned above): exp_nonpos_f.
     const bool store = g && !cap;
     double S;
     if (store)
       S = row_sum<M>(C, [&](int64_t j) {
-        const M e = exp_f(M(src[j]) - m);
+        const M e = exp_nonpos_f(M(src[j]) - m);
         g[j] = T(e);
         return e;
       });
     else
-      S = row_sum<M>(C, [&](int64_t j) { return exp_f(M(src[j]) - m); });
+      S = row_sum<M>(C, [&](int64_t j) { return exp_nonpos_f(M(src[j]) - m); });
     const double lse = double(m) + std::log(S);
     const double loss = A * std::log(S) - tx + a.z_loss * lse * lse;
     if (!g) return loss;
@@ -131,7 +132,7 @@ struct Row {
       if (cap)
         for (int64_t j = 0; j < C; ++j) {
           const M s = M(g[j]);
-          g[j] = T((exp_f(s - m) * k - sc * t_prob(j)) * softcap_slope(s, inv_cap));
+          g[j] = T((exp_nonpos_f(s - m) * k - sc * t_prob(j)) * softcap_slope(s, inv_cap));
         }
       else
         for (int64_t j = 0; j < C; ++j) g[j] = T(M(g[j]) * k - sc * t_prob(j));
@@ -142,12 +143,12 @@ struct Row {
       if (weight)
         for (int64_t j = 0; j < C; ++j) {
           const M s = M(g[j]);
-          g[j] = T((exp_f(s - m) * k - c0 * M(weight[j])) * softcap_slope(s, inv_cap));
+          g[j] = T((exp_nonpos_f(s - m) * k - c0 * M(weight[j])) * softcap_slope(s, inv_cap));
         }
       else
         for (int64_t j = 0; j < C; ++j) {
           const M s = M(g[j]);
-          g[j] = T((exp_f(s - m) * k - c0) * softcap_slope(s, inv_cap));
+          g[j] = T((exp_nonpos_f(s - m) * k - c0) * softcap_slope(s, inv_cap));
         }
     } else {
       if (weight)
@@ -159,7 +160,7 @@ struct Row {
     const M wy = weight ? M(weight[y]) : M(1);
     const M ty = sc * (keep * wy + spread * wy);
     const M slope = cap ? softcap_slope(xy, inv_cap) : M(1);
-    g[y] = T((exp_f(xy - m) * k - ty) * slope);
+    g[y] = T((exp_nonpos_f(xy - m) * k - ty) * slope);
     return loss;
   }
 };
