@@ -12,10 +12,10 @@ Arguments, defaults and results follow torch.nn.functional; fastopt's extras are
 Results: a reduced loss ('mean', 'sum', 'batchmean') is a Python float (computed in float64 from
 a fixed-order sum, then rounded to the input's dtype); reduction='none' gives an array of the
 input's framework and dtype. The gradient is a new array like the input (or the input itself
-with inplace=True; or, for the element-wise losses, the caller's `grad_out=` array, which saves
-an allocation per call: at 16M float32 elements its first touch costs about as much as the
-loss). With reduction='none' it is d(sum of the element losses)/d input, which is what
-backward of loss.sum() gives in torch.
+with inplace=True; or the caller's `grad_out=` array, which saves an allocation per call: at
+16M float32 elements its first touch costs about as much as the loss). With reduction='none'
+it is d(sum of the element losses)/d input, which is what backward of loss.sum() gives in
+torch.
 
 Sums are deterministic: the same bits for any thread count. The formulas are those of
 fastopt.reference, the specification every backend is tested against.
@@ -78,19 +78,21 @@ def _overlap(a: ArraySpec, b: ArraySpec) -> bool:
     return a.ptr < b.ptr + b.nbytes and b.ptr < a.ptr + a.nbytes
 
 
-def _grad_out_spec(grad_out: Any, xs: ArraySpec, return_grad: bool,
-                   **inputs: ArraySpec | None) -> ArraySpec:
-    """The spec of a caller's gradient buffer: like the input, writable, and apart from every
-    array the kernel reads (it reads them while it writes the gradient)."""
+def _grad_out_spec(grad_out: Any, return_grad: bool, ref: str, ref_spec: ArraySpec,
+                   **others: ArraySpec | None) -> ArraySpec:
+    """The spec of a caller's gradient buffer: like the array `ref` the gradient is taken with
+    respect to, writable, and apart from every array the kernel reads (it reads them while it
+    writes the gradient)."""
     if not return_grad:
         raise ValueError("grad_out: given with return_grad=False, which computes no gradient")
-    gs = _float_spec(grad_out, "grad_out", xs.device, "input")
-    _same_dtype(gs, xs, "grad_out", "input")
-    if gs.shape != xs.shape:
-        raise ValueError(f"grad_out: shape {list(gs.shape)} does not match input's "
-                         f"{list(xs.shape)}")
+    gs = _float_spec(grad_out, "grad_out", ref_spec.device, ref)
+    _same_dtype(gs, ref_spec, "grad_out", ref)
+    if gs.shape != ref_spec.shape:
+        whose = ref + ("'" if ref.endswith("s") else "'s")
+        raise ValueError(f"grad_out: shape {list(gs.shape)} does not match {whose} "
+                         f"{list(ref_spec.shape)}")
     check_writable(gs, "grad_out", None)
-    for name, spec in inputs.items():
+    for name, spec in {ref: ref_spec, **others}.items():
         if spec is not None and _overlap(gs, spec):
             raise ValueError(f"grad_out: shares memory with {name}; the gradient needs its own "
                              "buffer")
@@ -130,7 +132,8 @@ def _rows_out(rows: np.ndarray, like: Any, shape: tuple[int, ...]) -> Any:
 def cross_entropy(logits: Any, target: Any, weight: Any | None = None, ignore_index: int = -100,
                   reduction: str = "mean", label_smoothing: float = 0.0, *,
                   z_loss: float = 0.0, softcap: float | None = None, inplace: bool = False,
-                  return_grad: bool = True, backend: str | None = None) -> Any:
+                  return_grad: bool = True, grad_out: Any = None,
+                  backend: str | None = None) -> Any:
     """Softmax cross-entropy over the class axis and its gradient, fused in one pass per row.
 
     logits [C], [N, C] or [N, C, d1, ...] (class axis 1, as torch); target either class indices
@@ -151,6 +154,8 @@ def cross_entropy(logits: Any, target: Any, weight: Any | None = None, ignore_in
         returns logits as the gradient: no memory beyond a few bytes per row (and one row per
         thread for [N, C, d1, ...] logits, whose rows are strided).
       return_grad: False returns the loss alone (forward only; logits are never written).
+      grad_out: an array like logits (C-contiguous, apart from logits, target and weight) to
+        write the gradient into and return, instead of a new one per call.
 
     Returns (loss, grad), or loss alone with return_grad=False.
     """
@@ -158,6 +163,9 @@ def cross_entropy(logits: Any, target: Any, weight: Any | None = None, ignore_in
     ce = _ce_options(label_smoothing, z_loss, softcap)
     if inplace and not return_grad:
         raise ValueError("inplace: there is no gradient to write with return_grad=False")
+    if inplace and grad_out is not None:
+        raise ValueError("grad_out: inplace=True writes the gradient over logits; pass one "
+                         "or the other")
     ls = _float_spec(logits, "logits", None)
     if not ls.shape:
         raise ValueError("logits: expected shape [C], [N, C] or [N, C, d1, ...], got a scalar")
@@ -212,9 +220,14 @@ def cross_entropy(logits: Any, target: Any, weight: Any | None = None, ignore_in
                     raise ValueError(f"{other_name}: shares memory with logits, which "
                                      "inplace=True overwrites")
             grad_obj, gs = logits, ls
+        elif grad_out is not None:
+            grad_obj = grad_out
+            gs = _grad_out_spec(grad_out, True, "logits", ls, target=ts, weight=ws)
         else:
             grad_obj = empty_like(logits)
             gs = describe(grad_obj, "grad")
+    elif grad_out is not None:
+        _grad_out_spec(grad_out, False, "logits", ls)  # raises: no gradient to write
     b = backends.resolve(backend, ls.device[0])
     if not hasattr(b, "cross_entropy"):
         why = "" if ls.device[0] == "cpu" else \
@@ -301,7 +314,7 @@ def _elementwise(kind: str, input: Any, target: Any, reduction: str, *, weight: 
                                           f"kernels for {xs.device[0]} arrays")
     on_device = xs.device[0] != "cpu"
     if grad_out is not None:
-        gs = _grad_out_spec(grad_out, xs, return_grad, input=xs, target=ts, weight=ws,
+        gs = _grad_out_spec(grad_out, return_grad, "input", xs, target=ts, weight=ws,
                             pos_weight=ps)
         grad_obj = grad_out
     else:

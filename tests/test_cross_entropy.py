@@ -120,6 +120,11 @@ def test_inplace_and_forward_only(dtype, option, backend):
     assert grad is y
     assert_close(loss, rloss, dtype)
     assert_grad_close(y, rgrad, dtype, mean_denominator(t, w, "mean"))
+    # grad_out receives the same gradient a new array would, and is returned
+    buf = np.full_like(x, np.nan)
+    loss2, grad2 = losses.cross_entropy(x, t, w, grad_out=buf, backend=backend, **kw)
+    assert grad2 is buf and loss2 == losses.cross_entropy(x, t, w, backend=backend, **kw)[0]
+    np.testing.assert_array_equal(buf, losses.cross_entropy(x, t, w, backend=backend, **kw)[1])
     # soft-capping with no gradient buffer works on a scratch row
     z = x.copy()
     assert_close(losses.cross_entropy(z, t, softcap=2.0, return_grad=False, backend=backend),
@@ -233,6 +238,21 @@ def test_bad_input_raises_naming_the_argument():
     probs = np.full((4, 5), 0.2, np.float32)
     with pytest.raises(ValueError, match="target: shares memory with logits"):
         losses.cross_entropy(probs, probs, inplace=True)
+    for buf, exc, match in [
+            (np.empty((4, 6), np.float32), ValueError, r"grad_out: shape \[4, 6\] does not "
+                                                       r"match logits' \[4, 5\]"),
+            (np.empty((4, 5), np.float64), TypeError, "grad_out: dtype float64 does not match"),
+            (np.empty((5, 4), np.float32).T, ValueError, "grad_out.*contiguous"),
+            (x, ValueError, "grad_out: shares memory with logits"),
+            (readonly, ValueError, "grad_out: array is read-only")]:
+        with pytest.raises(exc, match=match):
+            losses.cross_entropy(x, t, grad_out=buf)
+    with pytest.raises(ValueError, match="grad_out: shares memory with target"):
+        losses.cross_entropy(x, probs, grad_out=probs)
+    with pytest.raises(ValueError, match="grad_out: inplace=True"):
+        losses.cross_entropy(x.copy(), t, inplace=True, grad_out=np.empty_like(x))
+    with pytest.raises(ValueError, match="grad_out: given with return_grad=False"):
+        losses.cross_entropy(x, t, return_grad=False, grad_out=np.empty_like(x))
     before = x.copy()
     with pytest.raises(ValueError, match="target"):
         losses.cross_entropy(x, np.array([0, 1, 9, 2]), inplace=True)

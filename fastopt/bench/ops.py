@@ -337,15 +337,14 @@ def _cross_entropy_setup(inplace: bool) -> Setup:
             return step
         if variant in TORCH_VARIANTS:
             raise Unavailable("torch has no fused cross-entropy with its gradient")
-        from .. import backends, losses
+        from .. import losses
 
-        try:
-            losses.cross_entropy(logits, target, inplace=inplace, backend=variant)
-        except (backends.BackendUnavailable, NotImplementedError, AttributeError) as exc:
-            raise Unavailable(str(exc)) from None
         # in place, the logits become the gradient: later calls run on those values, which
-        # costs the same (every element is read and written once either way)
-        return lambda: losses.cross_entropy(logits, target, inplace=inplace, backend=variant)
+        # costs the same (every element is read and written once either way); otherwise the
+        # gradient goes to one grad_out= buffer, as for the element-wise losses
+        out = None if inplace else np.empty_like(logits)
+        return _fastopt_call(variant, lambda: losses.cross_entropy(
+            logits, target, inplace=inplace, grad_out=out, backend=variant))
 
     return setup
 
@@ -489,7 +488,8 @@ def _register_losses() -> None:
                                                                           "fastopt.torch")}))
     # read logits, write the gradient: 8 bytes per float32 element (docs/architecture.md)
     register(Op("cross_entropy", Streams(0, 1, 1), _cross_entropy_setup(False),
-                "softmax cross-entropy forward + gradient, logits (size/4096, 4096)",
+                "softmax cross-entropy forward + gradient, logits (size/4096, 4096); fastopt "
+                "into one grad_out= buffer",
                 (TORCH_AUTOGRAD,), tags=("loss",)))
     register(Op("cross_entropy_inplace", Streams(1, 0), _cross_entropy_setup(True),
                 "cross-entropy with the gradient written over the logits",
