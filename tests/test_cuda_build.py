@@ -48,9 +48,9 @@ def test_cuda_sources_compile_for_sm90(tmp_path):
 def test_cuda_kernels_replayed_on_host_match_rules(tmp_path):
     """tests/cuda_kernel_emulation.cu runs every planned launch of the CUDA kernels thread by
     thread on the CPU (apply_block is host+device) and compares bitwise with the per-element
-    step, for every optimizer of csrc/include/fastopt/optimizers.h in every variant (in the
-    16-bit storage types the plainest and fullest variant of each, all with
-    FASTOPT_TEST_FULL=1)."""
+    step, for every optimizer of csrc/include/fastopt/optimizers.h in every variant (in
+    float64 and the 16-bit storage types by default the plainest and fullest variant of each;
+    every variant with FASTOPT_TEST_FULL=1)."""
     exe = tmp_path / "emulation"
     # PTX only (no ptxas), unoptimized (-Xcicc -O0): the device code is not what this test runs
     cmd = ["nvcc", "-std=c++17", "-O1", "-arch=compute_90", "-Xcicc", "-O0",
