@@ -19,6 +19,13 @@ if "libasan" in os.environ.get("LD_PRELOAD", ""):
                           for name, why in CPU_BACKEND_STATUS]
 CPU_BACKENDS = [name for name, why in CPU_BACKEND_STATUS if why is None]
 
+#: The test tiers. By default the exhaustive sweeps run a representative part, every kernel
+#: and storage dtype at least once: the CUDA kernels replayed on the host
+#: (tests/cuda_kernel_emulation.cu), the Numba-CUDA kernels compiled to PTX and run in the
+#: simulator (tests/numba_cuda_*sim_check.py). FASTOPT_TEST_FULL=1 (`.ci/run --full`) runs
+#: them whole.
+FULL = os.environ.get("FASTOPT_TEST_FULL", "0") not in ("", "0")
+
 
 def backend_params(names=None) -> list:
     """pytest params of the CPU backends (all of CPU_BACKEND_STATUS, or those in `names`),
@@ -29,7 +36,9 @@ def backend_params(names=None) -> list:
 
 
 def pytest_report_header(config):
-    lines = [f"fastopt {fastopt.__version__}: CPU backends under test {CPU_BACKENDS}"]
+    lines = [f"fastopt {fastopt.__version__}: CPU backends under test {CPU_BACKENDS}",
+             "exhaustive sweeps: " + ("all (FASTOPT_TEST_FULL=1)" if FULL else
+                                      "representative part (FASTOPT_TEST_FULL=1: all)")]
     lines += [f"  {name} skipped: {why}" for name, why in CPU_BACKEND_STATUS if why is not None]
     try:
         from fastopt import _C

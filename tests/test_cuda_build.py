@@ -10,6 +10,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from conftest import FULL
 from tolerances import assert_close
 
 import fastopt
@@ -47,11 +48,13 @@ def test_cuda_sources_compile_for_sm90(tmp_path):
 def test_cuda_kernels_replayed_on_host_match_rules(tmp_path):
     """tests/cuda_kernel_emulation.cu runs every planned launch of the CUDA kernels thread by
     thread on the CPU (apply_block is host+device) and compares bitwise with the per-element
-    step, for every optimizer of csrc/include/fastopt/optimizers.h in every variant."""
+    step, for every optimizer of csrc/include/fastopt/optimizers.h in every variant (in
+    float64 and the 16-bit storage types by default the plainest and fullest variant of each;
+    every variant with FASTOPT_TEST_FULL=1)."""
     exe = tmp_path / "emulation"
     # PTX only (no ptxas), unoptimized (-Xcicc -O0): the device code is not what this test runs
     cmd = ["nvcc", "-std=c++17", "-O1", "-arch=compute_90", "-Xcicc", "-O0",
-           f"-I{ROOT / 'csrc' / 'include'}",
+           f"-DFASTOPT_EMULATION_FULL={int(FULL)}", f"-I{ROOT / 'csrc' / 'include'}",
            f"-I{ROOT / 'csrc'}", str(ROOT / "tests" / "cuda_kernel_emulation.cu"), "-o", str(exe)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -60,33 +63,50 @@ def test_cuda_kernels_replayed_on_host_match_rules(tmp_path):
     assert run.stdout.startswith("ok")
 
 
+def _taken_in_turn(items, k: int) -> list:
+    """All of items with FASTOPT_TEST_FULL=1, else the k-th (cyclically): each compile to PTX
+    takes seconds, and a sweep over kernels takes the dtypes in turn, so that every kernel and
+    every dtype is compiled at least once."""
+    return list(items) if FULL else [items[k % len(items)]]
+
+
 def _kernel_signatures():
     """The clipping kernels' signatures in every storage dtype (the optimizers' are made from
-    the specs in the test)."""
+    the specs in the test); by default each kernel in one dtype."""
     from numba import types
 
     i = types.int64[::1]  # the table's metadata: pointers, block starts, sizes
-    for dt, mt in ((types.float32, types.float32), (types.float64, types.float64),
-                   (types.float16, types.float32)):
-        a = dt[::1]
-        yield "clamp", (i, i, i, a, types.UniTuple(mt, 3))
-        yield "norm_partials", (i, i, i, a, types.int64, types.float64, types.float64[::1])
+    dtypes = ((types.float32, types.float32), (types.float64, types.float64),
+              (types.float16, types.float32))
+    for dt, mt in _taken_in_turn(dtypes, 2):
+        yield "clamp", (i, i, i, dt[::1], types.UniTuple(mt, 3))
+    for dt, _ in _taken_in_turn(dtypes, 0):
+        yield "norm_partials", (i, i, i, dt[::1], types.int64, types.float64,
+                                types.float64[::1])
 
 
 def _loss_kernel_signatures():
+    """The loss kernels' signatures in both dtypes and (cross-entropy) both index dtypes; by
+    default each kernel once, each dtype and index dtype at least once."""
     from numba import types
 
-    for dt in (types.float32, types.float64):
-        a, f, b, i = dt[::1], types.float64, types.boolean, types.int64
+    def arrays(dt):
+        return dt[::1], types.float64, types.boolean, types.int64
+
+    for dt in _taken_in_turn((types.float32, types.float64), 0):
+        a, f, b, i = arrays(dt)
         yield "elementwise", (a, i, a, a, i, a, i, a, b, a, b, f, f, f[::1])
-        for index in (types.int32[::1], types.int64[::1]):
-            yield "cross_entropy", (a, index, b, a, a, b, f, a, b, i, i, i, i, f, f, f, f,
-                                    f[::1])
+    pairs = [(dt, index) for dt in (types.float64, types.float32)
+             for index in (types.int32[::1], types.int64[::1])]
+    for dt, index in (pairs if FULL else pairs[::3]):
+        a, f, b, i = arrays(dt)
+        yield "cross_entropy", (a, index, b, a, a, b, f, a, b, i, i, i, i, f, f, f, f, f[::1])
 
 
 def test_numba_cuda_kernels_compile_to_ptx_for_sm90():
     """Every optimizer's kernel (the driver template around its rule) and the clipping
-    kernels compile for sm_90 in every storage dtype, without a GPU."""
+    kernels compile for sm_90 in every storage dtype, without a GPU (by default each kernel in
+    one storage dtype, the dtypes taken in turn; all with FASTOPT_TEST_FULL=1)."""
     pytest.importorskip("numba.cuda")
     from numba import cuda
     from numba.cuda import types
@@ -97,9 +117,10 @@ def test_numba_cuda_kernels_compile_to_ptx_for_sm90():
 
     i64 = types.int64[::1]
     kernels = [(name, _numba_cuda.KERNELS[name], sig) for name, sig in _kernel_signatures()]
-    for spec in ops.REGISTRY.values():
-        for storage, math in ((types.float32, types.float32), (types.float16, types.float32),
-                              (types.float64, types.float64)):
+    storages = ((types.float32, types.float32), (types.float16, types.float32),
+                (types.float64, types.float64))
+    for k, spec in enumerate(ops.REGISTRY.values()):
+        for storage, math in _taken_in_turn(storages, k):
             math = types.float64 if spec.math == "float64" else math
             scalars = types.UniTuple(math, len(ops.HEAD) + len(spec.scalars_order))
             kernels.append((spec.name, _numba_cuda.optimizer_kernel(spec),
@@ -565,6 +586,8 @@ def ce_emulator(tmp_path_factory):
     return exe
 
 
+# the tests sharing a compiled replay stay on one worker under pytest-xdist (--dist loadgroup)
+@pytest.mark.xdist_group("ce_emulator")
 @pytest.mark.parametrize("case", range(len(_CE_CASES)))
 def test_cuda_cross_entropy_replayed_on_host_matches_reference(case, ce_emulator, tmp_path):
     """The CUDA cross-entropy kernel's per-thread sweeps and block folds, replayed on the host
@@ -615,6 +638,7 @@ def test_cuda_cross_entropy_replayed_on_host_matches_reference(case, ce_emulator
     assert_close(grad, rgrad, dtype, "grad")
 
 
+@pytest.mark.xdist_group("ce_emulator")
 def test_cuda_cross_entropy_replay_reports_bad_target(ce_emulator, tmp_path):
     x = np.zeros((3, 5), np.float32)
     t = np.array([1, 7, 2], np.int64)
@@ -784,6 +808,7 @@ _LOSS_KINDS = {"mse": 0, "l1": 1, "huber": 2, "smooth_l1": 3, "bce": 4, "bce_log
                "kl_div": 6, "kl_div_log_target": 7}
 
 
+@pytest.mark.xdist_group("loss_emulator")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [1, 7, 4097, 65537, 300_006])
 @pytest.mark.parametrize("name", list(_LOSS_KINDS))
