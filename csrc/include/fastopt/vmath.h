@@ -23,14 +23,11 @@ FASTOPT_HD int32_t float_to_bits(float f) {
   return i;
 }
 
-// e^x: 0 for x = -inf and anything below the normal range, +inf past ln(FLT_MAX), NaN for
-// NaN; about 1 ulp in between.
-FASTOPT_HD float exp_f(float x) {
-  const float lo = -87.33654f, hi = 88.72283f;
-  // written so NaN clamps to lo: the int conversion below must never see NaN (UB)
-  const float xc = x > lo ? (x < hi ? x : hi) : lo;
-  const float fx = std::floor(xc * 1.44269504088896341f + 0.5f);
-  float r = xc - fx * 0.693359375f;
+// e^x = e^r 2^fx for a finite x (never NaN: fx goes to an int conversion): returns e^r,
+// Cephes' polynomial on r = x - fx ln 2, |r| <= ln(2) / 2, and sets fx = round(x / ln 2).
+FASTOPT_HD float exp_reduced_f(float x, float& fx) {
+  fx = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - fx * 0.693359375f;
   r = r - fx * -2.12194440e-4f;
   const float z = r * r;
   float y = 1.9875691500e-4f;
@@ -39,7 +36,17 @@ FASTOPT_HD float exp_f(float x) {
   y = y * r + 4.1665795894e-2f;
   y = y * r + 1.6666665459e-1f;
   y = y * r + 5.0000001201e-1f;
-  y = y * z + r + 1.0f;
+  return y * z + r + 1.0f;
+}
+
+// e^x: 0 for x = -inf and anything below the normal range, +inf past ln(FLT_MAX), NaN for
+// NaN; about 1 ulp in between.
+FASTOPT_HD float exp_f(float x) {
+  const float lo = -87.33654f, hi = 88.72283f;
+  // written so NaN clamps to lo: the int conversion below must never see NaN (UB)
+  const float xc = x > lo ? (x < hi ? x : hi) : lo;
+  float fx;
+  float y = exp_reduced_f(xc, fx);
   // 2^fx as 2^(fx - top) * 2^top: fx reaches 128 for x in (88.38, 88.72], one past the largest
   // float exponent, where e^x itself (y < 1 there) is still finite
   const int32_t e = int32_t(fx);
@@ -57,17 +64,8 @@ FASTOPT_HD float exp_f(float x) {
 FASTOPT_HD float exp_nonpos_f(float x) {
   const float lo = -87.33654f;
   const float xc = x > lo ? x : lo;  // NaN clamps to lo: the int conversion must not see it
-  const float fx = std::floor(xc * 1.44269504088896341f + 0.5f);
-  float r = xc - fx * 0.693359375f;
-  r = r - fx * -2.12194440e-4f;
-  const float z = r * r;
-  float y = 1.9875691500e-4f;
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * z + r + 1.0f;
+  float fx;
+  const float y = exp_reduced_f(xc, fx);
   const float scale = bits_to_float((int32_t(fx) + 127) << 23);
   return x < lo ? 0.0f : y * scale + (x - x);
 }
